@@ -1,0 +1,477 @@
+"""The gated registry store: MLflow's SQL registry store with the gate in front of every write
+that can change what is in production.
+
+Registered under the URI prefix ``gatekeeper:`` (``gatekeeper:sqlite:///mlflow.db``,
+``gatekeeper:postgresql+psycopg2://…``), so the web UI, REST and the Python client all pass through
+it. Each gated call checks and writes in one database transaction under a per-model lock (a row
+lock on PostgreSQL, an immediate write transaction on SQLite): MLflow's own write code runs inside
+that transaction through a re-entrant session maker, so the plugin reuses it instead of copying it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+from mlflow.entities.model_registry.model_version_stages import get_canonical_stage
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
+    PERMISSION_DENIED,
+    RESOURCE_DOES_NOT_EXIST,
+)
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlModelVersionTag,
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+)
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from plugins.evidence_source import EvidenceSource
+from plugins.request_context import current_actor, current_route
+from registry_hooks.audit import log as audit
+from registry_hooks.decision import PASS, PROMOTE, Baseline, Check, Decision, decide
+from registry_hooks.evidence import VersionRef
+from registry_hooks.policy import ModelPolicy, Policy
+
+URI_PREFIX = "gatekeeper:"
+RESERVED_TAG_PREFIX = "gatekeeper."
+PROMPT_TAG = "mlflow.prompt.is_prompt"
+STAGE_DELETED = "Deleted_Internal"
+_TAG_VALUE_LIMIT = 5000
+ROLLBACK = "rollback"
+
+
+def build_store(store_uri: str, tracking_uri: str | None = None) -> GatekeeperStore:
+    """Entry point ``mlflow.model_registry_store: gatekeeper``: strip the prefix, keep the database URI."""
+    if not store_uri.startswith(URI_PREFIX):
+        raise MlflowException(f"gatekeeper store URIs look like 'gatekeeper:<database uri>', got {store_uri!r}")
+    return GatekeeperStore(store_uri[len(URI_PREFIX):], tracking_uri=tracking_uri)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One protected registry target: ``alias`` ``champion`` or ``stage`` ``Production``."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name!r}" if self.kind == "alias" else f"stage {self.name}"
+
+
+@dataclass
+class ProductionState:
+    """Who holds each protected target of one model right now."""
+
+    aliases: dict[str, tuple[str, str]]  # canonical alias -> (stored spelling, version)
+    stages: dict[str, list[str]]  # protected stage -> versions in it
+
+    def holder(self, target: Target) -> str | None:
+        if target.kind == "alias":
+            held = self.aliases.get(target.name)
+            return held[1] if held else None
+        versions = self.stages.get(target.name) or []
+        return max(versions, key=int) if versions else None
+
+    def targets_of(self, version: str) -> list[Target]:
+        held = [Target("alias", a) for a, (_, v) in self.aliases.items() if v == version]
+        return held + [Target("stage", s) for s, vs in self.stages.items() if version in vs]
+
+    def holders(self) -> set[str]:
+        return {v for _, v in self.aliases.values()} | {v for vs in self.stages.values() for v in vs}
+
+
+def _refuse(message: str) -> MlflowException:
+    return MlflowException(message, error_code=PERMISSION_DENIED)
+
+
+class GatekeeperStore(SqlAlchemyStore):
+    """A SQL registry store that refuses promotions without passing evidence and logs every decision."""
+
+    def __init__(self, db_uri: str, tracking_uri: str | None = None):
+        super().__init__(db_uri)  # creates MLflow's tables first: ours must come after them
+        audit.migrate(self.engine)
+        self.policy = Policy.from_environment()
+        self.evidence = EvidenceSource(tracking_uri)
+        self._active_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+            f"gatekeeper_session_{id(self)}", default=None
+        )
+        self._base_session_maker = self.ManagedSessionMaker
+        self.ManagedSessionMaker = self._reentrant_session
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def _reentrant_session(self, read_only: bool = True) -> Iterator[Session]:
+        """MLflow's session maker, except that inside a gated transaction it reuses that one."""
+        session = self._active_session.get()
+        if session is not None:
+            yield session
+            return
+        with self._base_session_maker(read_only=read_only) as session:
+            yield session
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[tuple[Session, SqlRegisteredModel]]:
+        """One write transaction holding the per-model lock; MLflow's code called inside joins it."""
+        with self._base_session_maker(read_only=False) as session:
+            if session.bind.dialect.name == "sqlite":
+                session.execute(text("BEGIN IMMEDIATE"))
+            model = (
+                session.query(SqlRegisteredModel)
+                .filter(SqlRegisteredModel.name == name)
+                .with_for_update()
+                .one_or_none()
+            )
+            if model is None:
+                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+            token = self._active_session.set(session)
+            try:
+                yield session, model
+            finally:
+                self._active_session.reset(token)
+
+    # -- reading the registry ------------------------------------------------------------------
+
+    @staticmethod
+    def _is_prompt(model: SqlRegisteredModel) -> bool:
+        return any(t.key == PROMPT_TAG and t.value.lower() == "true" for t in model.registered_model_tags)
+
+    @staticmethod
+    def _state(session: Session, name: str, policy: ModelPolicy) -> ProductionState:
+        aliases: dict[str, tuple[str, str]] = {}
+        rows = session.query(SqlRegisteredModelAlias).filter(SqlRegisteredModelAlias.name == name).all()
+        for row in rows:
+            canonical = policy.targets.canonical_alias(row.alias)
+            if canonical is not None and (canonical not in aliases or row.alias == canonical):
+                aliases[canonical] = (row.alias, str(row.version))
+        stages: dict[str, list[str]] = {}
+        for stage in policy.targets.stages:
+            versions = (
+                session.query(SqlModelVersion.version)
+                .filter(SqlModelVersion.name == name, SqlModelVersion.current_stage == stage)
+                .all()
+            )
+            stages[stage] = [str(v) for (v,) in versions]
+        return ProductionState(aliases=aliases, stages=stages)
+
+    @staticmethod
+    def _version_exists(session: Session, name: str, version: str) -> bool:
+        return (
+            session.query(SqlModelVersion.version)
+            .filter(
+                SqlModelVersion.name == name,
+                SqlModelVersion.version == int(version),
+                SqlModelVersion.current_stage != STAGE_DELETED,
+            )
+            .first()
+            is not None
+        )
+
+    def _baseline(self, session: Session, name: str, candidate: str, targets: list[Target],
+                  state: ProductionState, policy: ModelPolicy) -> Baseline:
+        """The production version a candidate must beat (see docs: 'Baseline')."""
+        preferred = targets + [
+            t for t in [Target("alias", a) for a in policy.targets.aliases]
+            + [Target("stage", s) for s in policy.targets.stages]
+            if t not in targets
+        ]
+        for target in preferred:
+            holder = state.holder(target)
+            if holder is not None and holder != candidate:
+                return Baseline(holder, str(target))
+        for version in audit.approved_versions(session, name):
+            if version != candidate and self._version_exists(session, name, version):
+                return Baseline(version, "audit log: last approved version")
+        return Baseline(None, "none (first release)")
+
+    def _judge(self, session: Session, name: str, version: str, targets: list[Target],
+               policy: ModelPolicy, state: ProductionState) -> Decision:
+        candidate = VersionRef(name, version)
+        baseline = self._baseline(session, name, version, targets, state, policy)
+        return decide(
+            policy,
+            candidate,
+            baseline,
+            self.evidence.find_evidence(candidate, baseline.version),
+            self.evidence.find_drift(candidate) if policy.drift.required else None,
+            datetime.now(timezone.utc),
+        )
+
+    # -- writing a decision ------------------------------------------------------------------
+
+    def _record(self, session: Session, decision: Decision, *, action: str, targets: list[Target], route: str,
+                replaced: dict, extra_reasons: list[str] | None = None) -> audit.DecisionRecord:
+        """Append the decision to the audit log and mirror it onto the candidate's tags."""
+        record = audit.append(session, audit.DecisionRecord(
+            model_name=decision.candidate.name,
+            candidate_version=decision.candidate.version,
+            baseline_version=decision.baseline.version,
+            action=action,
+            verdict=decision.verdict,
+            target=", ".join(str(t) for t in targets),
+            route=route,
+            actor=current_actor(),
+            reasons=(extra_reasons or []) + decision.reasons,
+            checks=[c.__dict__ for c in decision.checks],
+            evidence_run_ids=decision.evidence_run_ids,
+            replaced=replaced,
+            policy_hash=self.policy.content_hash,
+        ))
+        tags = {
+            "decision_id": str(record.id),
+            "action": action,
+            "verdict": decision.verdict,
+            "target": record.target,
+            "baseline_version": decision.baseline.version or "none",
+            "decided_at": datetime.fromtimestamp(record.created_at / 1000, tz=timezone.utc).isoformat(),
+            "actor": record.actor or "anonymous",
+            "reason": "\n".join(record.reasons)[:_TAG_VALUE_LIMIT],
+            "evidence_run_ids": ",".join(decision.evidence_run_ids),
+            "policy_hash": self.policy.content_hash,
+        }
+        model_version = int(decision.candidate.version)
+        for key, value in tags.items():
+            session.merge(self._with_workspace_field(SqlModelVersionTag(
+                name=decision.candidate.name, version=model_version, key=RESERVED_TAG_PREFIX + key, value=value
+            )))
+        return record
+
+    def _move(self, session: Session, name: str, version: str, targets: list[Target], state: ProductionState) -> dict:
+        """Point every target at ``version``; the previous holders are archived or lose the alias."""
+        replaced: dict[str, object] = {}
+        for target in targets:
+            if target.kind == "alias":
+                held = state.aliases.get(target.name)
+                if held is not None:
+                    replaced[str(target)] = held[1]
+                    if held[0] != target.name:  # a case variant: drop it so exactly one holder remains
+                        super().delete_registered_model_alias(name, held[0])
+                super().set_registered_model_alias(name, target.name, version)
+            else:
+                others = [v for v in state.stages.get(target.name, []) if v != version]
+                replaced[str(target)] = others
+                super().transition_model_version_stage(name, version, target.name, archive_existing_versions=True)
+        return replaced
+
+    def _promote(self, name: str, version: str, targets: list[Target], *, mode: str = "gate",
+                 reason: str | None = None) -> Decision | None:
+        """The gated write. ``mode``: ``gate`` (evidence decides), ``override`` or ``rollback``.
+
+        Refusals are committed to the audit log before the error is raised, so a refused attempt
+        is recorded as surely as an approved one.
+        """
+        version = str(int(version)) if str(version).isdigit() else str(version)
+        policy = self.policy.for_model(name)
+        route = current_route(mode if mode != "gate" else "in-process")
+        with self._locked(name) as (session, _model):
+            if not self._version_exists(session, name, version):
+                raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+            state = self._state(session, name, policy)
+            pending = [t for t in targets if state.holder(t) != version or (t.kind == "stage" and len(state.stages[t.name]) > 1)]
+            if not pending:
+                return None  # already there: nothing changes, nothing to decide
+            if mode == "rollback":
+                current = next((state.holder(t) for t in pending if state.holder(t)), None)
+                decision = Decision(
+                    verdict=ROLLBACK,
+                    candidate=VersionRef(name, version),
+                    baseline=Baseline(current, "production before the rollback" if current else "none"),
+                    checks=[Check("rollback", PASS, f"rolled back to v{version}, the version approved before v{current}")],
+                    evidence_run_ids=[],
+                )
+            else:
+                decision = self._judge(session, name, version, pending, policy, state)
+            held_elsewhere = state.targets_of(version)
+            others = state.holders() - {version}
+            if mode == "gate" and not decision.approved and held_elsewhere and not others:
+                # The candidate already is production through another target: extending it to this
+                # one changes nothing about which model serves.
+                decision.verdict = PROMOTE
+                decision.checks[0].message = f"already production through {held_elsewhere[0]}; extending it to {pending[0]}"
+                decision.checks[0].outcome = "pass"
+                decision.checks = decision.checks[:1]
+            approved = decision.approved or mode in ("override", "rollback")
+            action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
+            replaced = self._move(session, name, version, pending, state) if approved else {}
+            extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
+            self._record(session, decision, action=action, targets=pending, route=route, replaced=replaced, extra_reasons=extra)
+        if not approved:
+            raise _refuse(decision.summary())
+        return decision
+
+    # -- the public, gated API -----------------------------------------------------------------
+
+    def _model_is_prompt(self, name: str) -> bool:
+        with self.ManagedSessionMaker() as session:
+            model = session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none()
+            return model is not None and self._is_prompt(model)
+
+    def set_registered_model_alias(self, name, alias, version):
+        canonical = self.policy.for_model(name).targets.canonical_alias(alias or "")
+        if canonical is None or self._model_is_prompt(name):
+            return super().set_registered_model_alias(name, alias, version)
+        self._promote(name, str(version), [Target("alias", canonical)])
+
+    def transition_model_version_stage(self, name, version, stage, archive_existing_versions):
+        policy = self.policy.for_model(name)
+        canonical = get_canonical_stage(stage)
+        if self._model_is_prompt(name):
+            return super().transition_model_version_stage(name, version, stage, archive_existing_versions)
+        if policy.targets.protects_stage(canonical):
+            self._promote(name, str(version), [Target("stage", canonical)])
+            return self.get_model_version(name, version)
+        with self._locked(name) as (session, _model):
+            state = self._state(session, name, policy)
+            for target in state.targets_of(str(version)):
+                if target.kind == "stage":
+                    raise _refuse(
+                        f"{name} v{version} is the production version ({target}); moving it to {canonical} would "
+                        f"leave production without the gate. Promote a better version (which archives it) or "
+                        f"run `gatekeeper rollback {name}`."
+                    )
+            return super().transition_model_version_stage(name, version, stage, archive_existing_versions)
+
+    def _refuse_if_production(self, session: Session, name: str, versions: set[str] | None, what: str) -> None:
+        state = self._state(session, name, self.policy.for_model(name))
+        held = {v: state.targets_of(v) for v in state.holders() if versions is None or v in versions}
+        if held:
+            version, targets = sorted(held.items())[0]
+            raise _refuse(
+                f"cannot {what}: {name} v{version} holds {', '.join(map(str, targets))}. Production can only "
+                f"change through the gate: promote a better version, or run `gatekeeper rollback {name}`."
+            )
+
+    def delete_registered_model_alias(self, name, alias):
+        canonical = self.policy.for_model(name).targets.canonical_alias(alias or "")
+        if canonical is None or self._model_is_prompt(name):
+            return super().delete_registered_model_alias(name, alias)
+        with self._locked(name) as (session, _model):
+            exists = session.query(SqlRegisteredModelAlias).filter(
+                SqlRegisteredModelAlias.name == name, SqlRegisteredModelAlias.alias == alias
+            ).first()
+            if exists is not None:
+                raise _refuse(
+                    f"cannot delete protected alias {alias!r} of {name} (it points to v{exists.version}): "
+                    f"production can only change through the gate; use `gatekeeper rollback {name}`"
+                )
+            return super().delete_registered_model_alias(name, alias)
+
+    def delete_model_version(self, name, version):
+        if self._model_is_prompt(name):
+            return super().delete_model_version(name, version)
+        with self._locked(name) as (session, _model):
+            self._refuse_if_production(session, name, {str(version)}, f"delete {name} v{version}")
+            return super().delete_model_version(name, version)
+
+    def delete_registered_model(self, name):
+        if self._model_is_prompt(name):
+            return super().delete_registered_model(name)
+        with self._locked(name) as (session, _model):
+            self._refuse_if_production(session, name, None, f"delete registered model {name}")
+            return super().delete_registered_model(name)
+
+    def rename_registered_model(self, name, new_name):
+        if self._model_is_prompt(name):
+            return super().rename_registered_model(name, new_name)
+        with self._locked(name) as (session, _model):
+            self._refuse_if_production(
+                session, name, None,
+                f"rename {name} (its production aliases and stages would move to {new_name!r}, under "
+                f"{new_name!r}'s policy and without its audit history)",
+            )
+            return super().rename_registered_model(name, new_name)
+
+    # -- reserved tags -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_tag_key(key: str) -> None:
+        if key is not None and key.lower().startswith(RESERVED_TAG_PREFIX):
+            raise _refuse(f"tags starting with '{RESERVED_TAG_PREFIX}' are written by the gate only (got {key!r})")
+
+    def set_model_version_tag(self, name, version, tag):
+        self._check_tag_key(tag.key)
+        return super().set_model_version_tag(name, version, tag)
+
+    def delete_model_version_tag(self, name, version, key):
+        self._check_tag_key(key)
+        return super().delete_model_version_tag(name, version, key)
+
+    def set_registered_model_tag(self, name, tag):
+        self._check_tag_key(tag.key)
+        return super().set_registered_model_tag(name, tag)
+
+    def delete_registered_model_tag(self, name, key):
+        self._check_tag_key(key)
+        return super().delete_registered_model_tag(name, key)
+
+    def create_registered_model(self, name, tags=None, description=None, deployment_job_id=None):
+        for tag in tags or []:
+            self._check_tag_key(tag.key)
+        return super().create_registered_model(name, tags, description, deployment_job_id)
+
+    def create_model_version(self, name, source, run_id=None, tags=None, run_link=None, description=None,
+                             local_model_path=None, model_id=None):
+        if str(source).startswith("models:/"):
+            # A copy of another version (MlflowClient.copy_model_version): its gate tags describe
+            # decisions about the source, never about the copy, so they are not carried over.
+            tags = [t for t in tags or [] if not t.key.lower().startswith(RESERVED_TAG_PREFIX)]
+        for tag in tags or []:
+            self._check_tag_key(tag.key)
+        return super().create_model_version(name, source, run_id, tags, run_link, description, local_model_path, model_id)
+
+    # -- gatekeeper's own operations (the server app's routes and the CLI use these) -------------
+
+    def _promote_targets(self, name: str) -> list[Target]:
+        promote_to = self.policy.for_model(name).promote_to
+        return [Target(kind, value) for kind, value in (("alias", promote_to.alias), ("stage", promote_to.stage)) if value]
+
+    def promote(self, name: str, version: str, *, force: bool = False, reason: str | None = None) -> Decision | None:
+        """Move ``version`` to every target of the policy's ``promote_to`` in one gated transaction."""
+        if force:
+            if not self.policy.for_model(name).allow_overrides:
+                raise _refuse(f"the policy for {name} does not allow overrides")
+            if not (reason or "").strip():
+                raise MlflowException("an override needs --reason: it is written to the audit log", INVALID_PARAMETER_VALUE)
+        return self._promote(name, version, self._promote_targets(name), mode="override" if force else "gate", reason=reason)
+
+    def explain(self, name: str, version: str) -> Decision:
+        """The decision a promotion would get now, changing nothing."""
+        policy = self.policy.for_model(name)
+        targets = self._promote_targets(name)
+        with self.ManagedSessionMaker() as session:
+            if session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none() is None:
+                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+            if not self._version_exists(session, name, str(version)):
+                raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+            return self._judge(session, name, str(version), targets, policy, self._state(session, name, policy))
+
+    def rollback(self, name: str, reason: str | None = None) -> Decision:
+        """Move production back to the version approved before the current one."""
+        policy = self.policy.for_model(name)
+        targets = self._promote_targets(name)
+        with self.ManagedSessionMaker() as session:
+            state = self._state(session, name, policy)
+            current = next((state.holder(t) for t in targets if state.holder(t)), None)
+            previous = next(
+                (v for v in audit.approved_versions(session, name) if v != current and self._version_exists(session, name, v)),
+                None,
+            )
+        if previous is None:
+            raise MlflowException(
+                f"nothing to roll back to: the audit log records no other approved version of {name} that still exists",
+                INVALID_STATE,
+            )
+        return self._promote(name, previous, targets, mode="rollback", reason=reason or f"roll back from v{current}")
+
+    def history(self, name: str, limit: int = 100) -> list[audit.DecisionRecord]:
+        with self.ManagedSessionMaker() as session:
+            return audit.history(session, name, limit)

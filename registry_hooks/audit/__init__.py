@@ -1,0 +1,6 @@
+"""The append-only audit log of every gate decision, in the plugin's own tables.
+
+Shaped like MLflow's basic-auth store: declarative models (``models.py``), Alembic migrations with
+their own version table (``migrations/``), and a small repository (``log.py``) that only ever
+inserts and reads. Nothing in the product updates or deletes an audit row.
+"""

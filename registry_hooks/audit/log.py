@@ -1,0 +1,156 @@
+"""Migrating, appending to and reading the audit log.
+
+Every function takes the caller's SQLAlchemy session so an audit row commits or rolls back
+together with the registry change it describes: a promotion is never recorded without happening,
+nor happens without being recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from registry_hooks.audit.models import SqlDecision
+
+VERSION_TABLE = "alembic_version_gatekeeper"
+APPROVING_ACTIONS = ("promote", "override", "rollback")
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_ADVISORY_LOCK_KEY = 0x6761746B  # "gatk": serialises concurrent start-ups on PostgreSQL
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config(str(_MIGRATIONS / "alembic.ini"))
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return config
+
+
+def migrate(engine: Engine, attempts: int = 20) -> None:
+    """Bring the gatekeeper tables to the newest revision, safely from several workers at once.
+
+    Must run after MLflow created its own tables (an empty database that first gets ours makes
+    ``mlflow db upgrade`` fail). PostgreSQL serialises workers with an advisory lock; SQLite
+    workers that race on the DDL retry until one of them has finished.
+    """
+    config = _alembic_config(engine)
+    head = ScriptDirectory.from_config(config).get_current_head()
+    last_error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+                current = MigrationContext.configure(
+                    connection, opts={"version_table": VERSION_TABLE}
+                ).get_current_revision()
+                if current == head:
+                    return
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                return
+        except Exception as exc:  # another worker is mid-migration: wait for it and look again
+            last_error = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not migrate the gatekeeper tables: {last_error}") from last_error
+
+
+@dataclass
+class DecisionRecord:
+    """A decision as written to and read from the log (JSON fields already decoded)."""
+
+    model_name: str
+    candidate_version: str | None
+    baseline_version: str | None
+    action: str
+    verdict: str
+    target: str
+    route: str
+    actor: str | None
+    reasons: list[str]
+    checks: list[dict[str, Any]]
+    evidence_run_ids: list[str]
+    policy_hash: str
+    replaced: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    created_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def append(session: Session, record: DecisionRecord) -> DecisionRecord:
+    """Insert one decision; returns it with its id and timestamp filled in."""
+    row = SqlDecision(
+        created_at=int(time.time() * 1000),
+        model_name=record.model_name,
+        candidate_version=record.candidate_version,
+        baseline_version=record.baseline_version,
+        action=record.action,
+        verdict=record.verdict,
+        target=record.target,
+        route=record.route,
+        actor=record.actor,
+        reasons=json.dumps(record.reasons),
+        checks=json.dumps(record.checks, default=str),
+        evidence_run_ids=json.dumps(record.evidence_run_ids),
+        replaced=json.dumps(record.replaced),
+        policy_hash=record.policy_hash,
+    )
+    session.add(row)
+    session.flush()
+    record.id, record.created_at = row.id, row.created_at
+    return record
+
+
+def _decode(row: SqlDecision) -> DecisionRecord:
+    return DecisionRecord(
+        id=row.id,
+        created_at=row.created_at,
+        model_name=row.model_name,
+        candidate_version=row.candidate_version,
+        baseline_version=row.baseline_version,
+        action=row.action,
+        verdict=row.verdict,
+        target=row.target,
+        route=row.route,
+        actor=row.actor,
+        reasons=json.loads(row.reasons),
+        checks=json.loads(row.checks),
+        evidence_run_ids=json.loads(row.evidence_run_ids),
+        replaced=json.loads(row.replaced),
+        policy_hash=row.policy_hash,
+    )
+
+
+def history(session: Session, model_name: str, limit: int = 100) -> list[DecisionRecord]:
+    """The newest ``limit`` decisions for a model, newest first."""
+    rows = (
+        session.query(SqlDecision)
+        .filter(SqlDecision.model_name == model_name)
+        .order_by(SqlDecision.id.desc())
+        .limit(limit)
+        .all()
+    )
+    return [_decode(row) for row in rows]
+
+
+def approved_versions(session: Session, model_name: str) -> Iterable[str]:
+    """Versions the log records as approved (promoted, overridden or rolled back to), newest first."""
+    rows = (
+        session.query(SqlDecision.candidate_version)
+        .filter(SqlDecision.model_name == model_name, SqlDecision.action.in_(APPROVING_ACTIONS))
+        .order_by(SqlDecision.id.desc())
+    )
+    for (version,) in rows.yield_per(50):
+        if version is not None:
+            yield version

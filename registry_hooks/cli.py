@@ -1,0 +1,116 @@
+"""``gatekeeper``: promote, explain, history and rollback from a terminal or a script.
+
+Exit codes are for scripts: 0 the promotion (or rollback) happened or would happen, 1 the gate
+refused, 2 the request itself failed (bad input, unknown model, server unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+
+EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+_MARKS = {"pass": "PASS", "fail_worse": "FAIL", "fail_insufficient": "FAIL", "warn": "WARN", "skip": "skip"}
+
+
+def _version(text: str) -> str:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a model version is a positive integer, got {text!r}")
+    return text
+
+
+def _print_decision(payload: dict[str, Any], out) -> None:
+    if payload.get("verdict") == "unchanged":
+        print("unchanged: " + "; ".join(payload.get("reasons", [])), file=out)
+        return
+    candidate, baseline = payload["candidate"], payload["baseline"]
+    against = f"v{baseline['version']} ({baseline['source']})" if baseline.get("version") else baseline["source"]
+    print(f"{candidate['name']} v{candidate['version']} vs baseline {against}", file=out)
+    for check in payload.get("checks", []):
+        print(f"  [{_MARKS.get(check['outcome'], check['outcome'])}] {check['message']}", file=out)
+    print(f"verdict: {payload['verdict']}", file=out)
+
+
+def _print_history(decisions: list[dict[str, Any]], out) -> None:
+    if not decisions:
+        print("no decisions recorded", file=out)
+        return
+    for d in decisions:
+        when = datetime.fromtimestamp(d["created_at"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        baseline = f"v{d['baseline_version']}" if d.get("baseline_version") else "-"
+        print(
+            f"#{d['id']:<5} {when}Z  {d['action']:<8} v{d['candidate_version']:<4} vs {baseline:<5} "
+            f"{d['verdict']:<29} {d['target']:<32} by {d.get('actor') or 'anonymous'}",
+            file=out,
+        )
+        print(f"        {d['reasons'][0] if d['reasons'] else ''}", file=out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatekeeper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", help="server URL or database URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    commands = parser.add_subparsers(dest="command", required=True)
+    promote = commands.add_parser("promote", help="promote a version to production through the gate")
+    promote.add_argument("model")
+    promote.add_argument("version", type=_version)
+    promote.add_argument("--force", action="store_true", help="audited override (admins only, if the policy allows)")
+    promote.add_argument("--reason", help="why: required with --force, written to the audit log")
+    explain = commands.add_parser("explain", help="dry run of the gate: every check and its numbers, nothing changes")
+    explain.add_argument("model")
+    explain.add_argument("version", type=_version)
+    history = commands.add_parser("history", help="the audit log of a model, newest first")
+    history.add_argument("model")
+    history.add_argument("--limit", type=int, default=20)
+    rollback = commands.add_parser("rollback", help="move production back to the previously approved version")
+    rollback.add_argument("model")
+    rollback.add_argument("--reason")
+    policy = commands.add_parser("policy", help="the effective policy for a model")
+    policy.add_argument("model")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "promote" and args.force and not (args.reason or "").strip():
+        print("gatekeeper: --force needs --reason (it is written to the audit log)", file=sys.stderr)
+        return EXIT_ERROR
+    client = GatekeeperClient(args.tracking_uri)
+    try:
+        if args.command == "promote":
+            payload = client.promote(args.model, args.version, force=args.force, reason=args.reason)
+        elif args.command == "explain":
+            payload = client.explain(args.model, args.version)
+        elif args.command == "rollback":
+            payload = client.rollback(args.model, args.reason)
+        elif args.command == "policy":
+            payload = client.policy(args.model)
+        else:
+            payload = {"decisions": client.history(args.model, args.limit)}
+    except PromotionRefused as exc:
+        print(exc.payload.get("message") or str(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    except GatekeeperError as exc:
+        print(f"gatekeeper: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - e.g. connection refused: one line, not a traceback
+        print(f"gatekeeper: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json or args.command == "policy":
+        print(json.dumps(payload, indent=2, default=str))
+    elif args.command == "history":
+        _print_history(payload["decisions"], sys.stdout)
+    else:
+        _print_decision(payload, sys.stdout)
+    if args.command == "explain" and payload.get("verdict") not in ("promote", "unchanged"):
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""A client for the gate's operations: over REST to a gated server, or in-process on a database.
+
+Against a server (``http(s)://``) it calls the ``/gatekeeper/api/`` routes with MLflow's own
+request helper, so ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` and the TLS settings work
+as they do for ``MlflowClient``. Against a database URI (the embedded SQLite default) it opens
+the gated store directly: the same gate, the same transaction, no server needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+class GatekeeperError(RuntimeError):
+    """A request the gate could not serve (bad input, unknown model, server trouble)."""
+
+    def __init__(self, message: str, status: int | None = None, payload: dict | None = None):
+        super().__init__(message)
+        self.status, self.payload = status, payload or {}
+
+
+class PromotionRefused(GatekeeperError):
+    """The gate refused: ``payload`` holds the decision with every check and its numbers."""
+
+
+def _default_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
+class GatekeeperClient:
+    def __init__(self, tracking_uri: str | None = None):
+        self.tracking_uri = tracking_uri or _default_uri()
+        self.remote = self.tracking_uri.startswith(("http://", "https://"))
+        self._store = None
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _call(self, method: str, route: str, params: dict[str, Any]) -> dict[str, Any]:
+        if self.remote:
+            return self._http(method, route, params)
+        return self._local(route, params)
+
+    def _http(self, method: str, route: str, params: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        kwargs = {"params": params} if method == "GET" else {"json": params}
+        response = http_request(get_default_host_creds(self.tracking_uri), f"/gatekeeper/api/{route}", method,
+                                max_retries=0, **kwargs)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"message": response.text[:500]}
+        if response.status_code == 200:
+            return payload
+        message = payload.get("message") or f"HTTP {response.status_code}"
+        if response.status_code == 403 and payload.get("error_code") == "PERMISSION_DENIED":
+            raise PromotionRefused(message, 403, payload)
+        raise GatekeeperError(message, response.status_code, payload)
+
+    def _local(self, route: str, params: dict[str, Any]) -> dict[str, Any]:
+        from mlflow.exceptions import MlflowException
+
+        from plugins import server_app
+        from plugins.registry_store import build_store
+
+        if self._store is None:
+            self._store = build_store(f"gatekeeper:{self.tracking_uri}", tracking_uri=self.tracking_uri)
+        view = getattr(server_app, route)
+        try:
+            return json.loads(json.dumps(server_app.run_view(view, params, self._store), default=str))
+        except MlflowException as exc:
+            if exc.error_code == "PERMISSION_DENIED":
+                raise PromotionRefused(exc.message, 403, {"message": exc.message}) from exc
+            raise GatekeeperError(exc.message, exc.get_http_status_code()) from exc
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def explain(self, name: str, version: str | int) -> dict[str, Any]:
+        return self._call("GET", "explain", {"name": name, "version": str(version)})
+
+    def promote(self, name: str, version: str | int, *, force: bool = False, reason: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"name": name, "version": str(version)}
+        if force:
+            params |= {"force": True, "reason": reason}
+        return self._call("POST", "promote", params)
+
+    def rollback(self, name: str, reason: str | None = None) -> dict[str, Any]:
+        return self._call("POST", "rollback", {"name": name, "reason": reason})
+
+    def history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
+        return self._call("GET", "history", {"name": name, "limit": str(limit)})["decisions"]
+
+    def policy(self, name: str) -> dict[str, Any]:
+        return self._call("GET", "policy", {"name": name})

@@ -1,0 +1,360 @@
+"""The gate's decision: from the policy, the baseline and the evidence to a verdict with reasons.
+
+A pure function of its inputs (no database, no MLflow): the server-side glue gathers the facts,
+this module judges them, so the same judgement serves a real promotion, ``gatekeeper explain``
+and the ``evaluate`` preview. Every check carries the numbers behind it, and every refusal says
+which check failed, by how much, and what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from registry_hooks.drift_summary import DriftSummary
+from registry_hooks.evidence import Evidence, VersionRef
+from registry_hooks.policy import ModelPolicy, MetricThreshold
+from registry_hooks.statistics import METRICS, Comparison, PairedOutcomes, compare, holm
+
+PROMOTE = "promote"
+REFUSE_WORSE = "refuse_worse"
+REFUSE_INSUFFICIENT = "refuse_insufficient_evidence"
+
+PASS, WARN, SKIP = "pass", "warn", "skip"
+FAIL_WORSE, FAIL_INSUFFICIENT = "fail_worse", "fail_insufficient"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The version a candidate must beat, and how it was found (for the messages and the log)."""
+
+    version: str | None
+    source: str  # e.g. "alias 'champion'", "stage Production", "audit log", "none (first release)"
+
+
+@dataclass(frozen=True)
+class EvidenceFinding:
+    """One evaluation run found for the candidate, with the facts needed to judge its freshness."""
+
+    run_id: str
+    evidence: Evidence | None
+    error: str | None
+    logged_data_hashes: frozenset[str]
+    run_time: datetime
+    newer_data_hash: str | None = None  # a newer evaluation of the same data set used other rows
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    run_id: str
+    summary: DriftSummary | None
+    error: str | None
+    run_time: datetime
+
+
+@dataclass
+class Check:
+    name: str
+    outcome: str
+    message: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    verdict: str
+    candidate: VersionRef
+    baseline: Baseline
+    checks: list[Check]
+    evidence_run_ids: list[str]
+
+    @property
+    def approved(self) -> bool:
+        return self.verdict == PROMOTE
+
+    @property
+    def reasons(self) -> list[str]:
+        failing = [c.message for c in self.checks if c.outcome in (FAIL_WORSE, FAIL_INSUFFICIENT)]
+        return failing or [f"all checks passed against baseline {self._baseline_text()}"]
+
+    def _baseline_text(self) -> str:
+        return f"v{self.baseline.version} ({self.baseline.source})" if self.baseline.version else self.baseline.source
+
+    def summary(self) -> str:
+        """One paragraph for an HTTP error, the UI dialog or a terminal."""
+        head = {
+            PROMOTE: "Promotion approved",
+            REFUSE_WORSE: "Promotion refused: the candidate is worse than production",
+            REFUSE_INSUFFICIENT: "Promotion refused: not enough evidence to tell",
+        }[self.verdict]
+        lines = [f"{head} ({self.candidate} vs baseline {self._baseline_text()})."]
+        lines += [f"- {reason}" for reason in self.reasons]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "candidate": asdict(self.candidate),
+            "baseline": asdict(self.baseline),
+            "checks": [asdict(c) for c in self.checks],
+            "reasons": self.reasons,
+            "evidence_run_ids": self.evidence_run_ids,
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def _ci(c: Comparison) -> str:
+    return f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]"
+
+
+def _evidence_checks(
+    policy: ModelPolicy, candidate: VersionRef, baseline: Baseline, finding: EvidenceFinding | None, now: datetime
+) -> Check:
+    """Is there usable, fresh evidence for *this* candidate against *this* baseline?"""
+    evaluate_hint = (
+        f"run `mlflow run . -e evaluate -P model=models:/{candidate.name}/{candidate.version} ...` "
+        "(or log evidence with registry_hooks.evidence.log_evidence)"
+    )
+    if finding is None:
+        return Check("evidence", FAIL_INSUFFICIENT, f"no evidence: no finished evaluation run for {candidate}; {evaluate_hint}")
+    numbers = {"run_id": finding.run_id}
+    if finding.evidence is None:
+        return Check("evidence", FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}", numbers)
+    manifest = finding.evidence.manifest
+    if (manifest.candidate.name, manifest.candidate.version) != (candidate.name, candidate.version):
+        return Check(
+            "evidence", FAIL_INSUFFICIENT,
+            f"evidence run {finding.run_id} is about {manifest.candidate}, not {candidate}", numbers,
+        )
+    evidence_baseline = manifest.baseline.version if manifest.baseline else None
+    if manifest.baseline and manifest.baseline.name != candidate.name:
+        evidence_baseline = f"{manifest.baseline.name}/{manifest.baseline.version}"
+    if evidence_baseline != baseline.version:
+        against = f"v{evidence_baseline}" if evidence_baseline else "no baseline (first release)"
+        now_text = f"v{baseline.version} ({baseline.source})" if baseline.version else "no production version"
+        return Check(
+            "evidence", FAIL_INSUFFICIENT,
+            f"stale evidence: run {finding.run_id} compared against {against}, but the baseline is now "
+            f"{now_text}; re-evaluate against it: {evaluate_hint}",
+            numbers,
+        )
+    data_hash = manifest.data.content_hash
+    if data_hash not in finding.logged_data_hashes:
+        return Check(
+            "evidence", FAIL_INSUFFICIENT,
+            f"evidence run {finding.run_id} claims data {data_hash[:12]}… but logged no dataset input with "
+            "that gatekeeper.content_hash, so the data cannot be verified",
+            numbers,
+        )
+    if finding.newer_data_hash and finding.newer_data_hash != data_hash:
+        return Check(
+            "evidence", FAIL_INSUFFICIENT,
+            f"stale evidence: evaluation data '{manifest.data.name}' changed since run {finding.run_id} "
+            f"(evidence used {data_hash[:12]}…, newest is {finding.newer_data_hash[:12]}…); re-evaluate on the current data",
+            numbers,
+        )
+    age = (now - min(manifest.created_at, finding.run_time)).total_seconds()
+    numbers.update(age_seconds=round(age, 1), max_age_seconds=policy.evidence.max_age_seconds, n=finding.evidence.n)
+    if age > policy.evidence.max_age_seconds:
+        return Check(
+            "evidence", FAIL_INSUFFICIENT,
+            f"stale evidence: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows "
+            f"{policy.evidence.max_age_seconds / 3600:.1f} h; re-evaluate",
+            numbers,
+        )
+    return Check("evidence", PASS, f"evidence run {finding.run_id}: {finding.evidence.n} examples on data {data_hash[:12]}…", numbers)
+
+
+def _compare(policy: ModelPolicy, metric: str, outcomes: PairedOutcomes, *, margin=0.0, tolerance=0.0) -> Comparison:
+    return compare(
+        metric,
+        outcomes,
+        margin=margin,
+        tolerance=tolerance,
+        confidence=policy.confidence,
+        n_resamples=policy.evidence.bootstrap_resamples,
+        positive_label=policy.evidence.positive_label if policy.evidence.positive_label is not None else 1,
+    )
+
+
+def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes) -> Check:
+    threshold = policy.primary
+    c = _compare(policy, threshold.metric, outcomes, margin=threshold.margin)
+    alpha = 1 - policy.confidence
+    name = f"primary:{threshold.metric}"
+    text = (
+        f"{threshold.metric}: candidate {_fmt(c.candidate)} vs baseline {_fmt(c.baseline)}, "
+        f"improvement {_fmt(c.improvement)} ({policy.confidence:.0%} CI {_ci(c)}, p={c.p_better:.3g}, {c.method}, n={c.n})"
+    )
+    if c.p_better < alpha:
+        return Check(name, PASS, f"{text} ≥ required margin {threshold.margin:g}", c.to_dict())
+    if c.ci_high < threshold.margin:
+        return Check(
+            name, FAIL_WORSE,
+            f"{text}: does not improve by the required margin {threshold.margin:g}; fix the model, don't re-run",
+            c.to_dict(),
+        )
+    return Check(
+        name, FAIL_INSUFFICIENT,
+        f"{text}: cannot show an improvement of at least {threshold.margin:g} at {policy.confidence:.0%} "
+        "confidence; evaluate on more examples or improve the model",
+        c.to_dict(),
+    )
+
+
+def _non_inferiority(name: str, c: Comparison, p_worse: float, tolerance: float, alpha: float) -> Check:
+    text = (
+        f"{c.metric}: candidate {_fmt(c.candidate)} vs baseline {_fmt(c.baseline)}, change {_fmt(c.improvement)} "
+        f"(CI {_ci(c)}, n={c.n}, tolerance {tolerance:g})"
+    )
+    numbers = c.to_dict() | {"p_worse_adjusted": p_worse}
+    if p_worse < alpha:
+        return Check(name, FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}, p={p_worse:.3g}", numbers)
+    if c.improvement < -tolerance:
+        return Check(
+            name, FAIL_INSUFFICIENT,
+            f"{name}: worse than baseline beyond tolerance but not significantly so: {text}; add examples of this case",
+            numbers,
+        )
+    return Check(name, PASS, f"{name}: within tolerance: {text}", numbers)
+
+
+def _secondary_checks(policy: ModelPolicy, outcomes: PairedOutcomes) -> list[Check]:
+    alpha = 1 - policy.confidence
+    checks = []
+    for threshold in policy.secondary:
+        c = _compare(policy, threshold.metric, outcomes, tolerance=threshold.tolerance)
+        checks.append(_non_inferiority(f"secondary:{threshold.metric}", c, c.p_worse, threshold.tolerance, alpha))
+    return checks
+
+
+def _slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutcomes) -> list[Check]:
+    spec = policy.slices
+    metric = spec.metric or policy.primary.metric
+    checks: list[Check] = []
+    tested: list[tuple[str, Comparison]] = []
+    for column in spec.columns:
+        values = evidence.slices.get(column)
+        if values is None:
+            checks.append(Check(
+                f"slice:{column}", FAIL_INSUFFICIENT,
+                f"the policy requires slice column '{column}' but the evidence has none; re-evaluate with slices={column}",
+            ))
+            continue
+        for value in np.unique(values):
+            mask = values == value
+            name = f"slice:{column}={value}:{metric}"
+            size = int(mask.sum())
+            if size < spec.min_size:
+                checks.append(Check(name, SKIP, f"{name}: {size} examples, below the minimum {spec.min_size}; not tested", {"n": size}))
+                continue
+            tested.append((name, _compare(policy, metric, outcomes.subset(mask), tolerance=spec.tolerance)))
+    adjusted = holm([c.p_worse for _, c in tested]) if tested else []
+    alpha = 1 - policy.confidence
+    checks += [_non_inferiority(name, c, p, spec.tolerance, alpha) for (name, c), p in zip(tested, adjusted)]
+    return checks
+
+
+def _first_release_checks(policy: ModelPolicy, evidence: Evidence) -> list[Check]:
+    if not policy.first_release:
+        return [Check("first_release", PASS, "first release: no absolute thresholds configured")]
+    # The statistics module scores pairs; scoring the candidate against itself yields its value.
+    alone = PairedOutcomes(label=evidence.label, baseline=evidence.candidate_only, candidate=evidence.candidate_only)
+    checks = []
+    for threshold in policy.first_release:
+        value = _compare(policy, threshold.metric, alone).candidate
+        low_ok = threshold.min is None or value >= threshold.min
+        high_ok = threshold.max is None or value <= threshold.max
+        bounds = " and ".join(
+            text for text in (
+                f"≥ {threshold.min:g}" if threshold.min is not None else "",
+                f"≤ {threshold.max:g}" if threshold.max is not None else "",
+            ) if text
+        )
+        outcome = PASS if low_ok and high_ok else FAIL_WORSE
+        checks.append(Check(
+            f"first_release:{threshold.metric}", outcome,
+            f"first release: {threshold.metric} = {_fmt(value)}, required {bounds}",
+            {"value": value, "min": threshold.min, "max": threshold.max},
+        ))
+    return checks
+
+
+def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFinding | None, now: datetime) -> Check | None:
+    rules = policy.drift
+    if not rules.required:
+        return None
+    failed = FAIL_WORSE if rules.mode == "block" else WARN
+    missing = FAIL_INSUFFICIENT if rules.mode == "block" else WARN
+    if finding is None:
+        return Check("drift", missing, f"no drift report for {candidate}; run `mlflow run . -e drift -P model=models:/{candidate.name}/{candidate.version} -P current=...`")
+    if finding.summary is None:
+        return Check("drift", missing, f"drift report run {finding.run_id} is unusable: {finding.error}", {"run_id": finding.run_id})
+    summary = finding.summary
+    age = (now - min(summary.created_at, finding.run_time)).total_seconds()
+    numbers = {
+        "run_id": finding.run_id, "share_drifted": summary.share_drifted, "n_drifted": summary.n_drifted,
+        "n_columns": summary.n_columns, "age_seconds": round(age, 1),
+        "drifted_columns": summary.drifted_columns, "schema_changes": summary.schema_changes,
+    }
+    if age > rules.max_age_seconds:
+        return Check("drift", missing, f"stale drift report: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows {rules.max_age_seconds / 3600:.1f} h", numbers)
+    problems = []
+    if summary.share_drifted > rules.max_share_drifted:
+        problems.append(
+            f"{summary.n_drifted} of {summary.n_columns} columns drifted ({summary.share_drifted:.0%} > "
+            f"allowed {rules.max_share_drifted:.0%}: {', '.join(summary.drifted_columns[:10])})"
+        )
+    critical = sorted(set(rules.critical_columns) & set(summary.drifted_columns))
+    if critical:
+        problems.append(f"critical column(s) drifted: {', '.join(critical)}")
+    if problems:
+        return Check("drift", failed, "drift: " + "; ".join(problems) + f" (report run {finding.run_id})", numbers)
+    return Check("drift", PASS, f"drift: {summary.n_drifted} of {summary.n_columns} columns drifted, within policy", numbers)
+
+
+def decide(
+    policy: ModelPolicy,
+    candidate: VersionRef,
+    baseline: Baseline,
+    evidence: EvidenceFinding | None,
+    drift: DriftFinding | None,
+    now: datetime,
+) -> Decision:
+    """Judge one candidate. Never raises on bad evidence: that becomes a failing check."""
+    checks = [_evidence_checks(policy, candidate, baseline, evidence, now)]
+    usable = checks[0].outcome == PASS
+    if usable:
+        found = evidence.evidence
+        try:
+            if baseline.version is None:
+                checks += _first_release_checks(policy, found)
+            else:
+                checks.append(_primary_check(policy, found.outcomes))
+                checks += _secondary_checks(policy, found.outcomes)
+                checks += _slice_checks(policy, found, found.outcomes)
+        except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities)
+            checks.append(Check("evidence", FAIL_INSUFFICIENT, f"evidence run {evidence.run_id} cannot be scored: {exc}"))
+    drift_check = _drift_check(policy, candidate, drift, now)
+    if drift_check is not None:
+        checks.append(drift_check)
+    outcomes = {c.outcome for c in checks}
+    verdict = (
+        REFUSE_WORSE if FAIL_WORSE in outcomes
+        else REFUSE_INSUFFICIENT if FAIL_INSUFFICIENT in outcomes
+        else PROMOTE
+    )
+    run_ids = [f.run_id for f in (evidence, drift) if f is not None]
+    return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=checks, evidence_run_ids=run_ids)
+
+
+__all__ = [
+    "Baseline", "Check", "Decision", "DriftFinding", "EvidenceFinding", "METRICS", "MetricThreshold",
+    "PROMOTE", "REFUSE_INSUFFICIENT", "REFUSE_WORSE", "decide",
+]

@@ -1,0 +1,336 @@
+"""The evidence format: what an evaluation logs so the gate can decide (see docs/evidence-format.md).
+
+An evaluation run carries the per-example outcomes of the candidate and the baseline scored on
+the same rows, not a verdict. The gate never trusts a pass/fail flag, a p-value or a threshold
+from a client: it recomputes the comparison from these outcomes under the server's policy. This
+module parses and validates the format (server side, no MLflow imports) and provides
+``log_evidence`` so any evaluator, not only ours, can produce it (client side).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from registry_hooks.statistics import ModelOutcomes, PairedOutcomes
+
+FORMAT = "gatekeeper.evidence/1"
+ARTIFACT_DIR = "gatekeeper"
+MANIFEST_PATH = f"{ARTIFACT_DIR}/evidence.json"
+OUTCOMES_PATH = f"{ARTIFACT_DIR}/outcomes.parquet"
+
+TAG_EVIDENCE = "gatekeeper.evidence"
+TAG_CANDIDATE_NAME = "gatekeeper.candidate.name"
+TAG_CANDIDATE_VERSION = "gatekeeper.candidate.version"
+TAG_BASELINE_VERSION = "gatekeeper.baseline.version"
+TAG_DATA_HASH = "gatekeeper.data.hash"
+TAG_DATA_NAME = "gatekeeper.data.name"
+NO_BASELINE = "none"
+
+TASKS = ("classification", "regression")
+MODEL_FIELDS = ("prediction", "proba_label", "score")
+
+
+class EvidenceError(ValueError):
+    """Evidence that is missing, garbled or inconsistent; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+@dataclass(frozen=True)
+class DataRef:
+    name: str
+    content_hash: str
+    n_rows: int
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``evidence.json``: which versions were compared, on what data, when."""
+
+    task: str
+    candidate: VersionRef
+    baseline: VersionRef | None
+    data: DataRef
+    created_at: datetime
+    outcomes_sha256: str
+    slice_columns: tuple[str, ...]
+    evaluator: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "task": self.task,
+            "candidate": {"name": self.candidate.name, "version": self.candidate.version},
+            "baseline": (
+                {"name": self.baseline.name, "version": self.baseline.version} if self.baseline else None
+            ),
+            "data": {
+                "name": self.data.name,
+                "content_hash": self.data.content_hash,
+                "n_rows": self.data.n_rows,
+                "source": self.data.source,
+            },
+            "created_at": self.created_at.isoformat(),
+            "outcomes": {"path": OUTCOMES_PATH.rsplit("/", 1)[1], "sha256": self.outcomes_sha256},
+            "slice_columns": list(self.slice_columns),
+            "evaluator": self.evaluator,
+        }
+
+
+def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(mapping, Mapping) or key not in mapping:
+        raise EvidenceError(f"{where}: missing key '{key}'")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise EvidenceError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _version_ref(data: Any, where: str) -> VersionRef:
+    version = _require(data, "version", (str, int), where)
+    return VersionRef(name=_require(data, "name", str, where), version=str(version))
+
+
+def parse_manifest(raw: bytes | str) -> Manifest:
+    """Parse and validate ``evidence.json``; any defect is an :class:`EvidenceError`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EvidenceError(f"{MANIFEST_PATH} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EvidenceError(f"{MANIFEST_PATH} must hold a JSON object")
+    if data.get("format") != FORMAT:
+        raise EvidenceError(f"{MANIFEST_PATH}: format must be {FORMAT!r}, got {data.get('format')!r}")
+    task = _require(data, "task", str, "manifest")
+    if task not in TASKS:
+        raise EvidenceError(f"manifest.task must be one of {TASKS}, got {task!r}")
+    data_ref = _require(data, "data", dict, "manifest")
+    outcomes = _require(data, "outcomes", dict, "manifest")
+    try:
+        created_at = datetime.fromisoformat(_require(data, "created_at", str, "manifest"))
+    except ValueError as exc:
+        raise EvidenceError(f"manifest.created_at is not an ISO-8601 time: {exc}") from exc
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=timezone.utc)
+    content_hash = _require(data_ref, "content_hash", str, "manifest.data")
+    if len(content_hash) != 64 or any(c not in "0123456789abcdef" for c in content_hash):
+        raise EvidenceError("manifest.data.content_hash must be a full SHA-256 (64 lowercase hex characters)")
+    slice_columns = data.get("slice_columns", [])
+    if not isinstance(slice_columns, list) or not all(isinstance(c, str) for c in slice_columns):
+        raise EvidenceError("manifest.slice_columns must be a list of column names")
+    baseline = data.get("baseline")
+    return Manifest(
+        task=task,
+        candidate=_version_ref(data.get("candidate"), "manifest.candidate"),
+        baseline=_version_ref(baseline, "manifest.baseline") if baseline is not None else None,
+        data=DataRef(
+            name=_require(data_ref, "name", str, "manifest.data"),
+            content_hash=content_hash,
+            n_rows=_require(data_ref, "n_rows", int, "manifest.data"),
+            source=str(data_ref.get("source", "")),
+        ),
+        created_at=created_at,
+        outcomes_sha256=_require(outcomes, "sha256", str, "manifest.outcomes"),
+        slice_columns=tuple(slice_columns),
+        evaluator=str(data.get("evaluator", "")),
+    )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A validated evidence bundle: the manifest, the paired outcomes and the slice columns."""
+
+    run_id: str
+    manifest: Manifest
+    outcomes: PairedOutcomes | None  # None for first-release evidence where only the candidate ran
+    candidate_only: ModelOutcomes
+    label: np.ndarray
+    slices: dict[str, np.ndarray]
+
+    @property
+    def n(self) -> int:
+        return int(self.label.shape[0])
+
+
+def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -> ModelOutcomes:
+    name = f"{prefix}.prediction"
+    if name not in columns:
+        raise EvidenceError(f"outcomes lack column '{name}'")
+    prediction = columns[name]
+    if task == "regression":
+        prediction = prediction.astype(np.float64)
+        if not np.isfinite(prediction).all():
+            raise EvidenceError(f"'{name}' holds NaN or infinite predictions")
+    optional = {}
+    for field in ("proba_label", "score"):
+        values = columns.get(f"{prefix}.{field}")
+        if values is not None:
+            values = values.astype(np.float64)
+            if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
+                raise EvidenceError(f"'{prefix}.{field}' must hold probabilities in [0, 1]")
+        optional[field] = values
+    return ModelOutcomes(prediction=prediction, **optional)
+
+
+def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
+    """Validate the outcomes table against its manifest and build the paired arrays."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != manifest.outcomes_sha256:
+        raise EvidenceError(
+            f"{OUTCOMES_PATH} does not match the sha256 in its manifest (file {digest[:12]}…, "
+            f"manifest {manifest.outcomes_sha256[:12]}…): the file was changed or truncated"
+        )
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(raw))
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise EvidenceError(f"{OUTCOMES_PATH} is not a readable Parquet file: {exc}") from exc
+    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    if table.num_rows != manifest.data.n_rows:
+        raise EvidenceError(
+            f"outcomes hold {table.num_rows} rows but the manifest's data has {manifest.data.n_rows}"
+        )
+    if table.num_rows == 0:
+        raise EvidenceError("outcomes are empty: evaluate on at least one example")
+    for required in ("row_id", "label"):
+        if required not in columns:
+            raise EvidenceError(f"outcomes lack column '{required}'")
+    if len(np.unique(columns["row_id"])) != table.num_rows:
+        raise EvidenceError("outcomes.row_id has duplicates: each example must appear once")
+    label = columns["label"]
+    if manifest.task == "regression":
+        label = label.astype(np.float64)
+        if not np.isfinite(label).all():
+            raise EvidenceError("'label' holds NaN or infinite values")
+    candidate = _model_outcomes(columns, "candidate", manifest.task)
+    paired = None
+    if manifest.baseline is not None:
+        paired = PairedOutcomes(
+            label=label, baseline=_model_outcomes(columns, "baseline", manifest.task), candidate=candidate
+        )
+    slices = {}
+    for column in manifest.slice_columns:
+        key = f"slice.{column}"
+        if key not in columns:
+            raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
+        slices[column] = columns[key].astype(str)
+    return Evidence(
+        run_id=run_id, manifest=manifest, outcomes=paired, candidate_only=candidate, label=label, slices=slices
+    )
+
+
+def outcomes_table(
+    *,
+    row_id: Sequence[Any],
+    label: Sequence[Any],
+    candidate: Mapping[str, Sequence[Any]],
+    baseline: Mapping[str, Sequence[Any]] | None = None,
+    slices: Mapping[str, Sequence[Any]] | None = None,
+) -> bytes:
+    """Serialise per-example outcomes to the Parquet bytes of ``outcomes.parquet``.
+
+    ``candidate`` / ``baseline`` map ``prediction`` (required), ``proba_label`` and ``score``
+    (optional) to one value per example.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, Any] = {"row_id": [str(r) for r in row_id], "label": np.asarray(label)}
+    for prefix, model in (("candidate", candidate), ("baseline", baseline)):
+        if model is None:
+            continue
+        unknown = set(model) - set(MODEL_FIELDS)
+        if unknown or "prediction" not in model:
+            raise EvidenceError(f"{prefix}: give 'prediction' and optionally 'proba_label', 'score' (got {sorted(model)})")
+        for field, values in model.items():
+            if values is not None:
+                columns[f"{prefix}.{field}"] = np.asarray(values)
+    for column, values in (slices or {}).items():
+        columns[f"slice.{column}"] = np.asarray(values).astype(str)
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) != 1:
+        raise EvidenceError(f"outcome columns differ in length: {lengths}")
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+def log_evidence(
+    *,
+    candidate: tuple[str, str | int],
+    baseline: tuple[str, str | int] | None,
+    data_name: str,
+    data_content_hash: str,
+    task: str,
+    row_id: Sequence[Any],
+    label: Sequence[Any],
+    candidate_outcomes: Mapping[str, Sequence[Any]],
+    baseline_outcomes: Mapping[str, Sequence[Any]] | None = None,
+    slices: Mapping[str, Sequence[Any]] | None = None,
+    data_source: str = "",
+    evaluator: str = "custom",
+    run_id: str | None = None,
+) -> Manifest:
+    """Log evidence to an MLflow run (the active run, or ``run_id``) in the gate's format.
+
+    The run must also have logged the evaluation data as a dataset input tagged with the same
+    ``gatekeeper.content_hash`` (``projects.datasets.log_dataset_input`` does this); the gate
+    refuses evidence whose data it cannot tie to a logged input.
+    """
+    import mlflow
+
+    if (baseline is None) != (baseline_outcomes is None):
+        raise EvidenceError("give both baseline and baseline_outcomes, or neither (first release)")
+    if task not in TASKS:
+        raise EvidenceError(f"task must be one of {TASKS}, got {task!r}")
+    raw = outcomes_table(
+        row_id=row_id, label=label, candidate=candidate_outcomes, baseline=baseline_outcomes, slices=slices
+    )
+    manifest = Manifest(
+        task=task,
+        candidate=VersionRef(candidate[0], str(candidate[1])),
+        baseline=VersionRef(baseline[0], str(baseline[1])) if baseline else None,
+        data=DataRef(name=data_name, content_hash=data_content_hash, n_rows=len(row_id), source=data_source),
+        created_at=datetime.now(timezone.utc),
+        outcomes_sha256=hashlib.sha256(raw).hexdigest(),
+        slice_columns=tuple(slices or ()),
+        evaluator=evaluator,
+    )
+    parse_manifest(json.dumps(manifest.to_dict()))  # refuse to log what the gate would reject
+    client = mlflow.MlflowClient()
+    run_id = run_id or mlflow.active_run().info.run_id
+    client.log_text(run_id, json.dumps(manifest.to_dict(), indent=2), MANIFEST_PATH)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / OUTCOMES_PATH.rsplit("/", 1)[1]
+        path.write_bytes(raw)
+        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    tags = {
+        TAG_EVIDENCE: "1",
+        TAG_CANDIDATE_NAME: manifest.candidate.name,
+        TAG_CANDIDATE_VERSION: manifest.candidate.version,
+        TAG_BASELINE_VERSION: manifest.baseline.version if manifest.baseline else NO_BASELINE,
+        TAG_DATA_HASH: data_content_hash,
+        TAG_DATA_NAME: data_name,
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    return manifest

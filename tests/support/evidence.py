@@ -1,0 +1,109 @@
+"""Small real models and the evidence they produce, for the gate tests.
+
+The models are real scikit-learn classifiers fitted on a generated task with a ``weather``
+slice; their per-example predictions go through the public ``log_evidence`` helper exactly as an
+evaluator's would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from projects.datasets import content_hash, log_dataset_input
+from registry_hooks.evidence import log_evidence
+
+FEATURES = [f"x{i}" for i in range(6)]
+
+
+def make_data(n: int, seed: int) -> pd.DataFrame:
+    """A binary task where ``x0..x5`` all carry signal; rain adds noise to x0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURES)))
+    weather = rng.choice(["clear", "rain", "fog"], size=n, p=[0.6, 0.25, 0.15])
+    logits = x @ np.array([1.5, 1.2, 1.0, 0.8, 0.6, 0.4]) + rng.normal(scale=0.5, size=n)
+    frame = pd.DataFrame(x, columns=FEATURES)
+    frame["weather"] = weather
+    frame["label"] = (logits > 0).astype(int)
+    frame.insert(0, "row_id", [f"r{i}" for i in range(n)])
+    return frame
+
+
+@dataclass(frozen=True)
+class Scored:
+    prediction: np.ndarray
+    proba_label: np.ndarray
+
+    def as_outcomes(self) -> dict[str, np.ndarray]:
+        return {"prediction": self.prediction, "proba_label": self.proba_label}
+
+
+@lru_cache(maxsize=1)
+def models() -> dict[str, object]:
+    """``strong`` uses every feature, ``weak`` only two: a real, clearly worse model."""
+    from sklearn.linear_model import LogisticRegression
+
+    train = make_data(4000, seed=1)
+    return {
+        "strong": (LogisticRegression().fit(train[FEATURES], train["label"]), FEATURES),
+        "weak": (LogisticRegression().fit(train[FEATURES[:2]], train["label"]), FEATURES[:2]),
+    }
+
+
+def score(model_name: str, data: pd.DataFrame) -> Scored:
+    model, features = models()[model_name]
+    proba = model.predict_proba(data[features])
+    label = data["label"].to_numpy()
+    return Scored(prediction=proba.argmax(axis=1), proba_label=proba[np.arange(len(data)), label])
+
+
+def register_version(client: MlflowClient, name: str) -> str:
+    """A new version of ``name`` whose source is a (tiny) training run's artifact folder."""
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+            raise
+    experiment = client.get_experiment_by_name("training") or client.get_experiment(client.create_experiment("training"))
+    run = client.create_run(experiment.experiment_id)
+    client.set_terminated(run.info.run_id)
+    version = client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    return version.version
+
+
+def log_evidence_run(
+    tracking_uri: str,
+    name: str,
+    candidate: str,
+    baseline: str | None,
+    data: pd.DataFrame,
+    candidate_scores: Scored,
+    baseline_scores: Scored | None,
+    *,
+    data_name: str = "eval",
+    slices: tuple[str, ...] = ("weather",),
+) -> str:
+    """One finished evaluation run holding gate evidence; returns its run id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("evaluations")
+    with mlflow.start_run() as run:
+        logged = log_dataset_input(data, source=f"file:///generated/{data_name}.parquet", name=data_name, context="evaluation")
+        log_evidence(
+            candidate=(name, candidate),
+            baseline=(name, baseline) if baseline else None,
+            data_name=data_name,
+            data_content_hash=logged.content_hash,
+            task="classification",
+            row_id=data["row_id"],
+            label=data["label"],
+            candidate_outcomes=candidate_scores.as_outcomes(),
+            baseline_outcomes=baseline_scores.as_outcomes() if baseline_scores else None,
+            slices={column: data[column] for column in slices},
+        )
+    assert logged.content_hash == content_hash(data)
+    return run.info.run_id
