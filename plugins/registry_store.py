@@ -20,8 +20,8 @@ from mlflow.entities.model_registry.model_version_stages import get_canonical_st
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
-    INVALID_STATE,
     PERMISSION_DENIED,
+    RESOURCE_CONFLICT,
     RESOURCE_DOES_NOT_EXIST,
 )
 from mlflow.store.model_registry.dbmodels.models import (
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from plugins.evidence_source import EvidenceSource
 from plugins.request_context import current_actor, current_route
 from registry_hooks.audit import log as audit
-from registry_hooks.decision import PASS, PROMOTE, Baseline, Check, Decision, decide
+from registry_hooks.decision import PASS, PROMOTE, ROLLBACK, Baseline, Check, Decision, decide
 from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
 
@@ -46,7 +46,6 @@ RESERVED_TAG_PREFIX = "gatekeeper."
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
 _TAG_VALUE_LIMIT = 5000
-ROLLBACK = "rollback"
 
 
 def build_store(store_uri: str, tracking_uri: str | None = None) -> GatekeeperStore:
@@ -301,6 +300,7 @@ class GatekeeperStore(SqlAlchemyStore):
                 decision.checks = decision.checks[:1]
             approved = decision.approved or mode in ("override", "rollback")
             action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
+            decision.action = action
             replaced = self._move(session, name, version, pending, state) if approved else {}
             extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
             self._record(session, decision, action=action, targets=pending, route=route, replaced=replaced, extra_reasons=extra)
@@ -468,7 +468,7 @@ class GatekeeperStore(SqlAlchemyStore):
         if previous is None:
             raise MlflowException(
                 f"nothing to roll back to: the audit log records no other approved version of {name} that still exists",
-                INVALID_STATE,
+                RESOURCE_CONFLICT,
             )
         return self._promote(name, previous, targets, mode="rollback", reason=reason or f"roll back from v{current}")
 

@@ -13,6 +13,7 @@ error instead of a server that lets everything through or workers that crash in 
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable
 
@@ -22,6 +23,7 @@ from registry_hooks.policy import Policy
 
 BASIC_AUTH_ENV = "GATEKEEPER_BASIC_AUTH"
 API_PREFIX = "/gatekeeper/api"
+_logger = logging.getLogger(__name__)
 
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
 
@@ -51,6 +53,7 @@ def _error(exc: Exception) -> tuple[Response, int]:
 
     if isinstance(exc, MlflowException):
         return jsonify({"error_code": exc.error_code, "message": exc.message}), exc.get_http_status_code()
+    _logger.exception("gatekeeper route failed")
     return jsonify({"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}), 500
 
 

@@ -46,9 +46,14 @@ class GatekeeperClient:
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
 
+        from mlflow.exceptions import MlflowException
+
         kwargs = {"params": params} if method == "GET" else {"json": params}
-        response = http_request(get_default_host_creds(self.tracking_uri), f"/gatekeeper/api/{route}", method,
-                                max_retries=0, **kwargs)
+        try:
+            response = http_request(get_default_host_creds(self.tracking_uri), f"/gatekeeper/api/{route}", method,
+                                    max_retries=0, **kwargs)
+        except MlflowException as exc:  # connection refused, retries exhausted: say so plainly
+            raise GatekeeperError(f"cannot reach {self.tracking_uri}: {exc.message}") from exc
         try:
             payload = response.json()
         except ValueError:

@@ -22,6 +22,7 @@ from registry_hooks.statistics import METRICS, Comparison, PairedOutcomes, compa
 PROMOTE = "promote"
 REFUSE_WORSE = "refuse_worse"
 REFUSE_INSUFFICIENT = "refuse_insufficient_evidence"
+ROLLBACK = "rollback"
 
 PASS, WARN, SKIP = "pass", "warn", "skip"
 FAIL_WORSE, FAIL_INSUFFICIENT = "fail_worse", "fail_insufficient"
@@ -70,6 +71,7 @@ class Decision:
     baseline: Baseline
     checks: list[Check]
     evidence_run_ids: list[str]
+    action: str | None = None  # what the store did with it: promote, refuse, override, rollback
 
     @property
     def approved(self) -> bool:
@@ -89,7 +91,10 @@ class Decision:
             PROMOTE: "Promotion approved",
             REFUSE_WORSE: "Promotion refused: the candidate is worse than production",
             REFUSE_INSUFFICIENT: "Promotion refused: not enough evidence to tell",
+            ROLLBACK: "Rolled back",
         }[self.verdict]
+        if self.action == "override":
+            head = f"Override applied (without it: {head[0].lower()}{head[1:]})"
         lines = [f"{head} ({self.candidate} vs baseline {self._baseline_text()})."]
         lines += [f"- {reason}" for reason in self.reasons]
         return "\n".join(lines)
@@ -97,6 +102,7 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
+            "action": self.action,
             "candidate": asdict(self.candidate),
             "baseline": asdict(self.baseline),
             "checks": [asdict(c) for c in self.checks],

@@ -107,3 +107,41 @@ def log_evidence_run(
         )
     assert logged.content_hash == content_hash(data)
     return run.info.run_id
+
+
+class Scenario:
+    """One registered model on a live server, with helpers to add versions, evidence and production."""
+
+    def __init__(self, server_url: str, name: str, n: int = 1500, seed: int = 7):
+        from registry_hooks.client import GatekeeperClient
+
+        self.url, self.name = server_url, name
+        self.client = MlflowClient(server_url)
+        self.gate = GatekeeperClient(server_url)
+        self.data = make_data(n, seed)
+
+    def version(self) -> str:
+        return register_version(self.client, self.name)
+
+    def evidence(self, candidate: str, baseline: str | None, candidate_model: str = "strong",
+                 baseline_model: str = "weak", data: pd.DataFrame | None = None, data_name: str = "eval") -> str:
+        data = self.data if data is None else data
+        return log_evidence_run(
+            self.url, self.name, candidate, baseline, data, score(candidate_model, data),
+            score(baseline_model, data) if baseline else None, data_name=data_name,
+        )
+
+    def first_release(self, model: str = "weak") -> str:
+        """v1 promoted to production through the gate (first-release evidence)."""
+        version = self.version()
+        self.evidence(version, None, candidate_model=model)
+        self.gate.promote(self.name, version)
+        return version
+
+    def production(self) -> tuple[str | None, list[str]]:
+        """(champion alias holder, versions in Production)."""
+        model = self.client.get_registered_model(self.name)
+        champion = model.aliases.get("champion")
+        in_production = [mv.version for mv in self.client.search_model_versions(f"name='{self.name}'")
+                         if mv.current_stage == "Production"]
+        return champion, sorted(in_production)

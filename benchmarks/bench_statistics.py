@@ -1,0 +1,144 @@
+"""Timing of registry_hooks.statistics.compare on a large paired evaluation set.
+
+Budgets (issue): on 1M rows, mean-metric tests under 100 ms each and a
+1000-resample bootstrap under 2 s.  The naive column resamples row indices
+(``rng.integers(0, n, size=n)``) and recomputes the metric with scikit-learn
+or numpy, timed on a few resamples and extrapolated to the same count.
+
+    .venv/bin/python benchmarks/bench_statistics.py [--n 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+from registry_hooks import statistics as st
+
+RESAMPLES = 1000
+MEAN_BUDGET_S = 0.1
+BOOTSTRAP_BUDGET_S = 2.0
+
+
+def make_data(n: int, seed: int = 0) -> dict[str, st.PairedOutcomes]:
+    """Binary classifiers with probabilities, 5-class classifiers, regressors."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, n)
+
+    def binary(skill: float) -> st.ModelOutcomes:
+        p_true = 1 / (1 + np.exp(-rng.normal(skill, 1.0, n)))
+        score = np.where(label == 1, p_true, 1 - p_true)
+        return st.ModelOutcomes((score > 0.5).astype(int), p_true, score)
+
+    classes = rng.integers(0, 5, n)
+
+    def multiclass(accuracy: float) -> st.ModelOutcomes:
+        return st.ModelOutcomes(np.where(rng.random(n) < accuracy, classes, rng.integers(0, 5, n)))
+
+    target = rng.normal(0, 3, n)
+    common = rng.normal(size=n)
+
+    def regressor(sd: float) -> st.ModelOutcomes:
+        return st.ModelOutcomes(target + sd * (0.8 * common + 0.6 * rng.normal(size=n)))
+
+    return {
+        "binary": st.PairedOutcomes(label, binary(1.0), binary(1.05)),
+        "multiclass": st.PairedOutcomes(classes, multiclass(0.7), multiclass(0.71)),
+        "regression": st.PairedOutcomes(target, regressor(1.0), regressor(0.99)),
+    }
+
+
+def naive_seconds_per_resample(outcomes: st.PairedOutcomes, metric: Callable, resamples: int) -> float:
+    """Index-resampling bootstrap: both models on the same drawn rows."""
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    for _ in range(resamples):
+        index = rng.integers(0, len(outcomes), size=len(outcomes))
+        for model in (outcomes.baseline, outcomes.candidate):
+            metric(outcomes.label[index], model, index)
+    return (time.perf_counter() - start) / resamples
+
+
+def timed(run: Callable[[], st.Comparison], repeats: int) -> tuple[float, st.Comparison]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+NAIVE: dict[str, Callable] = {
+    "f1": lambda y, m, i: skm.f1_score(y, m.prediction[i]),
+    "precision": lambda y, m, i: skm.precision_score(y, m.prediction[i], zero_division=0),
+    "recall": lambda y, m, i: skm.recall_score(y, m.prediction[i]),
+    "balanced_accuracy": lambda y, m, i: skm.balanced_accuracy_score(y, m.prediction[i]),
+    "roc_auc": lambda y, m, i: skm.roc_auc_score(y, m.score[i]),
+    "rmse": lambda y, m, i: np.sqrt(np.mean((m.prediction[i] - y) ** 2)),
+}
+NAIVE_MACRO_F1 = lambda y, m, i: skm.f1_score(y, m.prediction[i], average="macro")  # noqa: E731
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="paired rows (default 1,000,000)")
+    parser.add_argument("--naive-resamples", type=int, default=2, help="resamples timed for the naive column")
+    args = parser.parse_args()
+    data = make_data(args.n)
+    st.compare("f1", make_data(1000)["binary"], n_resamples=10)  # warm imports and caches
+
+    rows: list[tuple[str, str, str, float, float, float | None]] = []
+    for label, metric, kwargs in (
+        ("accuracy", "accuracy", {}),
+        ("accuracy, margin 0.01", "accuracy", {"margin": 0.01}),
+        ("log_loss", "log_loss", {}),
+    ):
+        seconds, result = timed(lambda: st.compare(metric, data["binary"], **kwargs), repeats=3)
+        rows.append((label, result.method, "-", seconds, MEAN_BUDGET_S, None))
+
+    bootstrap = [(m, m, "binary", NAIVE[m]) for m in ("f1", "precision", "recall", "balanced_accuracy", "roc_auc")]
+    bootstrap.append(("f1 macro, 5 classes", "f1", "multiclass", NAIVE_MACRO_F1))
+    bootstrap.append(("rmse", "rmse", "regression", NAIVE["rmse"]))
+    for label, metric, kind, naive in bootstrap:
+        seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=RESAMPLES), repeats=1)
+        naive_s = naive_seconds_per_resample(data[kind], naive, args.naive_resamples) * RESAMPLES
+        rows.append((label, result.method, str(RESAMPLES), seconds, BOOTSTRAP_BUDGET_S, naive_s))
+
+    # What the per-example bootstrap of roc_auc / rmse would cost at this n,
+    # i.e. why they switch to the large-sample test above the draw limit.
+    exact_resamples = 10
+    limit = st.EXACT_BOOTSTRAP_MAX_DRAWS
+    st.EXACT_BOOTSTRAP_MAX_DRAWS = math.inf
+    try:
+        for metric, kind in (("roc_auc", "binary"), ("rmse", "regression")):
+            seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=exact_resamples), repeats=1)
+            seconds *= RESAMPLES / exact_resamples
+            naive_s = naive_seconds_per_resample(data[kind], NAIVE[metric], args.naive_resamples) * RESAMPLES
+            rows.append((f"{metric}, forced per-row bootstrap", result.method, f"{RESAMPLES}*", seconds,
+                         BOOTSTRAP_BUDGET_S, naive_s))
+    finally:
+        st.EXACT_BOOTSTRAP_MAX_DRAWS = limit
+
+    print(f"n = {args.n:,} paired rows; naive = index resampling timed on {args.naive_resamples} resamples")
+    columns = ("metric", "method", "resamples", "time", "budget", "ok", "naive", "speed-up")
+    header = "{:<34} {:<17} {:>9} {:>9} {:>7} {:>3} {:>9} {:>9}".format(*columns)
+    print(header)
+    print("-" * len(header))
+    for label, method, resamples, seconds, budget, naive_s in rows:
+        naive_text = f"{naive_s:8.2f}s" if naive_s is not None else f"{'-':>9}"
+        ratio = f"{naive_s / seconds:8.1f}x" if naive_s is not None else f"{'-':>9}"
+        ok = "yes" if seconds <= budget else "NO"
+        print(f"{label:<34} {method:<17} {resamples:>9} {seconds:8.3f}s {budget:6.1f}s {ok:>3} {naive_text} {ratio}")
+    print(
+        f"* extrapolated from {exact_resamples} resamples; with n * resamples > {limit:,}, compare() uses the "
+        "large-sample paired-z (DeLong / delta method) instead."
+    )
+
+
+if __name__ == "__main__":
+    main()

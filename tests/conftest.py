@@ -1,0 +1,63 @@
+"""Shared fixtures: real gated MLflow servers on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import REQUIRE_POSTGRES_ENV, MlflowServer, postgres_database, postgres_problem
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+GATE_POLICY = """
+version: 1
+defaults:
+  targets: {stages: [Production], aliases: [champion]}
+  promote_to: {alias: champion, stage: Production}
+  primary: {metric: accuracy, margin: 0.0}
+  confidence: 0.95
+  secondary:
+    - {metric: log_loss, tolerance: 0.05}
+  slices: {columns: [weather], min_size: 30, tolerance: 0.05}
+  evidence: {max_age: 1d}
+models:
+  - pattern: "strict-*"
+    primary: {metric: accuracy, margin: 0.5}
+  - pattern: "no-override-*"
+    overrides: {allowed: false}
+"""
+
+
+@pytest.fixture(scope="session")
+def postgres_uri_factory():
+    """Yields a function that creates a fresh PostgreSQL database; skips (or fails in CI) without one."""
+    problem = postgres_problem()
+    if problem:
+        if os.environ.get(REQUIRE_POSTGRES_ENV):
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV} is set but {problem}")
+        pytest.skip(problem)
+    return postgres_database
+
+
+@pytest.fixture(scope="session")
+def gate_policy(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(GATE_POLICY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory, gate_policy):
+    """One gated uvicorn server on SQLite, shared by a test module (models get unique names)."""
+    workdir = tmp_path_factory.mktemp("sqlite-server")
+    with MlflowServer(workdir, f"sqlite:///{workdir}/mlflow.db", policy=gate_policy) as server:
+        yield server
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"model-{uuid.uuid4().hex[:8]}"
