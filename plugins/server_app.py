@@ -81,8 +81,8 @@ def _required(params: dict[str, Any], key: str) -> str:
     return str(value)
 
 
-def _authorize(permission: str) -> None:
-    """Under basic-auth, apply MLflow's registered-model permissions to the gate's routes too."""
+def _require_admin() -> None:
+    """Overrides are for admins when basic-auth is on (read/update checks run in basic-auth itself)."""
     from flask import has_request_context
 
     if not (_basic_auth_enabled() and has_request_context()):
@@ -91,16 +91,22 @@ def _authorize(permission: str) -> None:
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
     from mlflow.server import auth
 
-    if auth.sender_is_admin():
-        return
-    if permission == "admin" or not {
-        "read": auth.validate_can_read_registered_model,
-        "update": auth.validate_can_update_registered_model,
-    }[permission]():
-        raise MlflowException(
-            "permission denied" + (": overrides are for admins only" if permission == "admin" else ""),
-            PERMISSION_DENIED,
-        )
+    if not auth.sender_is_admin():
+        raise MlflowException("permission denied: overrides are for admins only", PERMISSION_DENIED)
+
+
+def _register_auth_validators() -> None:
+    """Make basic-auth check MLflow's registered-model permissions on the gate's routes.
+
+    Basic-auth fails closed on routes it has no validator for; these use the same READ/EDIT
+    permissions as MLflow's own registry routes, keyed on the ``name`` parameter.
+    """
+    from mlflow.server import auth
+
+    read, update = auth.validate_can_read_registered_model, auth.validate_can_update_registered_model
+    for route, method, validator in (("explain", "GET", read), ("history", "GET", read), ("policy", "GET", read),
+                                     ("promote", "POST", update), ("rollback", "POST", update)):
+        auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/{route}", method)] = validator
 
 
 def run_view(view: Callable[[dict[str, Any], Any], Any], params: dict[str, Any], store) -> Any:
@@ -126,13 +132,13 @@ def _decision_payload(decision) -> dict[str, Any]:
 
 
 def explain(params: dict[str, Any], store) -> dict[str, Any]:
-    _authorize("read")
     return _decision_payload(store.explain(_required(params, "name"), _required(params, "version")))
 
 
 def promote(params: dict[str, Any], store) -> dict[str, Any]:
     force = bool(params.get("force"))
-    _authorize("admin" if force else "update")
+    if force:
+        _require_admin()
     decision = store.promote(
         _required(params, "name"), _required(params, "version"), force=force, reason=params.get("reason")
     )
@@ -140,7 +146,6 @@ def promote(params: dict[str, Any], store) -> dict[str, Any]:
 
 
 def rollback(params: dict[str, Any], store) -> dict[str, Any]:
-    _authorize("update")
     return _decision_payload(store.rollback(_required(params, "name"), reason=params.get("reason")))
 
 
@@ -148,7 +153,6 @@ def history(params: dict[str, Any], store) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    _authorize("read")
     limit = str(params.get("limit", "100"))
     if not limit.isdigit() or not 1 <= int(limit) <= 10_000:
         raise MlflowException(f"'limit' must be an integer in [1, 10000], got {limit!r}", INVALID_PARAMETER_VALUE)
@@ -157,7 +161,6 @@ def history(params: dict[str, Any], store) -> dict[str, Any]:
 
 
 def policy(params: dict[str, Any], store) -> dict[str, Any]:
-    _authorize("read")
     return {"policy": store.policy.for_model(_required(params, "name")).to_dict(),
             "policy_hash": store.policy.content_hash, "source": store.policy.source}
 
@@ -183,6 +186,7 @@ def create_app(app: Flask | None = None):
         from mlflow.server import auth
 
         auth.bootstrap_admin_user()
+        _register_auth_validators()
         return auth.create_app(app)
     if _MLFLOW_SGI_NAME.get() == "uvicorn":
         from mlflow.server.fastapi_app import create_fastapi_app

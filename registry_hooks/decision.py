@@ -79,8 +79,13 @@ class Decision:
 
     @property
     def reasons(self) -> list[str]:
+        """Failing checks first; warnings are always kept so an approval never hides them."""
         failing = [c.message for c in self.checks if c.outcome in (FAIL_WORSE, FAIL_INSUFFICIENT)]
-        return failing or [f"all checks passed against baseline {self._baseline_text()}"]
+        warnings = [f"warning: {c.message}" for c in self.checks if c.outcome == WARN]
+        if failing:
+            return failing + warnings
+        passed = "passed, with warnings," if warnings else "all checks passed"
+        return [f"{passed} against baseline {self._baseline_text()}"] + warnings
 
     def _baseline_text(self) -> str:
         return f"v{self.baseline.version} ({self.baseline.source})" if self.baseline.version else self.baseline.source
@@ -109,6 +114,10 @@ class Decision:
             "reasons": self.reasons,
             "evidence_run_ids": self.evidence_run_ids,
         }
+
+
+def _pct(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
 
 
 def _fmt(value: float | None) -> str:
@@ -196,7 +205,7 @@ def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes) -> Check:
     name = f"primary:{threshold.metric}"
     text = (
         f"{threshold.metric}: candidate {_fmt(c.candidate)} vs baseline {_fmt(c.baseline)}, "
-        f"improvement {_fmt(c.improvement)} ({policy.confidence:.0%} CI {_ci(c)}, p={c.p_better:.3g}, {c.method}, n={c.n})"
+        f"improvement {_fmt(c.improvement)} ({_pct(policy.confidence)} CI {_ci(c)}, p={c.p_better:.3g}, {c.method}, n={c.n})"
     )
     if c.p_better < alpha:
         return Check(name, PASS, f"{text} ≥ required margin {threshold.margin:g}", c.to_dict())
@@ -208,7 +217,7 @@ def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes) -> Check:
         )
     return Check(
         name, FAIL_INSUFFICIENT,
-        f"{text}: cannot show an improvement of at least {threshold.margin:g} at {policy.confidence:.0%} "
+        f"{text}: cannot show an improvement of at least {threshold.margin:g} at {_pct(policy.confidence)} "
         "confidence; evaluate on more examples or improve the model",
         c.to_dict(),
     )
@@ -260,7 +269,10 @@ def _slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutco
             if size < spec.min_size:
                 checks.append(Check(name, SKIP, f"{name}: {size} examples, below the minimum {spec.min_size}; not tested", {"n": size}))
                 continue
-            tested.append((name, _compare(policy, metric, outcomes.subset(mask), tolerance=spec.tolerance)))
+            try:
+                tested.append((name, _compare(policy, metric, outcomes.subset(mask), tolerance=spec.tolerance)))
+            except ValueError as exc:  # e.g. roc_auc on a slice holding one class only
+                checks.append(Check(name, SKIP, f"{name}: not tested, the metric is undefined here ({exc})", {"n": size}))
     adjusted = holm([c.p_worse for _, c in tested]) if tested else []
     alpha = 1 - policy.confidence
     checks += [_non_inferiority(name, c, p, spec.tolerance, alpha) for (name, c), p in zip(tested, adjusted)]
@@ -303,6 +315,12 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
     if finding.summary is None:
         return Check("drift", missing, f"drift report run {finding.run_id} is unusable: {finding.error}", {"run_id": finding.run_id})
     summary = finding.summary
+    if (summary.candidate_name, summary.candidate_version) != (candidate.name, candidate.version):
+        return Check(
+            "drift", missing,
+            f"drift report run {finding.run_id} is about {summary.candidate_name} v{summary.candidate_version}, not {candidate}",
+            {"run_id": finding.run_id},
+        )
     age = (now - min(summary.created_at, finding.run_time)).total_seconds()
     numbers = {
         "run_id": finding.run_id, "share_drifted": summary.share_drifted, "n_drifted": summary.n_drifted,

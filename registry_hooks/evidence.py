@@ -201,6 +201,9 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
         table = pq.read_table(io.BytesIO(raw))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise EvidenceError(f"{OUTCOMES_PATH} is not a readable Parquet file: {exc}") from exc
+    for name in table.column_names:
+        if (name in ("row_id", "label") or name.endswith(".prediction")) and table.column(name).null_count:
+            raise EvidenceError(f"outcomes column '{name}' has {table.column(name).null_count} missing values")
     columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
     if table.num_rows != manifest.data.n_rows:
         raise EvidenceError(

@@ -236,11 +236,14 @@ def _absolute(data: Any, path: str) -> AbsoluteThreshold:
     reader.check_keys({"metric", "min", "max"})
     if "min" not in data and "max" not in data:
         raise PolicyError(f"{path}: give min and/or max")
-    return AbsoluteThreshold(
+    threshold = AbsoluteThreshold(
         metric=_metric_name(data.get("metric"), f"{path}.metric"),
         min=reader.number("min", -1e12, 1e12) if "min" in data else None,
         max=reader.number("max", -1e12, 1e12) if "max" in data else None,
     )
+    if threshold.min is not None and threshold.max is not None and threshold.min > threshold.max:
+        raise PolicyError(f"{path}: min {threshold.min} is above max {threshold.max}: nothing could pass")
+    return threshold
 
 
 def _list_of(data: Any, path: str, parse) -> tuple:
@@ -370,6 +373,8 @@ class Policy:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"policy file {path} is not UTF-8 text: {exc}") from exc
         suffix = path.suffix.lower()
         try:
             if suffix in (".yaml", ".yml"):
