@@ -454,6 +454,15 @@ class GatekeeperStore(SqlAlchemyStore):
                 raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
             return self._judge(session, name, str(version), targets, policy, self._state(session, name, policy))
 
+    def baseline(self, name: str) -> Baseline:
+        """The version a new candidate of ``name`` would be compared with now (the gate's own rule)."""
+        policy = self.policy.for_model(name)
+        with self.ManagedSessionMaker() as session:
+            if session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none() is None:
+                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+            state = self._state(session, name, policy)
+            return self._baseline(session, name, "", self._promote_targets(name), state, policy)
+
     def rollback(self, name: str, reason: str | None = None) -> Decision:
         """Move production back to the version approved before the current one."""
         policy = self.policy.for_model(name)

@@ -105,6 +105,7 @@ def _register_auth_validators() -> None:
 
     read, update = auth.validate_can_read_registered_model, auth.validate_can_update_registered_model
     for route, method, validator in (("explain", "GET", read), ("history", "GET", read), ("policy", "GET", read),
+                                     ("baseline", "GET", read),
                                      ("promote", "POST", update), ("rollback", "POST", update)):
         auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/{route}", method)] = validator
 
@@ -165,9 +166,14 @@ def policy(params: dict[str, Any], store) -> dict[str, Any]:
             "policy_hash": store.policy.content_hash, "source": store.policy.source}
 
 
+def baseline(params: dict[str, Any], store) -> dict[str, Any]:
+    found = store.baseline(_required(params, "name"))
+    return {"version": found.version, "source": found.source}
+
+
 def blueprint() -> Blueprint:
     routes = Blueprint("gatekeeper", __name__)
-    for view, methods in ((explain, ["GET"]), (history, ["GET"]), (policy, ["GET"]),
+    for view, methods in ((explain, ["GET"]), (history, ["GET"]), (policy, ["GET"]), (baseline, ["GET"]),
                           (promote, ["POST"]), (rollback, ["POST"])):
         routes.add_url_rule(f"{API_PREFIX}/{view.__name__}", view_func=_route(view), methods=methods)
     return routes

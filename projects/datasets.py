@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 CONTENT_HASH_TAG = "gatekeeper.content_hash"
+N_ROWS_TAG = "gatekeeper.n_rows"
 _READERS = {".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".csv": pd.read_csv}
 
 
@@ -32,12 +33,9 @@ def content_hash(df: pd.DataFrame) -> str:
     as long as the dtypes agree. ``hash_pandas_object`` is vectorised (about 0.3 s per million
     rows), far cheaper than serialising the frame.
     """
-    digest = hashlib.sha256()
-    for name, dtype in df.dtypes.items():
-        digest.update(f"{name}\x1f{dtype}\x1e".encode())
-    if len(df):
-        digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
-    return digest.hexdigest()
+    hasher = StreamingHash()
+    hasher.update(df)
+    return hasher.hexdigest()
 
 
 def _local_path(uri: str) -> Path:
@@ -79,16 +77,28 @@ class LoggedDataset:
 
 
 def log_dataset_input(
-    df: pd.DataFrame, *, source: str, name: str, context: str, targets: str | None = None
+    df: pd.DataFrame,
+    *,
+    source: str,
+    name: str,
+    context: str,
+    targets: str | None = None,
+    digest: str | None = None,
+    n_rows: int | None = None,
 ) -> LoggedDataset:
-    """Log ``df`` as an input of the active MLflow run, tagged with its full content hash."""
+    """Log ``df`` as an input of the active MLflow run, tagged with its full content hash.
+
+    For a table too large to hold, pass a sample as ``df`` (MLflow records its schema) with the
+    whole table's ``digest`` (a :class:`StreamingHash`) and ``n_rows``.
+    """
     import mlflow
     import mlflow.data
 
-    digest = content_hash(df)
+    digest = digest or content_hash(df)
+    n_rows = len(df) if n_rows is None else n_rows
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
-    mlflow.log_input(dataset, context=context, tags={CONTENT_HASH_TAG: digest})
-    return LoggedDataset(name=name, source=source, content_hash=digest, n_rows=len(df))
+    mlflow.log_input(dataset, context=context, tags={CONTENT_HASH_TAG: digest, N_ROWS_TAG: str(n_rows)})
+    return LoggedDataset(name=name, source=source, content_hash=digest, n_rows=n_rows)
 
 
 def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
@@ -112,6 +122,62 @@ def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
             name=dataset.name,
             source=source or "",
             content_hash=tags.get(CONTENT_HASH_TAG, ""),
-            n_rows=int(profile.get("num_rows", 0)),
+            n_rows=int(tags.get(N_ROWS_TAG) or profile.get("num_rows", 0)),
         )
     return None
+
+
+class StreamingHash:
+    """``content_hash`` computed batch by batch: equal to hashing the whole table at once.
+
+    Row hashes are independent of each other, so a table read in batches (Parquet row groups,
+    CSV chunks) hashes exactly like the same table in memory, without ever holding it whole.
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._columns: list[tuple[str, str]] | None = None
+        self.n_rows = 0
+
+    def update(self, batch: pd.DataFrame) -> None:
+        columns = [(str(name), str(dtype)) for name, dtype in batch.dtypes.items()]
+        if self._columns is None:
+            self._columns = columns
+            for name, dtype in columns:
+                self._digest.update(f"{name}\x1f{dtype}\x1e".encode())
+        elif columns != self._columns:
+            raise DataError("batches of one table disagree on columns or dtypes")
+        if len(batch):
+            self._digest.update(pd.util.hash_pandas_object(batch, index=False).to_numpy().tobytes())
+        self.n_rows += len(batch)
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def iter_table(uri: str, batch_size: int = 20_000, columns: list[str] | None = None):
+    """Yield a Parquet or CSV table in DataFrame batches of at most ``batch_size`` rows."""
+    path = _local_path(uri)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+                yield batch.to_pandas()
+        elif suffix == ".csv":
+            yield from pd.read_csv(path, chunksize=batch_size, usecols=columns)
+        else:
+            raise DataError(f"unsupported data format {path.suffix!r} for {uri}: use .parquet or .csv")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read {uri}: {exc}") from exc
+
+
+def table_columns(uri: str) -> list[tuple[str, str]]:
+    """Column names and dtypes of a table, reading only its first rows."""
+    first = next(iter_table(uri, batch_size=100), None)
+    if first is None:
+        raise DataError(f"{uri} holds no rows")
+    return [(str(name), str(dtype)) for name, dtype in first.dtypes.items()]

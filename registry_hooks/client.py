@@ -98,5 +98,9 @@ class GatekeeperClient:
     def history(self, name: str, limit: int = 100) -> list[dict[str, Any]]:
         return self._call("GET", "history", {"name": name, "limit": str(limit)})["decisions"]
 
+    def baseline(self, name: str) -> dict[str, Any]:
+        """``{"version": ..., "source": ...}``: what a new candidate must beat (version None: first release)."""
+        return self._call("GET", "baseline", {"name": name})
+
     def policy(self, name: str) -> dict[str, Any]:
         return self._call("GET", "policy", {"name": name})

@@ -34,7 +34,7 @@ TAG_DATA_NAME = "gatekeeper.data.name"
 NO_BASELINE = "none"
 
 TASKS = ("classification", "regression")
-MODEL_FIELDS = ("prediction", "proba_label", "score")
+MODEL_FIELDS = ("prediction", "proba_label", "score", "loss")  # loss is for people; the gate recomputes
 
 
 class EvidenceError(ValueError):
@@ -260,7 +260,7 @@ def outcomes_table(
             continue
         unknown = set(model) - set(MODEL_FIELDS)
         if unknown or "prediction" not in model:
-            raise EvidenceError(f"{prefix}: give 'prediction' and optionally 'proba_label', 'score' (got {sorted(model)})")
+            raise EvidenceError(f"{prefix}: give 'prediction' and optionally {', '.join(MODEL_FIELDS[1:])} (got {sorted(model)})")
         for field, values in model.items():
             if values is not None:
                 columns[f"{prefix}.{field}"] = np.asarray(values)

@@ -1,0 +1,43 @@
+"""``python -m projects.evaluate --model models:/NAME/VERSION --data PATH --label COL [--slices a,b]``.
+
+Exit codes: 0 evaluated (whatever the verdict preview says), 2 bad input (nothing logged that the
+gate could accept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from projects.datasets import DataError
+from projects.evaluate import EvaluationError, evaluate
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="models:/NAME/VERSION")
+    parser.add_argument("--data", required=True, help="Parquet or CSV: a path or any URI MLflow's artifact layer reads")
+    parser.add_argument("--label", required=True, help="the label column")
+    parser.add_argument("--slices", default=None, help="comma-separated categorical columns (default: the policy's)")
+    parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
+    parser.add_argument("--batch-size", type=_positive, default=20_000)
+    parser.add_argument("--data-name", default=None, help="the evaluation data set's name (default: the file name)")
+    args = parser.parse_args(argv)
+    slices = None if args.slices is None else [s.strip() for s in args.slices.split(",") if s.strip()]
+    try:
+        evaluate(args.model, args.data, args.label, slices, task=args.task, batch_size=args.batch_size,
+                 data_name=args.data_name, out=sys.stderr)
+    except (EvaluationError, DataError) as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

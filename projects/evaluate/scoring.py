@@ -1,0 +1,133 @@
+"""Scoring any pyfunc model batch by batch: predictions, class probabilities, per-example loss.
+
+Works for any registered model with a pyfunc flavour (torch, scikit-learn, custom): the model's
+input columns come from its signature, its output is read as class probabilities (an ``n × k``
+array or DataFrame), as labels, or as regression values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from projects.datasets import DataError
+
+_EPS = 1e-15
+
+
+class EvaluationError(DataError):
+    """Input the evaluation cannot use; the message says what to fix. No evidence is logged."""
+
+
+@dataclass
+class Scores:
+    """One model's outputs on every row, accumulated batch by batch."""
+
+    predictions: list[np.ndarray] = field(default_factory=list)
+    probabilities: list[np.ndarray] = field(default_factory=list)
+
+    def prediction(self) -> np.ndarray:
+        return np.concatenate(self.predictions) if self.predictions else np.array([])
+
+    def proba(self) -> np.ndarray | None:
+        return np.concatenate(self.probabilities) if self.probabilities else None
+
+
+def _input_columns(model, data_columns: list[tuple[str, str]], exclude: set[str]) -> list[str]:
+    """The data columns the model reads, from its signature; a mismatch is a clear error."""
+    schema = model.metadata.get_input_schema()
+    available = {name: dtype for name, dtype in data_columns if name not in exclude}
+    if schema is None:
+        return list(available)
+    if schema.has_input_names():
+        names = schema.input_names()
+        missing = [n for n in names if n not in dict(data_columns)]
+        if missing:
+            raise EvaluationError(f"the data lacks column(s) the model signature requires: {', '.join(missing[:10])}")
+        return names
+    spec = schema.inputs[0]  # a tensor spec: pick the columns of its dtype, in order
+    width = spec.shape[-1] if len(spec.shape) == 2 else None
+    matching = [n for n, dtype in available.items() if dtype == str(spec.type)]
+    if width is None or len(matching) != width:
+        raise EvaluationError(
+            f"the model expects a {spec.type} tensor of shape {spec.shape}; the data has {len(matching)} "
+            f"{spec.type} column(s) besides label and slices, so the features cannot be matched"
+        )
+    return matching
+
+
+class Scorer:
+    """A loaded model plus what is needed to turn its raw output into comparable outcomes."""
+
+    def __init__(self, model_uri: str, data_columns: list[tuple[str, str]], exclude: set[str]):
+        import mlflow.pyfunc
+
+        try:
+            self.model = mlflow.pyfunc.load_model(model_uri)
+        except Exception as exc:  # a missing version, a broken artifact, a missing flavour
+            raise EvaluationError(f"cannot load {model_uri}: {exc}") from exc
+        self.uri = model_uri
+        self.columns = _input_columns(self.model, data_columns, exclude)
+        self.scores = Scores()
+
+    def score(self, batch: pd.DataFrame, task: str, classes: np.ndarray | None) -> None:
+        try:
+            output = self.model.predict(batch[self.columns])
+        except Exception as exc:  # schema enforcement, dtype mismatch, a crashing model
+            raise EvaluationError(f"{self.uri} failed on the data (does it match the model signature?): {exc}") from exc
+        values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
+        if values.dtype.kind in "fc" and np.isnan(values).any():
+            raise EvaluationError(f"{self.uri} returned NaN for {int(np.isnan(values).sum())} value(s)")
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if task == "regression":
+            self.scores.predictions.append(values.astype(np.float64))
+        elif values.ndim == 2:
+            if classes is None or values.shape[1] != len(classes):
+                raise EvaluationError(
+                    f"{self.uri} returned {values.shape[1]} probability columns but the labels have "
+                    f"{0 if classes is None else len(classes)} classes"
+                )
+            self.scores.probabilities.append(values.astype(np.float64))
+            self.scores.predictions.append(classes[values.argmax(axis=1)])
+        else:
+            self.scores.predictions.append(values)
+
+
+def class_index(label: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Position of each label in ``classes``; unknown labels are an error."""
+    order = np.argsort(classes)
+    positions = np.searchsorted(classes[order], label)
+    positions = np.clip(positions, 0, len(classes) - 1)
+    found = classes[order][positions] == label
+    if not found.all():
+        raise EvaluationError(f"labels not among the model's classes: {np.unique(label[~found])[:5]}")
+    return order[positions]
+
+
+def outcomes(scores: Scores, label: np.ndarray, task: str, classes: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The evidence fields of one model: prediction, probability of the true label, score, loss."""
+    prediction = scores.prediction()
+    if task == "regression":
+        return {"prediction": prediction, "loss": (prediction - label.astype(np.float64)) ** 2}
+    proba = scores.proba()
+    result: dict[str, np.ndarray] = {"prediction": prediction}
+    if proba is not None:
+        p_true = proba[np.arange(len(label)), class_index(label, classes)]
+        result["proba_label"] = np.clip(p_true, 0.0, 1.0)
+        result["loss"] = -np.log(np.clip(p_true, _EPS, 1.0))
+        if len(classes) == 2:
+            result["score"] = np.clip(proba[:, 1], 0.0, 1.0)
+    else:
+        result["loss"] = (prediction != label).astype(np.float64)
+    return result
+
+
+def infer_task(label: pd.Series, requested: str) -> str:
+    if requested in ("classification", "regression"):
+        return requested
+    if requested != "auto":
+        raise DataError(f"task must be auto, classification or regression, got {requested!r}")
+    return "regression" if label.dtype.kind == "f" else "classification"

@@ -1,0 +1,163 @@
+"""``evaluate`` against a real gated server: its evidence drives the gate, for sklearn and custom
+pyfunc models, slices included; bad input is a clear error with no evidence logged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from projects.evaluate import EvaluationError, evaluate
+from registry_hooks.client import GatekeeperClient, PromotionRefused
+from tests.support.evidence import FEATURES, make_data, models
+
+PIP = ["scikit-learn", "pandas", "numpy"]
+
+
+class FoggyModel(mlflow.pyfunc.PythonModel):
+    """The strong model, except that it is confidently wrong on half of the foggy rows."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def predict(self, context, model_input, params=None):
+        proba = self.inner.predict_proba(model_input[FEATURES])
+        spoil = (model_input["weather"] == "fog").to_numpy() & (np.arange(len(model_input)) % 2 == 0)
+        proba[spoil] = proba[spoil][:, ::-1]
+        return proba
+
+
+class NanModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return np.full((len(model_input), 2), np.nan)
+
+
+def _register(name: str, python_model=None, sk_model=None, columns=FEATURES) -> str:
+    sample = make_data(50, seed=5)[columns]
+    with mlflow.start_run(run_name=f"train {name}"):
+        if sk_model is not None:
+            info = mlflow.sklearn.log_model(sk_model, name="model", pip_requirements=PIP, pyfunc_predict_fn="predict_proba",
+                                            signature=infer_signature(sample, sk_model.predict_proba(sample)))
+        else:
+            info = mlflow.pyfunc.log_model(name="model", python_model=python_model, pip_requirements=PIP,
+                                           signature=infer_signature(sample, np.zeros((50, 2))))
+    return mlflow.register_model(info.model_uri, name).version
+
+
+@pytest.fixture
+def setup(sqlite_server, model_name, tmp_path):
+    mlflow.set_tracking_uri(sqlite_server.url)
+    mlflow.set_experiment("evaluate-tests")
+    data = make_data(1500, seed=11)
+    path = tmp_path / "eval.parquet"
+    data.to_parquet(path)
+    return sqlite_server, model_name, str(path), data
+
+
+def test_evidence_from_evaluate_drives_the_gate(setup, tmp_path):
+    server, name, data_path, data = setup
+    gate = GatekeeperClient(server.url)
+    weak = _register(name, sk_model=models()["weak"][0], columns=FEATURES[:2])
+    first = evaluate(f"models:/{name}/{weak}", data_path, "label", ["weather"])
+    assert first.baseline is None and first.preview["verdict"] == "promote" and first.n_rows == 1500
+    gate.promote(name, weak)
+
+    strong = _register(name, sk_model=models()["strong"][0])
+    result = evaluate(f"models:/{name}/{strong}", data_path, "label")  # slices default to the policy's
+    assert result.baseline == (name, weak)
+    assert result.metrics["accuracy"] > 0.9 and result.metrics["improvement/accuracy"] > 0.1
+    assert "slice/weather:rain/accuracy" in result.metrics
+    assert result.preview["verdict"] == "promote"
+    gate.promote(name, strong)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["gatekeeper.baseline.version"] == weak
+    logged = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
+    assert logged["gatekeeper.content_hash"] == result.data_hash and logged["gatekeeper.n_rows"] == "1500"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "evaluation")}
+    assert {"evaluation/slices.png", "evaluation/confusion_candidate.png", "evaluation/confusion_champion.png",
+            "evaluation/confident_mistakes.csv", "evaluation/disagreements.csv"} <= artifacts
+    champion_runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert len(champion_runs) == 1 and abs(champion_runs["metrics.accuracy"][0] - first.metrics["accuracy"]) < 1e-9
+
+    worse = _register(name, sk_model=models()["weak"][0], columns=FEATURES[:2])
+    refused = evaluate(f"models:/{name}/{worse}", data_path, "label", ["weather"])
+    assert refused.preview["verdict"] == "refuse_worse"
+    with pytest.raises(PromotionRefused, match="worse"):
+        gate.promote(name, worse)
+
+    foggy = _register(name, python_model=FoggyModel(models()["strong"][0]), columns=FEATURES + ["weather"])
+    slice_result = evaluate(f"models:/{name}/{foggy}", data_path, "label", ["weather"])
+    assert slice_result.metrics["accuracy"] > 0.8  # fine overall, but ...
+    with pytest.raises(PromotionRefused, match="slice:weather=fog"):
+        gate.promote(name, foggy)
+
+    # The team's evaluation data moves on: older evidence on the previous data goes stale.
+    newer = tmp_path / "eval-v2.parquet"
+    make_data(1500, seed=12).to_parquet(newer)
+    candidate = _register(name, sk_model=models()["strong"][0])
+    evaluate(f"models:/{name}/{candidate}", data_path, "label", ["weather"], data_name="eval.parquet")
+    evaluate(f"models:/{name}/{foggy}", str(newer), "label", ["weather"], data_name="eval.parquet")
+    with pytest.raises(PromotionRefused, match="evaluation data 'eval.parquet' changed"):
+        gate.promote(name, candidate)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("no_label", "label column 'label' is not in the data"),
+        ("float_label", "classification needs integer"),
+        ("empty", "holds no rows"),
+        ("no_slice", "slice column(s) not in the data: climate"),
+        ("missing_feature", "lacks column(s) the model signature requires: x5"),
+        ("null_label", "has 3 missing values"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_logs_no_evidence(setup, tmp_path, change, message):
+    server, name, data_path, data = setup
+    version = _register(name, sk_model=models()["strong"][0])
+    frame, slices, kwargs = data.copy(), ["weather"], {}
+    if change == "no_label":
+        frame = frame.drop(columns=["label"])
+    elif change == "float_label":
+        frame["label"] = frame["label"] + 0.5
+        kwargs = {"task": "classification"}
+    elif change == "empty":
+        frame = frame.iloc[:0]
+    elif change == "no_slice":
+        slices = ["climate"]
+    elif change == "missing_feature":
+        frame = frame.drop(columns=["x5"])
+    else:
+        frame["label"] = frame["label"].astype("Int64")
+        frame.loc[:2, "label"] = None
+    path = tmp_path / "bad.parquet"
+    frame.to_parquet(path)
+    before = len(mlflow.search_runs(search_all_experiments=True))
+    with pytest.raises(EvaluationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        evaluate(f"models:/{name}/{version}", str(path), "label", slices, **kwargs)
+    assert len(mlflow.search_runs(search_all_experiments=True)) == before
+
+
+def test_a_model_returning_nan_and_a_missing_version_are_refused(setup):
+    server, name, data_path, data = setup
+    version = _register(name, python_model=NanModel())
+    with pytest.raises(EvaluationError, match="returned NaN"):
+        evaluate(f"models:/{name}/{version}", data_path, "label", ["weather"])
+    with pytest.raises(EvaluationError, match="does not exist"):
+        evaluate(f"models:/{name}/99", data_path, "label", ["weather"])
+    with pytest.raises(EvaluationError, match="models:/NAME/VERSION"):
+        evaluate(f"runs:/abc/model", data_path, "label", ["weather"])
+
+
+def test_cli_exit_code_and_message(setup):
+    server, name, data_path, data = setup
+    result = subprocess.run(
+        [sys.executable, "-m", "projects.evaluate", "--model", f"models:/{name}/7", "--data", data_path, "--label", "label"],
+        capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": server.url},
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
