@@ -1,0 +1,144 @@
+"""``tune``: an optuna study over the training hyperparameters, every trial a nested MLflow run.
+
+The study's run is the parent; each trial is a child run with its params, per-epoch metrics and
+a ``trial_state`` tag (COMPLETE or PRUNED), so the MLflow UI shows what was tried and what the
+median pruner cut short. With an RDB storage (``postgresql+psycopg2://…``, ``sqlite:///…``) several
+``tune`` processes, on one machine or many, work on one study at once: optuna hands each a trial.
+The best parameters feed ``train`` (``retrain`` does that).
+
+``python -m projects.tune --data PATH [--trials 30] [--storage URL] [--study NAME]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from projects import train as training
+
+SEARCH_SPACE = {
+    "lr": ("float_log", 3e-4, 1e-2),
+    "width": ("int_choice", (8, 12, 16, 24)),
+    "dropout": ("float", 0.0, 0.4),
+    "weight_decay": ("float_log", 1e-6, 1e-3),
+    "batch_size": ("int_choice", (64, 128, 256)),
+}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    run_id: str
+    study_name: str
+    best_params: dict[str, Any]
+    best_value: float
+    n_trials: int
+    n_pruned: int
+
+
+def _suggest(trial, name: str, spec: tuple) -> Any:
+    kind = spec[0]
+    if kind == "float_log":
+        return trial.suggest_float(name, spec[1], spec[2], log=True)
+    if kind == "float":
+        return trial.suggest_float(name, spec[1], spec[2])
+    return trial.suggest_categorical(name, list(spec[1]))
+
+
+def _storage(url: str | None):
+    """In memory by default; an optuna RDB URL (SQLite, PostgreSQL) for studies shared by processes."""
+    if not url:
+        return None
+    import optuna
+
+    if not url.startswith(("sqlite:", "postgresql", "mysql")):
+        raise ValueError(f"storage must be an optuna RDB URL (sqlite:///…, postgresql+psycopg2://…), got {url!r}")
+    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+
+
+def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage: str | None = None,
+         study_name: str = "road-scenes", seed: int = 0, source: str | None = None,
+         timeout: float | None = None) -> TuneResult:
+    """Run ``trials`` trials of the study (more may run in other processes sharing ``storage``)."""
+    import mlflow
+    import optuna
+
+    if trials < 1 or epochs < 1:
+        raise ValueError(f"trials and epochs must be >= 1, got trials={trials}, epochs={epochs}")
+    if isinstance(data, pd.DataFrame):
+        frame, source = data, source or "in-memory"
+    else:  # load once, not once per trial
+        from projects.datasets import load_table
+
+        source = training.resolve_data(data)[0]
+        frame = load_table(source)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=_storage(storage), load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+    pruned = 0
+    client = mlflow.MlflowClient()
+    with mlflow.start_run(run_name=f"tune {study_name}", nested=mlflow.active_run() is not None) as parent:
+        mlflow.log_params({"study": study_name, "trials": trials, "epochs": epochs, "storage": storage or "memory", "seed": seed})
+
+        def objective(trial: optuna.Trial) -> float:
+            nonlocal pruned
+            params = {name: _suggest(trial, name, spec) for name, spec in SEARCH_SPACE.items()}
+
+            def report(epoch: int, val_loss: float, val_accuracy: float) -> bool:
+                trial.report(val_accuracy, epoch)
+                return trial.should_prune()
+
+            # train() logs into a child of the study's run: one nested run per trial.
+            result = training.train(frame, registered_model=None, log_model=False, epochs=epochs, seed=seed,
+                                    source=source, run_name=f"trial {trial.number}", on_epoch=report,
+                                    progress=False, **params)
+            state = "PRUNED" if result.stop_reason == "callback" else "COMPLETE"
+            client.set_tag(result.run_id, "optuna.trial_number", str(trial.number))
+            client.set_tag(result.run_id, "trial_state", state)
+            if state == "PRUNED":
+                pruned += 1
+                raise optuna.TrialPruned()
+            return result.best_val_accuracy
+
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+        best = study.best_trial
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_metric("best_val_accuracy", best.value)
+        mlflow.set_tag("gatekeeper.tune.best_params", str(best.params))
+    return TuneResult(parent.info.run_id, study_name, dict(best.params), float(best.value), trials, pruned)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="scenes table or data-set version directory")
+    parser.add_argument("--trials", type=_positive_int, default=10)
+    parser.add_argument("--epochs", type=_positive_int, default=6, help="epochs per trial (the pruner may stop earlier)")
+    parser.add_argument("--storage", default="", help="optuna RDB URL to share the study between processes")
+    parser.add_argument("--study", default="road-scenes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        result = tune(args.data, trials=args.trials, epochs=args.epochs, storage=args.storage or None,
+                      study_name=args.study, seed=args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"tune: {exc}", file=sys.stderr)
+        return 2
+    print(f"best val_accuracy {result.best_value:.4f} with {result.best_params} "
+          f"({result.n_trials} trials here, {result.n_pruned} pruned)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
