@@ -1,0 +1,37 @@
+"""Drift evidence for the promotion gate: is the current data still like the data the candidate learned from?
+
+* ``summary``  -- the ``gatekeeper.drift/1`` JSON format and ``DriftError`` (standard library only:
+  the MLflow server imports this to read the evidence).
+* ``verdict``  -- per-column verdicts on the full data with evidently's default methods, in
+  numpy/scipy (no evidently import).
+* ``report``   -- the evidently HTML report, on a sample (evidently imported lazily).
+* ``tracking`` -- ``check_drift`` (no MLflow), ``log_drift`` / ``run_drift`` (log to MLflow).
+* ``python -m projects.drift --help`` -- the CLI.
+
+Importing this package loads nothing heavy: the names below resolve on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .summary import FORMAT, ColumnDrift, DriftError, DriftSummary, SchemaChange, TableInfo
+
+_LAZY = {
+    "Verdict": "verdict",
+    "compute_verdict": "verdict",
+    "build_report": "report",
+    "DEFAULT_SAMPLE_SIZE": "report",
+    "check_drift": "tracking",
+    "log_drift": "tracking",
+    "run_drift": "tracking",
+    "DriftOutcome": "tracking",
+}
+
+__all__ = ["FORMAT", "ColumnDrift", "DriftError", "DriftSummary", "SchemaChange", "TableInfo", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
