@@ -151,10 +151,10 @@ MIXES: dict[str, Mix] = {
         ),
         Mix(
             name="augmented",
-            description="The fix: the summer mix with many more rain and green-cone examples.",
+            description="The fix: conditions as in the rainy season, and many more green-cone examples.",
             classes={"orange_cone": 0.27, "green_cone": 0.18, "pedestrian": 0.27, "nothing": 0.28},
-            weather={"clear": 0.65, "rain": 0.30, "fog": 0.05},
-            light={"day": 0.75, "night": 0.25},
+            weather={"clear": 0.55, "rain": 0.35, "fog": 0.10},
+            light={"day": 0.70, "night": 0.30},
         ),
     )
 }

@@ -1,0 +1,224 @@
+"""``retrain``: the whole cycle in one command, every step a child run of the ``retrain`` run.
+
+data-set versions → (tune) → train and register → evaluate against production → drift of the
+current production window → ask the gate to promote → summary. The promotion goes through the
+gate (the server's, or on the embedded SQLite default an in-process gated store), so a cycle can
+never promote what the gate would refuse. Exit status 0 means the pipeline ran, whatever the
+verdict (the summary says which); non-zero means a step failed. Re-running is safe: data-set
+versions are content-addressed, and the gate judges each new version on its own evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from plugins.run_context import DATASET_ENV, STEP_ENV
+
+DEFAULT_POLICY = Path(__file__).with_name("road_scenes_policy.yaml")
+DRIFT_COLUMNS = ["weather", "light", "img_brightness", "img_contrast", "img_saturation", "img_sharpness",
+                 "img_mean_r", "img_mean_g", "img_mean_b"]
+SLICES = ["weather", "light", "label_name"]
+
+
+@dataclass
+class CycleResult:
+    run_id: str
+    version: str | None = None
+    verdict: str = "not reached"
+    reasons: list[str] = field(default_factory=list)
+    runs: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    report_uri: str | None = None
+
+
+def evaluation_mix():
+    """A fixed evaluation mix with enough rare conditions that every slice can be tested."""
+    from projects.scenes import Mix
+
+    return Mix(
+        name="evaluation",
+        description="Held-out evaluation set: rare conditions over-represented so slices are testable.",
+        classes={"orange_cone": 0.27, "green_cone": 0.18, "pedestrian": 0.27, "nothing": 0.28},
+        weather={"clear": 0.5, "rain": 0.3, "fog": 0.2},
+        light={"day": 0.65, "night": 0.35},
+    )
+
+
+def _embedded(tracking_uri: str) -> bool:
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+def _configure(tracking_uri: str | None) -> str:
+    """Point MLflow at the tracking URI; on an embedded database, gate the registry in-process too."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    if _embedded(uri):
+        os.environ.setdefault("GATEKEEPER_POLICY", str(DEFAULT_POLICY))
+        mlflow.set_registry_uri(f"gatekeeper:{uri}")
+    return uri
+
+
+@contextmanager
+def _step(name: str, result: CycleResult) -> Iterator[None]:
+    """Announce the step to the run-context provider and time it."""
+    os.environ[STEP_ENV] = name
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.timings[name] = round(time.perf_counter() - start, 2)
+        os.environ.pop(STEP_ENV, None)
+
+
+def _versions(data_dir: Path, mix: str, train_size: int, eval_size: int, current: str, window_size: int, seed: int):
+    from projects.scenes import generate, save_version
+
+    train_path, train_manifest = save_version(generate(train_size, mix, seed), data_dir / "train")
+    eval_path, _ = save_version(generate(eval_size, evaluation_mix(), 10_000), data_dir / "eval")
+    window_path, _ = save_version(generate(window_size, current, 20_000 + seed), data_dir / "windows")
+    return train_path, train_manifest, eval_path, window_path
+
+
+def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", current: str = "summer",
+            train_size: int = 8000, eval_size: int = 3000, window_size: int = 3000, epochs: int = 15,
+            seed: int = 0, tune_trials: int = 0, tune_storage: str | None = None, data_dir: str = "data",
+            tracking_uri: str | None = None, out=sys.stdout) -> CycleResult:
+    """Run one cycle; returns what happened (also printed as a summary)."""
+    import mlflow
+
+    from projects import drift, evaluate, train as training
+    from projects.scenes import DATA_FILE
+    from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+
+    uri = _configure(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_experiment("retrain")
+    gate = GatekeeperClient(uri)
+    with mlflow.start_run(run_name=f"retrain {registered_model}") as parent:
+        result = CycleResult(parent.info.run_id)
+        mlflow.log_params({"registered_model": registered_model, "mix": mix, "current": current, "train_size": train_size,
+                           "eval_size": eval_size, "window_size": window_size, "epochs": epochs, "seed": seed,
+                           "tune_trials": tune_trials})
+        with _step("data", result):
+            train_dir, manifest, eval_dir, window_dir = _versions(Path(data_dir), mix, train_size, eval_size, current,
+                                                                  window_size, seed)
+        os.environ[DATASET_ENV] = manifest["content_hash"]
+        mlflow.set_tags({"gatekeeper.dataset.version": manifest["content_hash"], "gatekeeper.pipeline.step": "retrain"})
+        params: dict[str, Any] = {}
+        if tune_trials:
+            with _step("tune", result):
+                from projects.tune import tune
+
+                tuned = tune(str(train_dir), trials=tune_trials, epochs=epochs, storage=tune_storage, seed=seed,
+                             study_name=f"{registered_model}-{manifest['content_hash'][:12]}")
+                params, result.runs["tune"] = tuned.best_params, tuned.run_id
+        with _step("train", result):
+            trained = training.train(str(train_dir), registered_model=registered_model, epochs=epochs, seed=seed,
+                                     run_name="train", **params)
+            result.version, result.runs["train"] = str(trained.version), trained.run_id
+        model_uri = f"models:/{registered_model}/{result.version}"
+        with _step("evaluate", result):
+            evaluated = evaluate.evaluate(model_uri, str(eval_dir / DATA_FILE), "label", SLICES, data_name="road-scenes-eval",
+                                          out=out)
+            result.runs["evaluate"] = evaluated.run_id
+        with _step("drift", result):
+            drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
+            result.runs["drift"] = drifted.run_id
+            result.report_uri = f"runs:/{drifted.run_id}/gatekeeper/drift_report.html"
+        with _step("gate", result):
+            try:
+                decision = gate.promote(registered_model, result.version)
+            except PromotionRefused as refused:
+                decision = gate.history(registered_model, limit=1)[0] | {"summary": str(refused)}
+            except GatekeeperError as exc:  # the gate could not be asked: that is a failed step
+                raise RuntimeError(f"the gate could not be asked to promote {model_uri}: {exc}") from exc
+            result.verdict = decision.get("verdict", "unknown")
+            result.reasons = list(decision.get("reasons", []))
+            mlflow.set_tags({"gatekeeper.verdict": result.verdict, "gatekeeper.candidate.version": result.version})
+            mlflow.log_text("\n".join(result.reasons), "gate/reasons.txt")
+        mlflow.log_metrics({f"seconds/{step}": seconds for step, seconds in result.timings.items()})
+    os.environ.pop(DATASET_ENV, None)
+    _print_summary(result, registered_model, uri, out)
+    return result
+
+
+def _run_link(uri: str, run_id: str) -> str:
+    import mlflow
+
+    run = mlflow.get_run(run_id)
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return f"runs:/{run_id} (experiment {run.info.experiment_id}; `mlflow ui --backend-store-uri {uri}`)"
+
+
+def _print_summary(result: CycleResult, name: str, uri: str, out) -> None:
+    promoted = result.verdict in ("promote", "unchanged")
+    print("\n=== retrain summary ===", file=out)
+    print(f"candidate: {name} v{result.version}", file=out)
+    print(f"verdict:   {result.verdict} — {'PROMOTED to production' if promoted else 'NOT promoted'} "
+          "(the pipeline itself ran fine)", file=out)
+    for reason in result.reasons:
+        print(f"  - {reason}", file=out)
+    for step, run_id in result.runs.items():
+        print(f"{step + ':':<10} {_run_link(uri, run_id)}", file=out)
+    if result.report_uri:
+        print(f"drift report: {result.report_uri}", file=out)
+    print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()), file=out)
+
+
+def _int(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _mix(text: str) -> str:
+    from projects.scenes import MIXES
+
+    if text not in MIXES:
+        raise argparse.ArgumentTypeError(f"unknown mix {text!r}; known: {', '.join(sorted(MIXES))}")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--registered-model", default="road-scenes")
+    parser.add_argument("--mix", type=_mix, default="summer", help="training data mix")
+    parser.add_argument("--current", type=_mix, default="summer", help="mix of the current production window")
+    parser.add_argument("--train-size", type=_int(100), default=8000)
+    parser.add_argument("--eval-size", type=_int(100), default=3000)
+    parser.add_argument("--window-size", type=_int(100), default=3000)
+    parser.add_argument("--epochs", type=_int(1), default=15)
+    parser.add_argument("--seed", type=_int(0), default=0)
+    parser.add_argument("--tune-trials", type=_int(0), default=0, help="0: no tuning")
+    parser.add_argument("--tune-storage", default="", help="optuna RDB URL shared by several tune processes")
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args(argv)
+    try:
+        retrain(registered_model=args.registered_model, mix=args.mix, current=args.current, train_size=args.train_size,
+                eval_size=args.eval_size, window_size=args.window_size, epochs=args.epochs, seed=args.seed,
+                tune_trials=args.tune_trials, tune_storage=args.tune_storage or None, data_dir=args.data_dir)
+    except Exception as exc:  # noqa: BLE001 - a failed step: one clear line and a non-zero exit
+        print(f"retrain: a step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

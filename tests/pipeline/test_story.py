@@ -1,0 +1,57 @@
+"""The project's story, end to end against a real gated server, on small sizes:
+
+v1 promoted as first release; the rainy-season window flagged by the drift report; v2 trained with
+more rain and green-cone examples promoted, better overall and on weather=rain; a deliberately
+worse version refused with a readable reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import mlflow
+import pytest
+
+from projects.retrain import DEFAULT_POLICY, retrain
+from registry_hooks.client import GatekeeperClient
+from tests.support.servers import MlflowServer
+
+SIZES = dict(train_size=4000, eval_size=2000, window_size=2000, epochs=10)
+
+
+def _story(server_url: str, data_dir) -> None:
+    gate = GatekeeperClient(server_url)
+    common = dict(tracking_uri=server_url, data_dir=str(data_dir), out=io.StringIO())
+
+    first = retrain(mix="summer", current="summer", **SIZES, **common)
+    assert first.verdict == "promote", first.reasons
+    assert gate.baseline("road-scenes")["version"] == first.version
+
+    stale = retrain(mix="summer", current="rainy_season", seed=1, **SIZES, **common)
+    assert stale.verdict != "promote"
+    drift = json.loads(mlflow.artifacts.load_text(f"runs:/{stale.runs['drift']}/gatekeeper/drift.json"))
+    drifted = {c["column"] for c in drift["columns"] if c["drifted"]}
+    assert "weather" in drifted and any("critical column(s) drifted: weather" in r for r in stale.reasons)
+
+    fixed = retrain(mix="augmented", current="rainy_season", **SIZES, **common)
+    assert fixed.verdict == "promote", fixed.reasons
+    record = gate.history("road-scenes", limit=1)[0]
+    checks = {c["name"]: c for c in record["checks"]}
+    assert record["baseline_version"] == first.version
+    assert checks["primary:accuracy"]["outcome"] == "pass"
+    rain = checks["slice:weather=rain:accuracy"]["numbers"]
+    assert rain["improvement"] > 0, rain  # better in the rain, not only overall
+
+    worse = retrain(mix="augmented", current="rainy_season", seed=2, train_size=400, eval_size=2000,
+                    window_size=2000, epochs=1, **common)
+    assert worse.verdict == "refuse_worse", worse.reasons
+    assert any("accuracy: candidate" in r and "does not improve" in r for r in worse.reasons)
+    assert gate.baseline("road-scenes")["version"] == fixed.version
+    assert mlflow.MlflowClient(server_url).get_registered_model("road-scenes").aliases == {"champion": fixed.version}
+
+
+@pytest.mark.slow
+def test_story_on_a_gated_sqlite_server(tmp_path):
+    with MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", policy=DEFAULT_POLICY) as server:
+        _story(server.url, tmp_path / "data")
