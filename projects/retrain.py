@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from plugins.run_context import DATASET_ENV, STEP_ENV
+from projects.cli_types import integer_at_least
 
 DEFAULT_POLICY = Path(__file__).with_name("road_scenes_policy.yaml")
 DRIFT_COLUMNS = ["weather", "light", "img_brightness", "img_contrast", "img_saturation", "img_sharpness",
@@ -101,7 +102,8 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
 
     uri = _configure(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mlflow.set_experiment("retrain")
+    if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+        mlflow.set_experiment("retrain")  # under `mlflow run`, the project's run decides
     gate = GatekeeperClient(uri)
     with mlflow.start_run(run_name=f"retrain {registered_model}") as parent:
         result = CycleResult(parent.info.run_id)
@@ -175,19 +177,6 @@ def _print_summary(result: CycleResult, name: str, uri: str, out) -> None:
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()), file=out)
 
 
-def _int(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _mix(text: str) -> str:
     from projects.scenes import MIXES
 
@@ -201,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registered-model", default="road-scenes")
     parser.add_argument("--mix", type=_mix, default="summer", help="training data mix")
     parser.add_argument("--current", type=_mix, default="summer", help="mix of the current production window")
-    parser.add_argument("--train-size", type=_int(100), default=8000)
-    parser.add_argument("--eval-size", type=_int(100), default=3000)
-    parser.add_argument("--window-size", type=_int(100), default=3000)
-    parser.add_argument("--epochs", type=_int(1), default=15)
-    parser.add_argument("--seed", type=_int(0), default=0)
-    parser.add_argument("--tune-trials", type=_int(0), default=0, help="0: no tuning")
+    parser.add_argument("--train-size", type=integer_at_least(100), default=8000)
+    parser.add_argument("--eval-size", type=integer_at_least(100), default=3000)
+    parser.add_argument("--window-size", type=integer_at_least(100), default=3000)
+    parser.add_argument("--epochs", type=integer_at_least(1), default=15)
+    parser.add_argument("--seed", type=integer_at_least(0), default=0)
+    parser.add_argument("--tune-trials", type=integer_at_least(0), default=0, help="0: no tuning")
     parser.add_argument("--tune-storage", default="", help="optuna RDB URL shared by several tune processes")
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(argv)

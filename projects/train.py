@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from projects.cli_types import whole_number
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -541,20 +543,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=_data_arg, help="scenes table (.parquet/.csv path or URI) or a data-set version directory")
     p.add_argument("--registered-model", default=DEFAULT_REGISTERED_MODEL, help=f"registered model to add a version to (default {DEFAULT_REGISTERED_MODEL}; '' = none)")
     p.add_argument("--no-register", action="store_true", help="log the model but register no version")
-    p.add_argument("--epochs", type=_type(int, lambda v: v >= 1, "an integer >= 1"), default=d.epochs)
+    p.add_argument("--epochs", type=_type(whole_number, lambda v: v >= 1, "an integer >= 1"), default=d.epochs)
     p.add_argument("--lr", type=_type(float, lambda v: v > 0, "a number > 0"), default=d.lr)
-    p.add_argument("--batch-size", type=_type(int, lambda v: v >= 1, "an integer >= 1"), default=d.batch_size)
-    p.add_argument("--width", type=_type(int, lambda v: v >= 1, "an integer >= 1"), default=d.width, help="channels of the first conv block")
+    p.add_argument("--batch-size", type=_type(whole_number, lambda v: v >= 1, "an integer >= 1"), default=d.batch_size)
+    p.add_argument("--width", type=_type(whole_number, lambda v: v >= 1, "an integer >= 1"), default=d.width, help="channels of the first conv block")
     p.add_argument("--dropout", type=_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)"), default=d.dropout)
     p.add_argument("--weight-decay", type=_type(float, lambda v: v >= 0, "a number >= 0"), default=d.weight_decay)
-    p.add_argument("--patience", type=_type(int, lambda v: v >= 0, "an integer >= 0"), default=d.patience)
+    p.add_argument("--patience", type=_type(whole_number, lambda v: v >= 0, "an integer >= 0"), default=d.patience)
     p.add_argument("--val-fraction", type=_type(float, lambda v: 0 < v < 1, "a number in (0, 1)"), default=d.val_fraction)
-    p.add_argument("--seed", type=_type(int, lambda v: v >= 0, "an integer >= 0"), default=d.seed)
+    p.add_argument("--seed", type=_type(whole_number, lambda v: v >= 0, "an integer >= 0"), default=d.seed)
     p.add_argument("--no-hflip", action="store_true", help="no random horizontal flips")
     p.add_argument("--experiment", default=None, help="MLflow experiment (when not run inside another run)")
     p.add_argument("--run-name", default="train")
     p.add_argument("--device", type=_device_arg, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--num-threads", type=_type(int, lambda v: v >= 1, "an integer >= 1"), default=None, help="torch CPU threads (default: available cores)")
+    p.add_argument("--num-threads", type=_type(whole_number, lambda v: v >= 1, "an integer >= 1"), default=None, help="torch CPU threads (default: available cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from projects import train as training
+from projects.cli_types import integer_at_least
 
 SEARCH_SPACE = {
     "lr": ("float_log", 3e-4, 1e-2),
@@ -114,20 +115,14 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
     return TuneResult(parent.info.run_id, study_name, dict(best.params), float(best.value), trials, pruned)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="scenes table or data-set version directory")
-    parser.add_argument("--trials", type=_positive_int, default=10)
-    parser.add_argument("--epochs", type=_positive_int, default=6, help="epochs per trial (the pruner may stop earlier)")
+    parser.add_argument("--trials", type=integer_at_least(1), default=10)
+    parser.add_argument("--epochs", type=integer_at_least(1), default=6, help="epochs per trial (the pruner may stop earlier)")
     parser.add_argument("--storage", default="", help="optuna RDB URL to share the study between processes")
     parser.add_argument("--study", default="road-scenes")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer_at_least(0), default=0)
     args = parser.parse_args(argv)
     try:
         result = tune(args.data, trials=args.trials, epochs=args.epochs, storage=args.storage or None,

@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from projects.cli_types import integer_at_least
+
 from .summary import DriftError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _column_list(text: str) -> list[str] | None:
@@ -45,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--columns", type=_column_list, help="compare only these columns: a,b,c")
     parser.add_argument(
         "--sample-size",
-        type=_positive_int,
+        type=integer_at_least(1),
         default=DEFAULT_SAMPLE_SIZE,
         help=f"rows per table for the HTML charts (default {DEFAULT_SAMPLE_SIZE}); verdicts always use every row",
     )

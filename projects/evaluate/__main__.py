@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from projects.cli_types import integer_at_least
 from projects.datasets import DataError
 from projects.evaluate import EvaluationError, evaluate
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", required=True, help="the label column")
     parser.add_argument("--slices", default=None, help="comma-separated categorical columns (default: the policy's)")
     parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
-    parser.add_argument("--batch-size", type=_positive, default=20_000)
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=20_000)
     parser.add_argument("--data-name", default=None, help="the evaluation data set's name (default: the file name)")
     args = parser.parse_args(argv)
     slices = None if args.slices is None else [s.strip() for s in args.slices.split(",") if s.strip()]

@@ -1,0 +1,35 @@
+"""Argument types shared by the pipeline's command lines.
+
+MLflow Projects has no integer parameter type and does not validate ``float`` ones, so every
+entry point checks its own numbers; an integral float such as ``8000.0`` (what a float-typed
+parameter may arrive as) is accepted as the integer it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def whole_number(text: str) -> int:
+    """``"8000"`` or ``"8000.0"`` -> 8000; ``"8000.5"`` and ``"lots"`` -> ValueError."""
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``, with a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = whole_number(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
