@@ -1,7 +1,8 @@
 """``retrain``: the whole cycle in one command, every step a child run of the ``retrain`` run.
 
-data-set versions → (tune) → train and register → evaluate against production → drift of the
-current production window → ask the gate to promote → summary. The promotion goes through the
+data-set versions → (tune) → train and register → drift of the current production window →
+evaluate against production (its verdict preview then sees the drift report too) → ask the gate
+to promote → summary. The promotion goes through the
 gate (the server's, or on the embedded SQLite default an in-process gated store), so a cycle can
 never promote what the gate would refuse. Exit status 0 means the pipeline ran, whatever the
 verdict (the summary says which); non-zero means a step failed. Re-running is safe: data-set
@@ -128,14 +129,14 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
                                      run_name="train", **params)
             result.version, result.runs["train"] = str(trained.version), trained.run_id
         model_uri = f"models:/{registered_model}/{result.version}"
-        with _step("evaluate", result):
-            evaluated = evaluate.evaluate(model_uri, str(eval_dir / DATA_FILE), "label", SLICES, data_name="road-scenes-eval",
-                                          out=out)
-            result.runs["evaluate"] = evaluated.run_id
         with _step("drift", result):
             drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
             result.runs["drift"] = drifted.run_id
             result.report_uri = f"runs:/{drifted.run_id}/gatekeeper/drift_report.html"
+        with _step("evaluate", result):
+            evaluated = evaluate.evaluate(model_uri, str(eval_dir / DATA_FILE), "label", SLICES, data_name="road-scenes-eval",
+                                          out=out)
+            result.runs["evaluate"] = evaluated.run_id
         with _step("gate", result):
             try:
                 decision = gate.promote(registered_model, result.version)
