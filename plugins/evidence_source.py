@@ -160,6 +160,6 @@ class EvidenceSource:
         try:
             summary = drift_summary.parse_drift_summary(self._read_artifact(run, drift_summary.SUMMARY_PATH))
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
-            message = str(exc) if isinstance(exc, drift_summary.DriftSummaryError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
+            message = str(exc) if isinstance(exc, drift_summary.DriftError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
             return DriftFinding(run.info.run_id, None, message, _run_time(run))
         return DriftFinding(run.info.run_id, summary, None, _run_time(run))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from registry_hooks.drift_summary import DriftSummary
+from registry_hooks.drift_summary import DriftSummary, parse_timestamp
 from registry_hooks.evidence import Evidence, VersionRef
 from registry_hooks.policy import ModelPolicy, MetricThreshold
 from registry_hooks.statistics import METRICS, Comparison, PairedOutcomes, compare, holm
@@ -321,11 +321,11 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
             f"drift report run {finding.run_id} is about {summary.candidate_name} v{summary.candidate_version}, not {candidate}",
             {"run_id": finding.run_id},
         )
-    age = (now - min(summary.created_at, finding.run_time)).total_seconds()
+    age = (now - min(parse_timestamp(summary.created_at, "created_at"), finding.run_time)).total_seconds()
     numbers = {
         "run_id": finding.run_id, "share_drifted": summary.share_drifted, "n_drifted": summary.n_drifted,
         "n_columns": summary.n_columns, "age_seconds": round(age, 1),
-        "drifted_columns": summary.drifted_columns, "schema_changes": summary.schema_changes,
+        "drifted_columns": summary.drifted_columns, "schema_changes": [c.to_dict() for c in summary.schema_changes],
     }
     if age > rules.max_age_seconds:
         return Check("drift", missing, f"stale drift report: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows {rules.max_age_seconds / 3600:.1f} h", numbers)

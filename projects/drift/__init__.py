@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from .summary import FORMAT, ColumnDrift, DriftError, DriftSummary, SchemaChange, TableInfo
+from registry_hooks.drift_summary import FORMAT, ColumnDrift, DriftError, DriftSummary, SchemaChange, TableInfo
 
 _LAZY = {
     "Verdict": "verdict",

@@ -11,7 +11,7 @@ import sys
 
 from projects.cli_types import integer_at_least
 
-from .summary import DriftError
+from registry_hooks.drift_summary import DriftError
 
 
 def _column_list(text: str) -> list[str] | None:

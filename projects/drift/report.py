@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .summary import TEST_METHODS, DriftError
+from registry_hooks.drift_summary import TEST_METHODS, DriftError
 
 if TYPE_CHECKING:
     import pandas as pd

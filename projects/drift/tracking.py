@@ -29,7 +29,7 @@ import pandas as pd
 from projects.datasets import DataError, content_hash, find_dataset_input, load_table, log_dataset_input
 
 from .report import DEFAULT_SAMPLE_SIZE, build_report
-from .summary import DriftError, DriftSummary, TableInfo, utc_now_iso
+from registry_hooks.drift_summary import DriftError, DriftSummary, TableInfo, utc_now_iso
 from .verdict import Verdict, compute_verdict
 
 SUMMARY_ARTIFACT = "gatekeeper/drift.json"

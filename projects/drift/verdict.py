@@ -43,10 +43,11 @@ from pandas.api import types as ptypes
 from scipy import stats
 from scipy.spatial import distance
 
-from .summary import (
+from registry_hooks.drift_summary import (
     ALL_MISSING_METHOD,
     DEFAULT_DRIFT_SHARE,
     SCHEMA_METHOD,
+    ColumnCounts,
     ColumnDrift,
     DriftError,
     SchemaChange,
@@ -59,7 +60,7 @@ THRESHOLDS = {"ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jen
 
 
 @dataclass
-class Verdict:
+class Verdict(ColumnCounts):
     """Drift verdicts for every compared column of two tables."""
 
     columns: list[ColumnDrift]
@@ -72,24 +73,6 @@ class Verdict:
     seconds: float = 0.0
     drift_share: float = DEFAULT_DRIFT_SHARE
 
-    @property
-    def n_columns(self) -> int:
-        return len(self.columns)
-
-    @property
-    def n_drifted(self) -> int:
-        return sum(1 for c in self.columns if c.drifted)
-
-    @property
-    def share_drifted(self) -> float:
-        return self.n_drifted / self.n_columns if self.columns else 0.0
-
-    @property
-    def dataset_drift(self) -> bool:
-        return bool(self.columns) and self.share_drifted >= self.drift_share
-
-    def column(self, name: str) -> ColumnDrift | None:
-        return next((c for c in self.columns if c.column == name), None)
 
 
 def compute_verdict(

@@ -30,7 +30,7 @@ from registry_hooks.decision import (
     EvidenceFinding,
     decide,
 )
-from registry_hooks.drift_summary import parse_drift_summary
+from registry_hooks.drift_summary import ColumnDrift, DriftSummary, SchemaChange, TableInfo, parse_drift_summary
 from registry_hooks.evidence import FORMAT, Evidence, VersionRef, outcomes_table, parse_manifest, parse_outcomes
 from registry_hooks.policy import ModelPolicy, Policy
 from registry_hooks.statistics import compare, holm
@@ -556,17 +556,19 @@ def drift_finding(
     schema_changes: list | None = None,
     run_id: str = "drift-run",
 ) -> DriftFinding:
-    document = {
-        "format": "gatekeeper.drift/1",
-        "candidate": {"name": "churn", "version": version},
-        "created_at": created_at.isoformat(),
-        "n_columns": len(DRIFT_COLUMNS),
-        "n_drifted": len(drifted),
-        "share_drifted": len(drifted) / len(DRIFT_COLUMNS),
-        "columns": [{"column": c, "drifted": c in drifted} for c in DRIFT_COLUMNS],
-        "schema_changes": schema_changes or [],
-    }
-    return DriftFinding(run_id, parse_drift_summary(json.dumps(document)), None, created_at)
+    """A real ``gatekeeper.drift/1`` document (as projects.drift writes it), parsed as the gate does."""
+    changes = [SchemaChange(**c) for c in schema_changes or []]
+    changed = {c.column for c in changes}
+    columns = [
+        ColumnDrift(column=c, type="num", method="schema" if c in changed else "wasserstein",
+                    score=None if c in changed else (0.3 if c in drifted else 0.01), threshold=0.1,
+                    drifted=c in drifted or c in changed, missing_share_current=0.0)
+        for c in DRIFT_COLUMNS + sorted(changed - set(DRIFT_COLUMNS))
+    ]
+    table = TableInfo(name="t", source="s", content_hash="0" * 64, n_rows=1000)
+    summary = DriftSummary(candidate_name="churn", candidate_version=version, created_at=created_at.isoformat(),
+                           reference=table, current=table, columns=columns, schema_changes=changes)
+    return DriftFinding(run_id, parse_drift_summary(json.dumps(summary.to_dict())), None, created_at)
 
 
 def drift_policy(mode: str = "block", **rules) -> ModelPolicy:
