@@ -69,6 +69,7 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
 
     if trials < 1 or epochs < 1:
         raise ValueError(f"trials and epochs must be >= 1, got trials={trials}, epochs={epochs}")
+    rdb = _storage(storage)  # a bad URL fails before any data is read
     if isinstance(data, pd.DataFrame):
         frame, source = data, source or "in-memory"
     else:  # load once, not once per trial
@@ -78,7 +79,7 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
         frame = load_table(source)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=_storage(storage), load_if_exists=True, direction="maximize",
+        study_name=study_name, storage=rdb, load_if_exists=True, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )

@@ -50,8 +50,20 @@ def _story(server_url: str, data_dir) -> None:
     assert gate.baseline("road-scenes")["version"] == fixed.version
     assert mlflow.MlflowClient(server_url).get_registered_model("road-scenes").aliases == {"champion": fixed.version}
 
+    # Every step ran as a child of its retrain run, tagged by the run-context provider.
+    steps = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{fixed.run_id}'")
+    assert set(steps["tags.gatekeeper.pipeline.step"]) == {"train", "drift", "evaluate"}
+    assert steps["tags.gatekeeper.dataset.version"].nunique() == 1
+
 
 @pytest.mark.slow
 def test_story_on_a_gated_sqlite_server(tmp_path):
     with MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", policy=DEFAULT_POLICY) as server:
+        _story(server.url, tmp_path / "data")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_story_on_a_gated_postgres_server(tmp_path, postgres_uri_factory):
+    with postgres_uri_factory() as uri, MlflowServer(tmp_path, uri, policy=DEFAULT_POLICY) as server:
         _story(server.url, tmp_path / "data")
