@@ -61,3 +61,14 @@ def sqlite_server(tmp_path_factory, gate_policy):
 @pytest.fixture
 def model_name() -> str:
     return f"model-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_mlflow_uris():
+    """Each test module starts without a registry URI left behind by another (MLflow keeps it
+    globally), so ``MlflowClient(server_url)`` always reaches the server under test."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    registry_utils._registry_uri = None
+    yield

@@ -52,12 +52,13 @@ def windows() -> tuple[pd.DataFrame, pd.DataFrame]:
     return make_window(20_000, seed=1, shifted=False), make_window(15_000, seed=2, shifted=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
     """A sqlite tracking/registry store with model 'churn' v1 (training dataset logged) and 'bare' v1 (none).
 
     The store, its experiment and artifacts live in a temporary directory; MLflow's global URIs are
-    pointed at it for the session (environment too, for the CLI subprocesses) and restored after.
+    pointed at it for the module (environment too, for the CLI subprocesses) and restored after, so
+    no other test module inherits them.
     """
     import mlflow
     from mlflow import MlflowClient

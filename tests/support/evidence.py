@@ -116,7 +116,7 @@ class Scenario:
         from registry_hooks.client import GatekeeperClient
 
         self.url, self.name = server_url, name
-        self.client = MlflowClient(server_url)
+        self.client = MlflowClient(server_url, registry_uri=server_url)
         self.gate = GatekeeperClient(server_url)
         self.data = make_data(n, seed)
 
