@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
-from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +24,6 @@ from registry_hooks.evidence import VersionRef
 _SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"
 _SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
 _MAX_CANDIDATE_RUNS = 20
-_CACHE_SIZE = 4
 
 
 def _quote(value: str) -> str:
@@ -49,8 +46,6 @@ class EvidenceSource:
     def __init__(self, tracking_uri: str | None):
         self._tracking_uri = tracking_uri
         self._store = None
-        self._lock = threading.Lock()
-        self._parsed: OrderedDict[tuple[str, str], evidence.Evidence] = OrderedDict()
 
     @property
     def tracking_store(self):
@@ -74,44 +69,44 @@ class EvidenceSource:
             if not token:
                 return ids
 
-    def _search(self, filters: dict[str, str], max_results: int) -> list:
+    def _search(self, filters: dict[str, str], max_results: int, experiment_ids: list[str] | None = None) -> list:
         clauses = [f"tags.`{key}` = {_quote(value)}" for key, value in filters.items()]
         clauses.append("attributes.status = 'FINISHED'")
         return list(self.tracking_store.search_runs(
-            self._experiment_ids(), " and ".join(clauses), ViewType.ACTIVE_ONLY,
+            experiment_ids or self._experiment_ids(), " and ".join(clauses), ViewType.ACTIVE_ONLY,
             max_results=max_results, order_by=["attributes.start_time DESC"],
         ))
 
+    @staticmethod
+    def _repository(uri: str):
+        """The artifact repository behind a run's artifact URI, resolving the server's own proxy."""
+        if uri.startswith("mlflow-artifacts:") and os.environ.get(_SERVER_ARTIFACTS_ENV):
+            from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
+
+            return _get_artifact_repo_mlflow_artifacts(), urlparse(uri).path.lstrip("/") + "/"
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        return get_artifact_repository(uri), ""
+
     def _read_artifact(self, run, path: str) -> bytes:
-        uri = run.info.artifact_uri.rstrip("/")
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        repository, prefix = self._repository(run.info.artifact_uri.rstrip("/"))
+        if isinstance(repository, LocalArtifactRepository):  # read in place: no copy through a temp dir
+            target = (Path(repository.artifact_dir) / prefix / path).resolve()
+            if Path(repository.artifact_dir).resolve() not in target.parents:
+                raise OSError(f"artifact path {path!r} leaves the run's artifact directory")
+            return target.read_bytes()
         with tempfile.TemporaryDirectory() as tmp:
-            if uri.startswith("mlflow-artifacts:") and os.environ.get(_SERVER_ARTIFACTS_ENV):
-                from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
-
-                relative = urlparse(uri).path.lstrip("/")
-                local = _get_artifact_repo_mlflow_artifacts().download_artifacts(f"{relative}/{path}", tmp)
-            else:
-                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-                local = get_artifact_repository(uri).download_artifacts(path, tmp)
-            return Path(local).read_bytes()
+            return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
 
     def _parse(self, run) -> evidence.Evidence:
         manifest = evidence.parse_manifest(self._read_artifact(run, evidence.MANIFEST_PATH))
-        key = (run.info.run_id, manifest.outcomes_sha256)
-        with self._lock:
-            if key in self._parsed:
-                self._parsed.move_to_end(key)
-                return self._parsed[key]
-        parsed = evidence.parse_outcomes(self._read_artifact(run, evidence.OUTCOMES_PATH), manifest, run.info.run_id)
-        with self._lock:
-            self._parsed[key] = parsed
-            while len(self._parsed) > _CACHE_SIZE:
-                self._parsed.popitem(last=False)
-        return parsed
+        return evidence.parse_outcomes(self._read_artifact(run, evidence.OUTCOMES_PATH), manifest, run.info.run_id)
 
     def find_evidence(self, candidate: VersionRef, baseline_version: str | None) -> EvidenceFinding | None:
         """The newest finished evidence run for ``candidate``, preferring one against ``baseline_version``."""
+        experiment_ids = self._experiment_ids()
         runs = self._search(
             {
                 evidence.TAG_EVIDENCE: "1",
@@ -119,6 +114,7 @@ class EvidenceSource:
                 evidence.TAG_CANDIDATE_VERSION: candidate.version,
             },
             _MAX_CANDIDATE_RUNS,
+            experiment_ids,
         )
         if not runs:
             return None
@@ -140,6 +136,7 @@ class EvidenceSource:
             {evidence.TAG_EVIDENCE: "1", evidence.TAG_CANDIDATE_NAME: candidate.name,
              evidence.TAG_DATA_NAME: parsed.manifest.data.name},
             1,
+            experiment_ids,
         )
         newer_hash = newest[0].data.tags.get(evidence.TAG_DATA_HASH) if newest else None
         return EvidenceFinding(run.info.run_id, parsed, None, hashes, _run_time(run), newer_hash)

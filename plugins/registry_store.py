@@ -261,52 +261,81 @@ class GatekeeperStore(SqlAlchemyStore):
                 super().transition_model_version_stage(name, version, target.name, archive_existing_versions=True)
         return replaced
 
+    def _pending(self, session: Session, name: str, version: str, targets: list[Target],
+                 policy: ModelPolicy) -> tuple[ProductionState, list[Target]]:
+        """The production state, and the targets ``version`` does not hold alone yet."""
+        if not self._version_exists(session, name, version):
+            raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+        state = self._state(session, name, policy)
+        pending = [t for t in targets if state.holder(t) != version or (t.kind == "stage" and len(state.stages[t.name]) > 1)]
+        return state, pending
+
+    _OPTIMISTIC_ATTEMPTS = 3
+
     def _promote(self, name: str, version: str, targets: list[Target], *, mode: str = "gate",
                  reason: str | None = None) -> Decision | None:
         """The gated write. ``mode``: ``gate`` (evidence decides), ``override`` or ``rollback``.
 
-        Refusals are committed to the audit log before the error is raised, so a refused attempt
-        is recorded as surely as an approved one.
+        The evidence is read and judged *before* taking the lock (tens of milliseconds, and on
+        SQLite the lock stops every writer of the database); under the lock the judgement is used
+        only if the baseline and the targets are still those it was made against. If production
+        moved meanwhile, the lock is released and the candidate judged again; the last attempt
+        judges under the lock, so a promotion always ends. Refusals are committed to the audit log
+        before the error is raised, so a refused attempt is recorded as surely as an approved one.
         """
         version = str(int(version)) if str(version).isdigit() else str(version)
         policy = self.policy.for_model(name)
         route = current_route(mode if mode != "gate" else "in-process")
-        with self._locked(name) as (session, _model):
-            if not self._version_exists(session, name, version):
-                raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
-            state = self._state(session, name, policy)
-            pending = [t for t in targets if state.holder(t) != version or (t.kind == "stage" and len(state.stages[t.name]) > 1)]
-            if not pending:
-                return None  # already there: nothing changes, nothing to decide
-            if mode == "rollback":
-                current = next((state.holder(t) for t in pending if state.holder(t)), None)
-                decision = Decision(
-                    verdict=ROLLBACK,
-                    candidate=VersionRef(name, version),
-                    baseline=Baseline(current, "production before the rollback" if current else "none"),
-                    checks=[Check("rollback", PASS, f"rolled back to v{version}, the version approved before v{current}")],
-                    evidence_run_ids=[],
-                )
-            else:
-                decision = self._judge(session, name, version, pending, policy, state)
-            held_elsewhere = state.targets_of(version)
-            others = state.holders() - {version}
-            if mode == "gate" and not decision.approved and held_elsewhere and not others:
-                # The candidate already is production through another target: extending it to this
-                # one changes nothing about which model serves.
-                decision.verdict = PROMOTE
-                decision.checks[0].message = f"already production through {held_elsewhere[0]}; extending it to {pending[0]}"
-                decision.checks[0].outcome = "pass"
-                decision.checks = decision.checks[:1]
-            approved = decision.approved or mode in ("override", "rollback")
-            action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
-            decision.action = action
-            replaced = self._move(session, name, version, pending, state) if approved else {}
-            extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
-            self._record(session, decision, action=action, targets=pending, route=route, replaced=replaced, extra_reasons=extra)
-        if not approved:
-            raise _refuse(decision.summary())
-        return decision
+        for attempt in range(self._OPTIMISTIC_ATTEMPTS):
+            early = None
+            with self.ManagedSessionMaker() as session:
+                state, early_pending = self._pending(session, name, version, targets, policy)
+                if not early_pending:
+                    return None  # already there: nothing changes, nothing to decide
+                if mode != "rollback":
+                    early = self._judge(session, name, version, early_pending, policy, state)
+            last = attempt == self._OPTIMISTIC_ATTEMPTS - 1
+            with self._locked(name) as (session, _model):
+                state, pending = self._pending(session, name, version, targets, policy)
+                if not pending:
+                    return None
+                if mode == "rollback":
+                    current = next((state.holder(t) for t in pending if state.holder(t)), None)
+                    decision = Decision(
+                        verdict=ROLLBACK,
+                        candidate=VersionRef(name, version),
+                        baseline=Baseline(current, "production before the rollback" if current else "none"),
+                        checks=[Check("rollback", PASS, f"rolled back to v{version}, the version approved before v{current}")],
+                        evidence_run_ids=[],
+                    )
+                elif pending == early_pending and early.baseline == self._baseline(session, name, version, pending, state, policy):
+                    decision = early
+                elif last:  # production keeps moving: judge under the lock this time
+                    decision = self._judge(session, name, version, pending, policy, state)
+                else:
+                    continue  # production moved while we judged: release the lock, judge again
+                approved = self._write_decision(session, decision, name, version, pending, state, mode, route, reason)
+            if not approved:
+                raise _refuse(decision.summary())
+            return decision
+        raise AssertionError("unreachable: the last attempt always decides")
+
+    def _write_decision(self, session: Session, decision: Decision, name: str, version: str, pending: list[Target],
+                        state: ProductionState, mode: str, route: str, reason: str | None) -> bool:
+        """Apply an approved decision, and record any decision; returns whether it was applied."""
+        held_elsewhere = state.targets_of(version)
+        if mode == "gate" and not decision.approved and held_elsewhere and not state.holders() - {version}:
+            # The candidate already is production through another target: extending it to this
+            # one changes nothing about which model serves.
+            decision.verdict = PROMOTE
+            decision.checks = [Check("evidence", PASS, f"already production through {held_elsewhere[0]}; extending it to {pending[0]}")]
+        approved = decision.approved or mode in ("override", "rollback")
+        decision.action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
+        replaced = self._move(session, name, version, pending, state) if approved else {}
+        extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
+        self._record(session, decision, action=decision.action, targets=pending, route=route, replaced=replaced,
+                     extra_reasons=extra)
+        return approved
 
     # -- the public, gated API -----------------------------------------------------------------
 

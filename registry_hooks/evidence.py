@@ -187,6 +187,17 @@ def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -
     return ModelOutcomes(prediction=prediction, **optional)
 
 
+def _column_array(column, as_text: bool) -> np.ndarray:
+    """A numpy array of one Parquet column; text via its dictionary, so each distinct value is built once."""
+    if as_text:
+        import pyarrow.compute as pc
+
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        categories = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
+        return categories[encoded.indices.to_numpy(zero_copy_only=False)]
+    return column.to_numpy()
+
+
 def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
     """Validate the outcomes table against its manifest and build the paired arrays."""
     digest = hashlib.sha256(raw).hexdigest()
@@ -195,6 +206,8 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
             f"{OUTCOMES_PATH} does not match the sha256 in its manifest (file {digest[:12]}…, "
             f"manifest {manifest.outcomes_sha256[:12]}…): the file was changed or truncated"
         )
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
@@ -204,18 +217,24 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
     for name in table.column_names:
         if (name in ("row_id", "label") or name.endswith(".prediction")) and table.column(name).null_count:
             raise EvidenceError(f"outcomes column '{name}' has {table.column(name).null_count} missing values")
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    if table.num_rows != manifest.data.n_rows:
-        raise EvidenceError(
-            f"outcomes hold {table.num_rows} rows but the manifest's data has {manifest.data.n_rows}"
-        )
     if table.num_rows == 0:
         raise EvidenceError("outcomes are empty: evaluate on at least one example")
-    for required in ("row_id", "label"):
-        if required not in columns:
-            raise EvidenceError(f"outcomes lack column '{required}'")
-    if len(np.unique(columns["row_id"])) != table.num_rows:
+    if "row_id" in table.column_names and pc.count_distinct(table.column("row_id")).as_py() != table.num_rows:
         raise EvidenceError("outcomes.row_id has duplicates: each example must appear once")
+    # Row ids are checked above and never needed again: not turning 100k strings into Python
+    # objects is most of the parse time. Slice values arrive dictionary-encoded, a few strings.
+    columns = {
+        name: _column_array(table.column(name), as_text=name.startswith("slice."))
+        for name in table.column_names if name != "row_id"
+    }
+    names, n_rows = set(table.column_names), table.num_rows
+    del table
+    pa.default_memory_pool().release_unused()  # hand parsed-and-dropped buffers back to the OS
+    if n_rows != manifest.data.n_rows:
+        raise EvidenceError(f"outcomes hold {n_rows} rows but the manifest's data has {manifest.data.n_rows}")
+    for required in ("row_id", "label"):
+        if required not in names:
+            raise EvidenceError(f"outcomes lack column '{required}'")
     label = columns["label"]
     if manifest.task == "regression":
         label = label.astype(np.float64)
@@ -232,7 +251,7 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
         key = f"slice.{column}"
         if key not in columns:
             raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
-        slices[column] = columns[key].astype(str)
+        slices[column] = columns[key]
     return Evidence(
         run_id=run_id, manifest=manifest, outcomes=paired, candidate_only=candidate, label=label, slices=slices
     )
