@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,14 @@ def _storage(url: str | None):
 
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         raise ValueError(f"storage must be an optuna RDB URL (sqlite:///…, postgresql+psycopg2://…), got {url!r}")
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    # Processes started together race to create optuna's schema; the loser finds it made.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        except Exception:  # noqa: BLE001 - e.g. "type studydirection already exists"
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage: str | None = None,

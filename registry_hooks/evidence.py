@@ -211,7 +211,7 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(io.BytesIO(raw))
+        table = pq.read_table(io.BytesIO(raw), use_threads=False)  # no per-thread arenas left behind
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise EvidenceError(f"{OUTCOMES_PATH} is not a readable Parquet file: {exc}") from exc
     for name in table.column_names:

@@ -65,10 +65,14 @@ def model_name() -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_mlflow_uris():
-    """Each test module starts without a registry URI left behind by another (MLflow keeps it
-    globally), so ``MlflowClient(server_url)`` always reaches the server under test."""
+    """Each test module starts without a registry URI or active experiment left behind by another
+    (MLflow keeps both globally, the experiment also in the environment), so clients and runs
+    always reach the store the module set up."""
+    import mlflow.tracking.fluent as fluent
     from mlflow.tracking._model_registry import utils as registry_utils
 
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(name, None)  # mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID
     registry_utils._registry_uri = None
+    fluent._active_experiment_id = None
     yield
