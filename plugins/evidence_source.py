@@ -120,7 +120,8 @@ class EvidenceSource:
             return None
         wanted = baseline_version or evidence.NO_BASELINE
         run = next((r for r in runs if r.data.tags.get(evidence.TAG_BASELINE_VERSION) == wanted), runs[0])
-        run = self.tracking_store.get_run(run.info.run_id)  # search results may omit dataset inputs
+        if not (run.inputs and run.inputs.dataset_inputs):  # SQL stores include inputs in search results
+            run = self.tracking_store.get_run(run.info.run_id)
         hashes = frozenset(
             tag.value
             for dataset_input in run.inputs.dataset_inputs

@@ -97,11 +97,6 @@ class GatekeeperStore(SqlAlchemyStore):
 
     def __init__(self, db_uri: str, tracking_uri: str | None = None):
         super().__init__(db_uri)  # creates MLflow's tables first: ours must come after them
-        # Arrow's default allocator keeps freed pages mapped: after reading a few evidence files
-        # a worker stayed ~40 MB larger. The system allocator hands them back.
-        import pyarrow
-
-        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
         audit.migrate(self.engine)
         self.policy = Policy.from_environment()
         self.evidence = EvidenceSource(tracking_uri)

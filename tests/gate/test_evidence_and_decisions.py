@@ -78,7 +78,7 @@ def test_garbled_evidence_is_a_refusal_with_a_reason(scenario, damage):
     v2 = scenario.version()
     run_id = scenario.evidence(v2, v1)
     if damage == "outcomes":
-        _rewrite_artifact(run_id, OUTCOMES_PATH, b"PAR1 this is not parquet")
+        _rewrite_artifact(run_id, OUTCOMES_PATH, b"ARROW1 this is not an arrow file")
         expected = "does not match the sha256"
     elif damage == "manifest":
         _rewrite_artifact(run_id, MANIFEST_PATH, b"{not json")

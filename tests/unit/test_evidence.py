@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.ipc as ipc
 import pytest
 
 from registry_hooks.evidence import (
@@ -36,7 +36,7 @@ def manifest_dict(raw: bytes, n_rows: int, *, task="classification", baseline=("
         "baseline": {"name": baseline[0], "version": baseline[1]} if baseline else None,
         "data": {"name": "eval", "content_hash": DATA_HASH, "n_rows": n_rows, "source": "file:///eval.parquet"},
         "created_at": "2024-06-01T12:00:00+00:00",
-        "outcomes": {"path": "outcomes.parquet", "sha256": hashlib.sha256(raw).hexdigest()},
+        "outcomes": {"path": "outcomes.arrow", "sha256": hashlib.sha256(raw).hexdigest()},
         "slice_columns": list(slices),
         "evaluator": "unit-test",
     }
@@ -46,10 +46,17 @@ def manifest_for(raw: bytes, n_rows: int, **kwargs) -> Manifest:
     return parse_manifest(json.dumps(manifest_dict(raw, n_rows, **kwargs)))
 
 
-def parquet(columns: dict) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(pa.table(columns), sink)
-    return sink.getvalue()
+def arrow_file(columns: dict) -> bytes:
+    """Outcomes bytes written directly (not through outcomes_table), for malformed cases."""
+    table = pa.table(columns)
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_back(raw: bytes) -> pa.Table:
+    return ipc.open_file(pa.BufferReader(raw)).read_all()
 
 
 @pytest.fixture
@@ -120,7 +127,7 @@ def test_round_trip_regression():
 
 def test_row_ids_are_stored_as_strings():
     raw = outcomes_table(row_id=[1, 2, 3], label=[0, 1, 0], candidate={"prediction": [0, 1, 1]})
-    table = pq.read_table(io.BytesIO(raw))
+    table = read_back(raw)
     assert table.column("row_id").to_pylist() == ["1", "2", "3"]
     assert set(table.column_names) == {"row_id", "label", "candidate.prediction"}
 
@@ -141,7 +148,7 @@ def test_manifest_to_dict_round_trips(classification):
     again = parse_manifest(json.dumps(manifest.to_dict()))
     assert again == manifest
     assert manifest.to_dict()["format"] == FORMAT
-    assert manifest.to_dict()["outcomes"] == {"path": "outcomes.parquet", "sha256": hashlib.sha256(raw).hexdigest()}
+    assert manifest.to_dict()["outcomes"] == {"path": "outcomes.arrow", "sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def test_first_release_manifest_to_dict_round_trips():
@@ -169,9 +176,9 @@ def test_sha256_mismatch(classification):
         parse_outcomes(raw[:-10], manifest, "r")
 
 
-def test_not_parquet():
+def test_not_an_arrow_file():
     raw = b"row_id,label\nr1,1\n"
-    with pytest.raises(EvidenceError, match="is not a readable Parquet file"):
+    with pytest.raises(EvidenceError, match="is not a readable Arrow IPC"):
         parse_outcomes(raw, manifest_for(raw, 1), "r")
 
 
@@ -199,7 +206,7 @@ def test_empty_outcomes():
 def test_missing_required_column(missing):
     columns = {"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "baseline.prediction": [1, 1]}
     del columns[missing]
-    raw = parquet(columns)
+    raw = arrow_file(columns)
     with pytest.raises(EvidenceError, match=f"outcomes lack column '{missing}'"):
         parse_outcomes(raw, manifest_for(raw, 2), "r")
 
@@ -208,13 +215,13 @@ def test_missing_required_column(missing):
 def test_missing_prediction_column(missing):
     columns = {"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "baseline.prediction": [1, 1]}
     del columns[missing]
-    raw = parquet(columns)
+    raw = arrow_file(columns)
     with pytest.raises(EvidenceError, match=f"outcomes lack column '{missing}'"):
         parse_outcomes(raw, manifest_for(raw, 2), "r")
 
 
 def test_first_release_needs_no_baseline_columns_but_ignores_them():
-    raw = parquet({"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "baseline.prediction": [1, 1]})
+    raw = arrow_file({"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "baseline.prediction": [1, 1]})
     evidence = parse_outcomes(raw, manifest_for(raw, 2, baseline=None), "r")
     assert evidence.outcomes is None
 
@@ -231,13 +238,13 @@ def test_first_release_needs_no_baseline_columns_but_ignores_them():
 )
 def test_probabilities_outside_unit_interval(field, values):
     columns = {"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "baseline.prediction": [1, 1], field: values}
-    raw = parquet(columns)
+    raw = arrow_file(columns)
     with pytest.raises(EvidenceError, match=rf"'{field}' must hold probabilities in \[0, 1\]"):
         parse_outcomes(raw, manifest_for(raw, 2), "r")
 
 
 def test_probabilities_on_the_boundary_are_accepted():
-    raw = parquet({"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "candidate.proba_label": [0.0, 1.0]})
+    raw = arrow_file({"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1], "candidate.proba_label": [0.0, 1.0]})
     evidence = parse_outcomes(raw, manifest_for(raw, 2, baseline=None), "r")
     np.testing.assert_array_equal(evidence.candidate_only.proba_label, [0.0, 1.0])
 
@@ -247,13 +254,13 @@ def test_probabilities_on_the_boundary_are_accepted():
 def test_non_finite_regression_predictions(prefix, bad):
     columns = {"row_id": ["a", "b", "c"], "label": [1.0, 2.0, 3.0], "candidate.prediction": [1.0, 2.0, 3.0], "baseline.prediction": [1.5, 2.5, 3.5]}
     columns[f"{prefix}.prediction"][1] = bad
-    raw = parquet(columns)
+    raw = arrow_file(columns)
     with pytest.raises(EvidenceError, match=f"'{prefix}.prediction' holds NaN or infinite predictions"):
         parse_outcomes(raw, manifest_for(raw, 3, task="regression"), "r")
 
 
 def test_non_finite_regression_label():
-    raw = parquet({"row_id": ["a", "b"], "label": [1.0, float("nan")], "candidate.prediction": [1.0, 2.0], "baseline.prediction": [1.0, 2.0]})
+    raw = arrow_file({"row_id": ["a", "b"], "label": [1.0, float("nan")], "candidate.prediction": [1.0, 2.0], "baseline.prediction": [1.0, 2.0]})
     with pytest.raises(EvidenceError, match="'label' holds NaN or infinite values"):
         parse_outcomes(raw, manifest_for(raw, 2, task="regression"), "r")
 
@@ -274,14 +281,14 @@ def test_slice_columns_not_named_in_the_manifest_are_not_used(classification):
 
 
 def test_null_row_id_is_an_evidence_error():
-    raw = parquet({"row_id": pa.array(["a", None, "c"]), "label": [0, 1, 0], "candidate.prediction": [0, 1, 0],
+    raw = arrow_file({"row_id": pa.array(["a", None, "c"]), "label": [0, 1, 0], "candidate.prediction": [0, 1, 0],
                    "baseline.prediction": [0, 0, 0]})
     with pytest.raises(EvidenceError, match="row_id"):
         parse_outcomes(raw, manifest_for(raw, 3), "r")
 
 
 def test_null_classification_predictions_are_refused():
-    raw = parquet({"row_id": ["a", "b", "c", "d"], "label": [1, 0, 1, 0], "candidate.prediction": [1, 0, 1, 0],
+    raw = arrow_file({"row_id": ["a", "b", "c", "d"], "label": [1, 0, 1, 0], "candidate.prediction": [1, 0, 1, 0],
                    "baseline.prediction": pa.array([1, None, None, 0], type=pa.int64())})
     with pytest.raises(EvidenceError, match="baseline.prediction"):
         parse_outcomes(raw, manifest_for(raw, 4), "r")
@@ -309,7 +316,7 @@ def test_outcomes_table_rejects_columns_of_different_length():
 
 def test_outcomes_table_skips_optional_fields_given_as_none():
     raw = outcomes_table(row_id=[1, 2], label=[0, 1], candidate={"prediction": [0, 1], "proba_label": None})
-    assert "candidate.proba_label" not in pq.read_table(io.BytesIO(raw)).column_names
+    assert "candidate.proba_label" not in read_back(raw).column_names
 
 
 # -------------------------------------------------------------------- manifest defects
