@@ -41,18 +41,10 @@ from registry_hooks.decision import PASS, PROMOTE, ROLLBACK, Baseline, Check, De
 from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
 
-URI_PREFIX = "gatekeeper:"
 RESERVED_TAG_PREFIX = "gatekeeper."
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
 _TAG_VALUE_LIMIT = 5000
-
-
-def build_store(store_uri: str, tracking_uri: str | None = None) -> GatekeeperStore:
-    """Entry point ``mlflow.model_registry_store: gatekeeper``: strip the prefix, keep the database URI."""
-    if not store_uri.startswith(URI_PREFIX):
-        raise MlflowException(f"gatekeeper store URIs look like 'gatekeeper:<database uri>', got {store_uri!r}")
-    return GatekeeperStore(store_uri[len(URI_PREFIX):], tracking_uri=tracking_uri)
 
 
 @dataclass(frozen=True)

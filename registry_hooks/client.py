@@ -69,7 +69,7 @@ class GatekeeperClient:
         from mlflow.exceptions import MlflowException
 
         from plugins import server_app
-        from plugins.registry_store import build_store
+        from plugins import build_store
 
         if self._store is None:
             self._store = build_store(f"gatekeeper:{self.tracking_uri}", tracking_uri=self.tracking_uri)
