@@ -95,3 +95,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS (``VmHWM``), in MiB.
+
+    Not ``ru_maxrss``: in a child process Linux folds the forking parent's high-water mark into
+    it, so a benchmark child started by a big parent would report at least the parent's size.
+    """
+    return status_kib(os.getpid())["VmHWM"] / 1024

@@ -5,7 +5,7 @@
 
 Each case runs in a fresh subprocess that loads the two Parquet tables as the CLI does
 (``projects.drift.tracking.load_window``: ``projects.datasets.load_table``, then pyarrow's cache freed) and
-imports what it needs, then computes. Seconds are the computation only; peak RSS (``resource.getrusage``) is
+imports what it needs, then computes. Seconds are the computation only; peak RSS (the child's own ``VmHWM``) is
 the whole process: interpreter, imports, both tables and the computation. "loaded" is the peak before
 computing, i.e. what reading the tables and importing cost by themselves. Engines:
 
@@ -25,7 +25,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import own_peak_rss_mb  # noqa: E402
 SIZES = (10_000, 100_000, 1_000_000)
 
 
@@ -74,7 +76,7 @@ def child(engine: str, reference_path: str, current_path: str) -> None:
     if engine in ("report", "full"):
         import evidently.presets  # noqa: F401
 
-    loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded_mb = own_peak_rss_mb()
     out: dict = {"engine": engine}
     started = time.perf_counter()
     if engine in ("verdict", "report"):
@@ -85,14 +87,14 @@ def child(engine: str, reference_path: str, current_path: str) -> None:
             html = build_report(reference, current, verdict).html
             out["html_mb"] = len(html.encode()) / 2**20
             out["seconds"] = time.perf_counter() - started
-            out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            out["peak_mb"] = own_peak_rss_mb()
             # not timed: does evidently's own default preset on the sample reach the same verdicts?
             sample = _evidently_drifted(sample_table(reference, DEFAULT_SAMPLE_SIZE), sample_table(current, DEFAULT_SAMPLE_SIZE))
             out["sample_agrees"] = sum(sample.get(k) == v for k, v in out["drifted"].items())
     else:
         out["drifted"] = _evidently_drifted(reference, current)
     out.setdefault("seconds", time.perf_counter() - started)
-    out.setdefault("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.setdefault("peak_mb", own_peak_rss_mb())
     out["loaded_mb"] = loaded_mb
     print(json.dumps(out))
 

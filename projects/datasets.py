@@ -163,7 +163,10 @@ def iter_table(uri: str, batch_size: int = 20_000, columns: list[str] | None = N
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            # No pre-buffering and one thread: with thousands of columns (the scenes' pixels) the
+            # defaults held about a gigabyte of read-ahead buffers however small the batches.
+            reader = pq.ParquetFile(path, pre_buffer=False)
+            for batch in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
                 yield batch.to_pandas()
         elif suffix == ".csv":
             yield from pd.read_csv(path, chunksize=batch_size, usecols=columns)

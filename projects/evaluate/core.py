@@ -55,13 +55,21 @@ def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> No
         raise EvaluationError(f"slice column(s) not in the data: {', '.join(missing)}")
 
 
-def _read_keys(data: str, label: str, slices: list[str], batch_size: int) -> tuple[pd.DataFrame, StreamingHash]:
-    """First pass: labels, slices and row ids in memory (small), the full content hash streamed."""
+def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, scorers: list[Scorer],
+                    out) -> tuple[pd.DataFrame, StreamingHash]:
+    """One pass over the data: the full content hash streamed, labels, slices and row ids kept
+    (small), every model scored on the same batch. Nothing of a batch outlives its turn."""
     hasher, parts = StreamingHash(), []
-    for batch in iter_table(data, batch_size):
+    keep = [label, *slices]
+    for batch in report.progress(iter_table(data, batch_size), out):
         hasher.update(batch)
-        keep = [label, *slices] + (["row_id"] if "row_id" in batch.columns else [])
-        parts.append(batch[keep].copy())
+        parts.append(batch[keep + (["row_id"] if "row_id" in batch.columns else [])].copy())
+        features: dict[tuple[str, ...], pd.DataFrame] = {}  # models reading the same columns share one copy
+        for scorer in scorers:
+            key = tuple(scorer.columns)
+            if key not in features:
+                features[key] = batch[list(key)]
+            scorer.score(features[key])
     if not parts or hasher.n_rows == 0:
         raise EvaluationError(f"{data} holds no rows: nothing to evaluate")
     keys = pd.concat(parts, ignore_index=True)
@@ -69,19 +77,25 @@ def _read_keys(data: str, label: str, slices: list[str], batch_size: int) -> tup
         keys["row_id"] = np.arange(len(keys)).astype(str)
     if keys[label].isna().any():
         raise EvaluationError(f"label column {label!r} has {int(keys[label].isna().sum())} missing values")
+    for column in slices:
+        if keys[column].isna().all():
+            raise EvaluationError(f"slice column {column!r} has no values")
     return keys, hasher
 
 
-def _classes(label: pd.Series, task: str) -> np.ndarray | None:
-    if task == "regression":
-        if label.dtype.kind not in "iuf":
-            raise EvaluationError(f"regression needs a numeric label, got dtype {label.dtype}")
-        return None
-    if label.dtype.kind == "f":
+def _check_label_type(dtype: str, task: str) -> None:
+    if task == "regression" and not dtype.startswith(("int", "uint", "float", "Int", "UInt", "Float")):
+        raise EvaluationError(f"regression needs a numeric label, got dtype {dtype}")
+    if task == "classification" and dtype.startswith(("float", "Float")):
         raise EvaluationError("classification needs integer, boolean or string labels, got floats; pass -P task=regression?")
+
+
+def _classes(label: pd.Series, n_probability_columns: int | None) -> np.ndarray:
+    """The class of each probability column: 0..k-1 for non-negative integer labels, else the
+    sorted label values (scikit-learn's ``classes_`` order)."""
     values = np.unique(label.to_numpy())
     if values.dtype.kind in "iu" and values.min() >= 0:
-        return np.arange(int(values.max()) + 1)
+        return np.arange(max(int(values.max()) + 1, n_probability_columns or 0))
     return values
 
 
@@ -148,26 +162,22 @@ def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_
         slices = _policy_slices(gate, name)
     columns = dict(table_columns(data))
     _check_columns(columns, label, slices)
-    keys, hasher = _read_keys(data, label, slices, batch_size)
-    task = infer_task(keys[label], task)
-    classes = _classes(keys[label], task)
-    for column in slices:
-        if keys[column].isna().all():
-            raise EvaluationError(f"slice column {column!r} has no values")
+    task = infer_task(columns[label], task)
+    _check_label_type(columns[label], task)
 
     baseline_version = _baseline(gate, name, version)
     exclude = {label, "row_id", *slices}
     candidate = Scorer(f"models:/{name}/{version}", list(columns.items()), exclude)
     champion = Scorer(f"models:/{name}/{baseline_version}", list(columns.items()), exclude) if baseline_version else None
-    needed = sorted(set(candidate.columns) | set(champion.columns if champion else []))
-    for batch in report.progress(iter_table(data, batch_size, columns=needed), hasher.n_rows, batch_size, out):
-        candidate.score(batch, task, classes)
-        if champion:
-            champion.score(batch, task, classes)
+    scorers = [candidate] + ([champion] if champion else [])
+    keys, hasher = _read_and_score(data, label, slices, batch_size, scorers, out)
+    classes = None if task == "regression" else _classes(keys[label], candidate.n_probability_columns)
+    candidate_scores = candidate.scores(task, classes)
+    champion_scores = champion.scores(task, classes) if champion else None
 
     y = keys[label].to_numpy()
-    cand_fields = outcomes(candidate.scores, y, task, classes)
-    base_fields = outcomes(champion.scores, y, task, classes) if champion else None
+    cand_fields = outcomes(candidate_scores, y, task, classes)
+    base_fields = outcomes(champion_scores, y, task, classes) if champion else None
     paired = PairedOutcomes(label=y, candidate=_model_outcomes(cand_fields),
                             baseline=_model_outcomes(base_fields or cand_fields))
     slice_values = {c: keys[c].astype(str).to_numpy() for c in slices}

@@ -16,11 +16,11 @@ ARTIFACT_DIR = "evaluation"
 TOP_K = 50
 
 
-def progress(batches: Iterable[pd.DataFrame], total: int, batch_size: int, out) -> Iterator[pd.DataFrame]:
+def progress(batches: Iterable[pd.DataFrame], out) -> Iterator[pd.DataFrame]:
     """A tqdm bar over the scoring batches (to stderr-like ``out``; silent when not a terminal)."""
     from tqdm import tqdm
 
-    with tqdm(total=total, unit="rows", desc="scoring", file=out, disable=None, mininterval=1.0) as bar:
+    with tqdm(unit="rows", desc="scoring", file=out, disable=None, mininterval=1.0) as bar:
         for batch in batches:
             yield batch
             bar.update(len(batch))

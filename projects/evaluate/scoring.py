@@ -59,9 +59,16 @@ def _input_columns(model, data_columns: list[tuple[str, str]], exclude: set[str]
 
 
 class Scorer:
-    """A loaded model plus what is needed to turn its raw output into comparable outcomes."""
+    """A loaded model plus what is needed to turn its raw output into comparable outcomes.
 
-    def __init__(self, model_uri: str, data_columns: list[tuple[str, str]], exclude: set[str]):
+    Raw outputs are kept per batch and mapped to classes only at the end, once every label has
+    been seen (the evaluation reads the data once). ``predict`` runs on sub-batches of
+    ``predict_batch_size`` rows: a pyfunc wrapper sends whatever it gets through the model in one
+    call, and 20k images at once would need gigabytes of activations.
+    """
+
+    def __init__(self, model_uri: str, data_columns: list[tuple[str, str]], exclude: set[str],
+                 predict_batch_size: int = 4096):
         import mlflow.pyfunc
 
         try:
@@ -70,30 +77,45 @@ class Scorer:
             raise EvaluationError(f"cannot load {model_uri}: {exc}") from exc
         self.uri = model_uri
         self.columns = _input_columns(self.model, data_columns, exclude)
-        self.scores = Scores()
+        self.predict_batch_size = predict_batch_size
+        self.outputs: list[np.ndarray] = []
 
-    def score(self, batch: pd.DataFrame, task: str, classes: np.ndarray | None) -> None:
+    def _predict(self, features: pd.DataFrame) -> np.ndarray:
         try:
-            output = self.model.predict(batch[self.columns])
+            output = self.model.predict(features)
         except Exception as exc:  # schema enforcement, dtype mismatch, a crashing model
             raise EvaluationError(f"{self.uri} failed on the data (does it match the model signature?): {exc}") from exc
         values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
         if values.dtype.kind in "fc" and np.isnan(values).any():
             raise EvaluationError(f"{self.uri} returned NaN for {int(np.isnan(values).sum())} value(s)")
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        if task == "regression":
-            self.scores.predictions.append(values.astype(np.float64))
-        elif values.ndim == 2:
-            if classes is None or values.shape[1] != len(classes):
-                raise EvaluationError(
-                    f"{self.uri} returned {values.shape[1]} probability columns but the labels have "
-                    f"{0 if classes is None else len(classes)} classes"
-                )
-            self.scores.probabilities.append(values.astype(np.float64))
-            self.scores.predictions.append(classes[values.argmax(axis=1)])
-        else:
-            self.scores.predictions.append(values)
+        return values[:, 0] if values.ndim == 2 and values.shape[1] == 1 else values
+
+    def score(self, features: pd.DataFrame) -> None:
+        """Score one batch of exactly this model's input columns (``self.columns``)."""
+        step = self.predict_batch_size
+        self.outputs += [self._predict(features.iloc[i:i + step]) for i in range(0, len(features), step)]
+
+    def scores(self, task: str, classes: np.ndarray | None) -> Scores:
+        """Predictions (and class probabilities) for every row scored so far."""
+        result = Scores()
+        for values in self.outputs:
+            if task == "regression":
+                result.predictions.append(values.astype(np.float64))
+            elif values.ndim == 2:
+                if classes is None or values.shape[1] != len(classes):
+                    raise EvaluationError(
+                        f"{self.uri} returned {values.shape[1]} probability columns but the labels have "
+                        f"{0 if classes is None else len(classes)} classes"
+                    )
+                result.probabilities.append(values.astype(np.float64))
+                result.predictions.append(classes[values.argmax(axis=1)])
+            else:
+                result.predictions.append(values)
+        return result
+
+    @property
+    def n_probability_columns(self) -> int | None:
+        return self.outputs[0].shape[1] if self.outputs and self.outputs[0].ndim == 2 else None
 
 
 def class_index(label: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -125,9 +147,10 @@ def outcomes(scores: Scores, label: np.ndarray, task: str, classes: np.ndarray |
     return result
 
 
-def infer_task(label: pd.Series, requested: str) -> str:
+def infer_task(label_dtype: str, requested: str) -> str:
+    """``auto``: regression for a float label, classification otherwise."""
     if requested in ("classification", "regression"):
         return requested
     if requested != "auto":
         raise DataError(f"task must be auto, classification or regression, got {requested!r}")
-    return "regression" if label.dtype.kind == "f" else "classification"
+    return "regression" if label_dtype.startswith(("float", "Float")) else "classification"
