@@ -196,15 +196,15 @@ class RssSampler:
 
 # the phases, in the order they happen; (patch target, attribute, label)
 PHASE_ORDER = [
-    "first pass: read, hash, keep keys",
+    "the one pass: read, hash, keep keys, score",
     "baseline lookup (gate)",
     "load both models",
-    "scoring pass: read batches",
-    "scoring pass: score",
+    "read batches",
+    "score",
     "outcomes (per-example fields)",
     "statistics (overall + slices)",
     "log dataset input",
-    "log evidence (outcomes parquet)",
+    "log evidence (outcomes.arrow)",
     "artifacts (charts, tables)",
     "gate preview (explain)",
 ]
@@ -220,13 +220,13 @@ def timed_phases() -> Phases:
     import registry_hooks.evidence
 
     phases = Phases()
-    phases.wrap(core, "_read_keys", PHASE_ORDER[0])
+    phases.wrap(core, "_read_and_score", PHASE_ORDER[0])
     phases.wrap(projects.datasets.StreamingHash, "update", "content hash")
     phases.wrap(core, "_baseline", PHASE_ORDER[1])
     phases.wrap(core.Scorer, "__init__", PHASE_ORDER[2])
     phases.wrap(core.Scorer, "score", PHASE_ORDER[4])
     phases.wrap(mlflow.pyfunc.PyFuncModel, "predict", "predict")
-    phases.wrap_generator(core, "iter_table", lambda *a, **k: PHASE_ORDER[3] if k.get("columns") else "read")
+    phases.wrap_generator(core, "iter_table", lambda *a, **k: PHASE_ORDER[3])
     phases.wrap(core, "outcomes", PHASE_ORDER[5])
     phases.wrap(core, "compare_all", PHASE_ORDER[6])
     phases.wrap(core, "log_dataset_input", PHASE_ORDER[7])
@@ -346,7 +346,7 @@ def overhead_case(kind: str, name: str, versions: list[str], frame, data: str, s
     }
 
 
-PREDICT = PHASE_ORDER[4] + " > predict"
+PREDICT = f"{PHASE_ORDER[0]} > {PHASE_ORDER[4]} > predict"
 
 
 def profile_case(name: str, version: str, data: str, slices: list[str], top: int) -> str:
@@ -387,13 +387,14 @@ def memory_child(spec: str) -> None:
 
 
 def first_pass_child(spec: str) -> None:
-    """Only evaluate's first pass (``_read_keys``: read every column, hash, keep label/slices/row ids)."""
+    """Only evaluate's reading (``_read_and_score`` with no model: read every column, hash, keep
+    label/slices/row ids): the data's share of the peak, without the models'."""
     job = json.loads(spec)
-    from projects.evaluate.core import _read_keys
+    from projects.evaluate.core import _read_and_score
 
     before = own_peak_rss_mb()
     start = time.perf_counter()
-    keys, hasher = _read_keys(job["data"], "label", job["slices"], job["batch_size"])
+    keys, hasher = _read_and_score(job["data"], "label", job["slices"], job["batch_size"], [], io.StringIO())
     print(json.dumps({"seconds": time.perf_counter() - start, "before_mb": before, "peak_mb": own_peak_rss_mb(),
                       "n_rows": hasher.n_rows, "batch_size": job["batch_size"]}))
 

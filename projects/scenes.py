@@ -320,7 +320,9 @@ def save_version(df: pd.DataFrame, root: str | os.PathLike, *, mix: str | Mix | 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
     try:
-        df.to_parquet(staging / DATA_FILE, index=False)
+        # Row groups of 10k rows: readers batch by row group, so memory stays bounded (one group
+        # of a million-row table would be ~3 GB of pixels decoded at once).
+        df.to_parquet(staging / DATA_FILE, index=False, row_group_size=10_000)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             os.replace(staging, target)  # atomic; fails if another writer got there first

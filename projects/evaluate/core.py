@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,18 +59,37 @@ def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> No
 def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, scorers: list[Scorer],
                     out) -> tuple[pd.DataFrame, StreamingHash]:
     """One pass over the data: the full content hash streamed, labels, slices and row ids kept
-    (small), every model scored on the same batch. Nothing of a batch outlives its turn."""
+    (small), every model scored on the same batch.
+
+    The next batch is read and hashed in a helper thread while the models score the current one
+    (prediction releases the GIL), so reading and hashing hide behind inference; at most two
+    batches are in memory at once.
+    """
     hasher, parts = StreamingHash(), []
     keep = [label, *slices]
-    for batch in report.progress(iter_table(data, batch_size), out):
-        hasher.update(batch)
-        parts.append(batch[keep + (["row_id"] if "row_id" in batch.columns else [])].copy())
-        features: dict[tuple[str, ...], pd.DataFrame] = {}  # models reading the same columns share one copy
-        for scorer in scorers:
-            key = tuple(scorer.columns)
-            if key not in features:
-                features[key] = batch[list(key)]
-            scorer.score(features[key])
+    batches = iter_table(data, batch_size)
+
+    def fetch() -> pd.DataFrame | None:
+        batch = next(batches, None)
+        if batch is not None:
+            hasher.update(batch)
+        return batch
+
+    def prefetched(reader: ThreadPoolExecutor):
+        upcoming = reader.submit(fetch)
+        while (batch := upcoming.result()) is not None:
+            upcoming = reader.submit(fetch)
+            yield batch
+
+    with ThreadPoolExecutor(1) as reader:
+        for batch in report.progress(prefetched(reader), out):
+            parts.append(batch[keep + (["row_id"] if "row_id" in batch.columns else [])].copy())
+            features: dict[tuple[str, ...], pd.DataFrame] = {}  # models reading the same columns share one copy
+            for scorer in scorers:
+                key = tuple(scorer.columns)
+                if key not in features:
+                    features[key] = batch[list(key)]
+                scorer.score(features[key])
     if not parts or hasher.n_rows == 0:
         raise EvaluationError(f"{data} holds no rows: nothing to evaluate")
     keys = pd.concat(parts, ignore_index=True)
