@@ -155,6 +155,16 @@ class GatekeeperStore(SqlAlchemyStore):
         return ProductionState(aliases=aliases, stages=stages)
 
     @staticmethod
+    def _require_model(session: Session, name: str) -> None:
+        if session.query(SqlRegisteredModel.name).filter(SqlRegisteredModel.name == name).first() is None:
+            raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+
+    def _require_version(self, session: Session, name: str, version: str) -> None:
+        self._require_model(session, name)
+        if not self._version_exists(session, name, version):
+            raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+
+    @staticmethod
     def _version_exists(session: Session, name: str, version: str) -> bool:
         return (
             session.query(SqlModelVersion.version)
@@ -256,8 +266,7 @@ class GatekeeperStore(SqlAlchemyStore):
     def _pending(self, session: Session, name: str, version: str, targets: list[Target],
                  policy: ModelPolicy) -> tuple[ProductionState, list[Target]]:
         """The production state, and the targets ``version`` does not hold alone yet."""
-        if not self._version_exists(session, name, version):
-            raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+        self._require_version(session, name, version)
         state = self._state(session, name, policy)
         pending = [t for t in targets if state.holder(t) != version or (t.kind == "stage" and len(state.stages[t.name]) > 1)]
         return state, pending
@@ -469,18 +478,14 @@ class GatekeeperStore(SqlAlchemyStore):
         policy = self.policy.for_model(name)
         targets = self._promote_targets(name)
         with self.ManagedSessionMaker() as session:
-            if session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none() is None:
-                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
-            if not self._version_exists(session, name, str(version)):
-                raise MlflowException(f"Model Version (name={name}, version={version}) not found", RESOURCE_DOES_NOT_EXIST)
+            self._require_version(session, name, str(version))
             return self._judge(session, name, str(version), targets, policy, self._state(session, name, policy))
 
     def baseline(self, name: str) -> Baseline:
         """The version a new candidate of ``name`` would be compared with now (the gate's own rule)."""
         policy = self.policy.for_model(name)
         with self.ManagedSessionMaker() as session:
-            if session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none() is None:
-                raise MlflowException(f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST)
+            self._require_model(session, name)
             state = self._state(session, name, policy)
             return self._baseline(session, name, "", self._promote_targets(name), state, policy)
 

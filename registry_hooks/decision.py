@@ -16,8 +16,8 @@ import numpy as np
 
 from registry_hooks.drift_summary import DriftSummary, parse_timestamp
 from registry_hooks.evidence import Evidence, VersionRef
-from registry_hooks.policy import ModelPolicy, MetricThreshold
-from registry_hooks.statistics import METRICS, Comparison, PairedOutcomes, compare, holm
+from registry_hooks.policy import ModelPolicy
+from registry_hooks.statistics import Comparison, PairedOutcomes, compare, holm
 
 PROMOTE = "promote"
 REFUSE_WORSE = "refuse_worse"
@@ -379,6 +379,6 @@ def decide(
 
 
 __all__ = [
-    "Baseline", "Check", "Decision", "DriftFinding", "EvidenceFinding", "METRICS", "MetricThreshold",
+    "Baseline", "Check", "Decision", "DriftFinding", "EvidenceFinding",
     "PROMOTE", "REFUSE_INSUFFICIENT", "REFUSE_WORSE", "decide",
 ]

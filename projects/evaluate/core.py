@@ -166,7 +166,7 @@ def evaluate(model: str, data: str, label: str, slices: list[str] | None = None,
 def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_uri, out) -> EvaluationResult:
     import mlflow
 
-    from registry_hooks.client import GatekeeperClient, GatekeeperError
+    from registry_hooks.client import GatekeeperClient
     from registry_hooks.evidence import log_evidence
 
     if tracking_uri:
