@@ -76,6 +76,24 @@ class LoggedDataset:
     n_rows: int
 
 
+_LOG_INPUT_ATTEMPTS = 3
+
+
+def _lost_dataset_insert_race(exc: Exception) -> bool:
+    """True when MLflow's ``log_inputs`` lost a race to insert the same dataset row.
+
+    MLflow's SQL tracking store looks the dataset up and inserts it if missing, without a lock:
+    two runs of one experiment logging the same table at the same moment (parallel evaluate jobs,
+    parallel tuning trials) can both miss it and one insert hits the unique constraint. The
+    transaction rolled back, so nothing is half-written; on the next try the lookup finds the
+    winner's row and reuses it.
+    """
+    message = str(exc)
+    return "datasets" in message and any(
+        marker in message for marker in ("UNIQUE constraint failed", "duplicate key value", "IntegrityError")
+    )
+
+
 def log_dataset_input(
     df: pd.DataFrame,
     *,
@@ -93,11 +111,19 @@ def log_dataset_input(
     """
     import mlflow
     import mlflow.data
+    from mlflow.exceptions import MlflowException
 
     digest = digest or content_hash(df)
     n_rows = len(df) if n_rows is None else n_rows
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
-    mlflow.log_input(dataset, context=context, tags={CONTENT_HASH_TAG: digest, N_ROWS_TAG: str(n_rows)})
+    tags = {CONTENT_HASH_TAG: digest, N_ROWS_TAG: str(n_rows)}
+    for attempt in range(_LOG_INPUT_ATTEMPTS):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            break
+        except MlflowException as exc:
+            if attempt + 1 == _LOG_INPUT_ATTEMPTS or not _lost_dataset_insert_race(exc):
+                raise
     return LoggedDataset(name=name, source=source, content_hash=digest, n_rows=n_rows)
 
 
