@@ -9,17 +9,26 @@ logged as the dataset-input tag ``gatekeeper.content_hash`` next to MLflow's dig
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 CONTENT_HASH_TAG = "gatekeeper.content_hash"
 N_ROWS_TAG = "gatekeeper.n_rows"
-_READERS = {".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".csv": pd.read_csv}
+# MLflow keeps one dataset row per (experiment, name, digest) with the source of whoever logged it
+# first; the source this run read is kept on its own input, where nobody else's overwrites it.
+SOURCE_TAG = "gatekeeper.source"
+_MAX_INPUT_TAG_VALUE = 500  # MLflow's limit for dataset-input tag values
+# Floats in CSV are parsed exactly ("round_trip"): pandas' default fast parser can be an ulp off,
+# and then a table saved as CSV would not hash like the same table in Parquet.
+_CSV_OPTIONS = {"float_precision": "round_trip"}
+_READERS = {".parquet": pd.read_parquet, ".pq": pd.read_parquet, ".csv": lambda path: pd.read_csv(path, **_CSV_OPTIONS)}
 
 
 class DataError(ValueError):
@@ -27,18 +36,17 @@ class DataError(ValueError):
 
 
 def content_hash(df: pd.DataFrame) -> str:
-    """SHA-256 over column names, dtypes and every cell, row order included.
+    """SHA-256 over column names, dtypes, row count and every cell, row order included.
 
     Independent of the file format, so the same table read from CSV or Parquet hashes the same
-    as long as the dtypes agree. ``hash_pandas_object`` is vectorised (about 0.3 s per million
-    rows), far cheaper than serialising the frame.
+    as long as the dtypes agree (see :class:`StreamingHash` for how cells are turned into bytes).
     """
     hasher = StreamingHash()
     hasher.update(df)
     return hasher.hexdigest()
 
 
-def _local_path(uri: str) -> Path:
+def local_path(uri: str) -> Path:
     """Return a local file for ``uri``, downloading it through MLflow's artifact layer if needed."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
@@ -56,7 +64,7 @@ def _local_path(uri: str) -> Path:
 
 def load_table(uri: str) -> pd.DataFrame:
     """Read a Parquet or CSV table from a local path or any URI MLflow's artifact layer reads."""
-    path = _local_path(uri)
+    path = local_path(uri)
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"unsupported data format {path.suffix!r} for {uri}: use .parquet or .csv")
@@ -117,6 +125,8 @@ def log_dataset_input(
     n_rows = len(df) if n_rows is None else n_rows
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
     tags = {CONTENT_HASH_TAG: digest, N_ROWS_TAG: str(n_rows)}
+    if len(source) <= _MAX_INPUT_TAG_VALUE:  # a cut URI would point elsewhere: longer ones are left out
+        tags[SOURCE_TAG] = source
     for attempt in range(_LOG_INPUT_ATTEMPTS):
         try:
             mlflow.log_input(dataset, context=context, tags=tags)
@@ -129,8 +139,6 @@ def log_dataset_input(
 
 def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
     """The dataset a run logged under ``context`` (e.g. ``training``), or None."""
-    import json
-
     from mlflow import MlflowClient
 
     run = MlflowClient().get_run(run_id)
@@ -139,14 +147,10 @@ def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
         if tags.get("mlflow.data.context") != context:
             continue
         dataset = dataset_input.dataset
-        try:
-            source = json.loads(dataset.source).get("uri") or json.loads(dataset.source).get("url")
-        except (TypeError, ValueError, AttributeError):
-            source = dataset.source
         profile = json.loads(dataset.profile or "{}")
         return LoggedDataset(
             name=dataset.name,
-            source=source or "",
+            source=tags.get(SOURCE_TAG) or source_uri(dataset.source) or dataset.source or "",
             content_hash=tags.get(CONTENT_HASH_TAG, ""),
             n_rows=int(tags.get(N_ROWS_TAG) or profile.get("num_rows", 0)),
         )
@@ -156,57 +160,102 @@ def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
 class StreamingHash:
     """``content_hash`` computed batch by batch: equal to hashing the whole table at once.
 
-    Row hashes are independent of each other, so a table read in batches (Parquet row groups,
-    CSV chunks) hashes exactly like the same table in memory, without ever holding it whole.
+    Each column has its own SHA-256 fed with that column's cells in row order, so a table read
+    in batches (Parquet row groups, CSV chunks) hashes exactly like the same table in memory,
+    without ever holding it whole. Numeric, boolean and datetime columns are hashed as their raw
+    bytes (no conversion: a 3,072-column image table hashes at SHA-256 speed, about 7x faster
+    than pandas' per-row ``hash_pandas_object``); strings, categoricals and nullable types go
+    through ``hash_pandas_object`` column by column, which gives every value a stable 64-bit hash.
+    The result covers column names, dtypes, row count and every cell, in order.
     """
 
     def __init__(self) -> None:
-        self._digest = hashlib.sha256()
         self._columns: list[tuple[str, str]] | None = None
+        self._column_digests: list = []
         self.n_rows = 0
 
     def update(self, batch: pd.DataFrame) -> None:
         columns = [(str(name), str(dtype)) for name, dtype in batch.dtypes.items()]
         if self._columns is None:
             self._columns = columns
-            for name, dtype in columns:
-                self._digest.update(f"{name}\x1f{dtype}\x1e".encode())
+            self._column_digests = [hashlib.sha256() for _ in columns]
         elif columns != self._columns:
             raise DataError("batches of one table disagree on columns or dtypes")
         if len(batch):
-            self._digest.update(pd.util.hash_pandas_object(batch, index=False).to_numpy().tobytes())
+            for digest, (_, column) in zip(self._column_digests, batch.items()):
+                digest.update(_cell_bytes(column))
         self.n_rows += len(batch)
 
     def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        table = hashlib.sha256(f"rows\x1f{self.n_rows}\x1e".encode())
+        for (name, dtype), digest in zip(self._columns or [], self._column_digests):
+            table.update(f"{name}\x1f{dtype}\x1e".encode())
+            table.update(digest.digest())
+        return table.hexdigest()
 
 
-def iter_table(uri: str, batch_size: int = 20_000, columns: list[str] | None = None):
-    """Yield a Parquet or CSV table in DataFrame batches of at most ``batch_size`` rows."""
-    path = _local_path(uri)
+def _cell_bytes(column: pd.Series) -> memoryview | bytes:
+    """The bytes that stand for a column's cells in the content hash."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biufcmM":
+        return memoryview(np.ascontiguousarray(column.to_numpy()).view(np.uint8))
+    return pd.util.hash_pandas_object(column, index=False).to_numpy().tobytes()
+
+
+def source_uri(source_json: str) -> str | None:
+    """The file an MLflow dataset source points at (``uri`` for files and artifacts, ``url`` for
+    HTTP, ``path`` for Delta-style sources); None for sources that name no file (code, memory)."""
+    try:
+        source = json.loads(source_json)
+    except (TypeError, ValueError):
+        return None
+    return (source.get("uri") or source.get("url") or source.get("path")) if isinstance(source, dict) else None
+
+
+def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, columns: list[str] | None = None):
+    """Yield a table in DataFrame batches of at most ``batch_size`` rows: a Parquet or CSV file (a
+    local path or any URI MLflow's artifact layer reads) or a frame already in memory."""
+    if isinstance(table, pd.DataFrame):
+        selected = table if columns is None else table[columns]
+        for start in range(0, len(selected), batch_size):
+            yield selected.iloc[start:start + batch_size]
+        return
+    path = local_path(str(table))
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
-            # No pre-buffering and one thread: with thousands of columns (the scenes' pixels) the
-            # defaults held about a gigabyte of read-ahead buffers however small the batches.
-            reader = pq.ParquetFile(path, pre_buffer=False)
+            reader = pq.ParquetFile(path, pre_buffer=_pre_buffer(pq.ParquetFile(path).metadata))
             for batch in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
                 yield batch.to_pandas()
         elif suffix == ".csv":
-            yield from pd.read_csv(path, chunksize=batch_size, usecols=columns)
+            yield from pd.read_csv(path, chunksize=batch_size, usecols=columns, **_CSV_OPTIONS)
         else:
-            raise DataError(f"unsupported data format {path.suffix!r} for {uri}: use .parquet or .csv")
+            raise DataError(f"unsupported data format {path.suffix!r} for {table}: use .parquet or .csv")
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"cannot read {uri}: {exc}") from exc
+        raise DataError(f"cannot read {table}: {exc}") from exc
 
 
-def table_columns(uri: str) -> list[tuple[str, str]]:
+_PRE_BUFFER_LIMIT = 256 * 2**20
+
+
+def _pre_buffer(metadata) -> bool:
+    """Read a row group's column chunks in one go when they are small enough to hold.
+
+    Pre-buffering halves the CPU time of reading wide tables (3,072 pixel columns: 2.4 s -> 1.1 s
+    per 40k rows, one thread), but it holds a whole row group's compressed bytes: fine for
+    ``save_version``'s 10k-row groups (35 MB), not for a file written as one huge group.
+    """
+    sizes = (sum(metadata.row_group(i).column(j).total_compressed_size for j in range(metadata.num_columns))
+             for i in range(metadata.num_row_groups))
+    return max(sizes, default=0) <= _PRE_BUFFER_LIMIT
+
+
+def table_columns(table: str | Path | pd.DataFrame) -> list[tuple[str, str]]:
     """Column names and dtypes of a table, reading only its first rows."""
-    first = next(iter_table(uri, batch_size=100), None)
+    first = next(iter_table(table, batch_size=100), None)
     if first is None:
-        raise DataError(f"{uri} holds no rows")
+        raise DataError(f"{'the DataFrame' if isinstance(table, pd.DataFrame) else table} holds no rows")
     return [(str(name), str(dtype)) for name, dtype in first.dtypes.items()]

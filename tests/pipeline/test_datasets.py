@@ -1,4 +1,6 @@
-"""Logging the same table from parallel runs: MLflow's tracking store inserts dataset rows without a
+"""The full content hash that ties evidence to its data, and logging tables as run inputs.
+
+Logging the same table from parallel runs: MLflow's tracking store inserts dataset rows without a
 lock, so simultaneous runs of one experiment can collide; ``log_dataset_input`` must absorb that."""
 
 from __future__ import annotations
@@ -7,14 +9,78 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from projects.datasets import _lost_dataset_insert_race, content_hash, find_dataset_input, log_dataset_input
+from projects.datasets import (
+    StreamingHash,
+    _lost_dataset_insert_race,
+    content_hash,
+    find_dataset_input,
+    iter_table,
+    log_dataset_input,
+)
 from tests.support.evidence import make_data
 
 PARALLEL_RUNS = 8
+
+
+def _mixed_table(n: int = 500) -> pd.DataFrame:
+    """Every kind of column the hash treats differently: raw-byte numerics, strings, categoricals,
+    nullable integers, datetimes, booleans, and a wide block of uint8 pixels."""
+    table = make_data(n, seed=4)
+    table["when"] = pd.date_range("2026-01-01", periods=n, freq="h")
+    table["flag"] = table["x0"] > 0
+    table["grade"] = pd.Categorical(np.where(table["x1"] > 0, "high", "low"))
+    table["count"] = pd.array(np.where(table["x2"] > 1, None, np.arange(n)), dtype="Int64")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(n, 64), dtype=np.uint8)
+    return pd.concat([table, pd.DataFrame(pixels, columns=[f"px_{i}" for i in range(64)])], axis=1)
+
+
+def test_hash_in_batches_equals_hash_of_the_whole_table():
+    table = _mixed_table()
+    for size in (1, 7, 128, 499, 500):
+        hasher = StreamingHash()
+        for start in range(0, len(table), size):
+            hasher.update(table.iloc[start:start + size])
+        assert hasher.hexdigest() == content_hash(table), size
+
+
+@pytest.mark.parametrize("change", ["cell", "pixel", "swap rows", "drop last row", "rename", "dtype", "missing value"])
+def test_any_change_to_the_table_changes_the_hash(change):
+    table = _mixed_table()
+    changed = table.copy()
+    if change == "cell":
+        changed.loc[3, "x4"] = np.nextafter(changed.loc[3, "x4"], np.inf)  # one ulp
+    elif change == "pixel":
+        changed.loc[17, "px_40"] ^= 1
+    elif change == "swap rows":
+        changed.iloc[[0, 1]] = changed.iloc[[1, 0]].to_numpy()
+    elif change == "drop last row":
+        changed = changed.iloc[:-1]
+    elif change == "rename":
+        changed = changed.rename(columns={"x0": "x0_"})
+    elif change == "dtype":
+        changed["label"] = changed["label"].astype("int32")
+    else:
+        changed.loc[5, "count"] = pd.NA if pd.notna(changed.loc[5, "count"]) else 1
+    assert content_hash(changed) != content_hash(table)
+
+
+def test_the_same_table_as_csv_or_parquet_hashes_the_same(tmp_path):
+    table = make_data(1000, seed=9)  # floats with full precision: the CSV reader must parse them exactly
+    table.to_csv(tmp_path / "t.csv", index=False)
+    table.to_parquet(tmp_path / "t.parquet", index=False)
+    hashes = set()
+    for path in (tmp_path / "t.csv", tmp_path / "t.parquet"):
+        hasher = StreamingHash()
+        for batch in iter_table(str(path), batch_size=333):
+            hasher.update(batch)
+        hashes.add(hasher.hexdigest())
+    assert hashes == {content_hash(table)}
 
 
 def test_parallel_runs_logging_one_table_all_record_it(sqlite_server):
