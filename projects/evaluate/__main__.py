@@ -17,7 +17,7 @@ from projects.evaluate import EvaluationError, evaluate
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="models:/NAME/VERSION")
-    parser.add_argument("--data", required=True, help="Parquet or CSV: a path or any URI MLflow's artifact layer reads")
+    parser.add_argument("--data", required=True, help="Parquet or CSV (a path or any URI MLflow's artifact layer reads), or dataset:RUN_ID[/NAME], a dataset a run logged")
     parser.add_argument("--label", required=True, help="the label column")
     parser.add_argument("--slices", default=None, help="comma-separated categorical columns (default: the policy's)")
     parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])

@@ -23,6 +23,7 @@ import pandas as pd
 from projects.datasets import DataError, StreamingHash, iter_table, log_dataset_input, table_columns
 from projects.evaluate import report
 from projects.evaluate.scoring import EvaluationError, Scorer, infer_task, outcomes
+from projects.table_input import TableInput, open_table
 from registry_hooks.statistics import METRICS, ModelOutcomes, PairedOutcomes, compare
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
@@ -56,7 +57,7 @@ def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> No
         raise EvaluationError(f"slice column(s) not in the data: {', '.join(missing)}")
 
 
-def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, scorers: list[Scorer],
+def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size: int, scorers: list[Scorer],
                     out) -> tuple[pd.DataFrame, StreamingHash]:
     """One pass over the data: the full content hash streamed, labels, slices and row ids kept
     (small), every model scored on the same batch.
@@ -67,7 +68,7 @@ def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, s
     """
     hasher, parts = StreamingHash(), []
     keep = [label, *slices]
-    batches = iter_table(data, batch_size)
+    batches = iter_table(data.table, batch_size)
 
     def fetch() -> pd.DataFrame | None:
         batch = next(batches, None)
@@ -81,6 +82,7 @@ def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, s
             upcoming = reader.submit(fetch)
             yield batch
 
+    positions: dict[tuple[str, ...], list[int]] = {}  # each model's input columns, by position
     with ThreadPoolExecutor(1) as reader:
         for batch in report.progress(prefetched(reader), out):
             parts.append(batch[keep + (["row_id"] if "row_id" in batch.columns else [])].copy())
@@ -88,10 +90,12 @@ def _read_and_score(data: str, label: str, slices: list[str], batch_size: int, s
             for scorer in scorers:
                 key = tuple(scorer.columns)
                 if key not in features:
-                    features[key] = batch[list(key)]
+                    # by position: 4x cheaper than by label for the scenes' 3,072 pixel columns
+                    where = positions.setdefault(key, [batch.columns.get_loc(c) for c in key])
+                    features[key] = batch.iloc[:, where]
                 scorer.score(features[key])
     if not parts or hasher.n_rows == 0:
-        raise EvaluationError(f"{data} holds no rows: nothing to evaluate")
+        raise EvaluationError(f"{data.reference} holds no rows: nothing to evaluate")
     keys = pd.concat(parts, ignore_index=True)
     if "row_id" not in keys.columns:
         keys["row_id"] = np.arange(len(keys)).astype(str)
@@ -148,11 +152,13 @@ def compare_all(paired: PairedOutcomes, metric_names: list[str], slices: dict[st
     return overall, per_slice
 
 
-def evaluate(model: str, data: str, label: str, slices: list[str] | None = None, *, task: str = "auto",
+def evaluate(model: str, data, label: str, slices: list[str] | None = None, *, task: str = "auto",
              batch_size: int = 20_000, data_name: str | None = None, tracking_uri: str | None = None,
              out=sys.stdout) -> EvaluationResult:
     """Evaluate ``model`` (``models:/NAME/VERSION``) against production on ``data``; log the evidence.
 
+    ``data``: a Parquet or CSV path or URI, ``dataset:RUN_ID[/NAME]`` (a dataset a run logged), a
+    DataFrame or an ``mlflow.data`` PandasDataset (see ``projects.table_input``).
     Raises :class:`EvaluationError` for any input it cannot use, before anything is logged.
     """
     try:
@@ -180,7 +186,8 @@ def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_
         raise EvaluationError(f"model version {name} v{version} does not exist: {exc}") from exc
     if slices is None:
         slices = _policy_slices(gate, name)
-    columns = dict(table_columns(data))
+    table = open_table(data, data_name)
+    columns = dict(table_columns(table.table))
     _check_columns(columns, label, slices)
     task = infer_task(columns[label], task)
     _check_label_type(columns[label], task)
@@ -190,7 +197,8 @@ def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_
     candidate = Scorer(f"models:/{name}/{version}", list(columns.items()), exclude)
     champion = Scorer(f"models:/{name}/{baseline_version}", list(columns.items()), exclude) if baseline_version else None
     scorers = [candidate] + ([champion] if champion else [])
-    keys, hasher = _read_and_score(data, label, slices, batch_size, scorers, out)
+    keys, hasher = _read_and_score(table, label, slices, batch_size, scorers, out)
+    table.check_hash(hasher.hexdigest())
     classes = None if task == "regression" else _classes(keys[label], candidate.n_probability_columns)
     candidate_scores = candidate.scores(task, classes)
     champion_scores = champion.scores(task, classes) if champion else None
@@ -204,25 +212,24 @@ def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_
     metric_names = _metric_names(task, cand_fields, None if classes is None else len(classes))
     overall, per_slice = compare_all(paired, metric_names, slice_values, _SLICE_METRIC[task])
 
-    data_name = data_name or re.sub(r"[^A-Za-z0-9_.-]+", "_", data.rstrip("/").rsplit("/", 1)[-1])
     with mlflow.start_run(run_name=f"evaluate {name} v{version}", nested=mlflow.active_run() is not None) as run:
-        logged = log_dataset_input(keys.head(100), source=data, name=data_name, context="evaluation",
+        logged = log_dataset_input(keys.head(100), source=table.source, name=table.name, context="evaluation",
                                    targets=label, digest=hasher.hexdigest(), n_rows=hasher.n_rows)
         mlflow.log_params({"model": model, "candidate_version": version, "baseline_version": baseline_version or "none",
-                           "data": data, "label": label, "slices": ",".join(slices), "task": task, "n_rows": hasher.n_rows})
-        mlflow.set_tags({"gatekeeper.data.source": data})
+                           "data": table.reference, "label": label, "slices": ",".join(slices), "task": task, "n_rows": hasher.n_rows})
+        mlflow.set_tags({"gatekeeper.data.source": table.source, "gatekeeper.data.reference": table.reference})
         metrics = _metric_dict(overall, per_slice, side="candidate")
         metrics.update({f"improvement/{m}": c.improvement for m, c in overall.items()} if champion else {})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         log_evidence(candidate=(name, version), baseline=(name, baseline_version) if champion else None,
-                     data_name=data_name, data_content_hash=logged.content_hash, task=task,
+                     data_name=table.name, data_content_hash=logged.content_hash, task=task,
                      row_id=keys["row_id"].astype(str), label=y, candidate_outcomes=cand_fields,
-                     baseline_outcomes=base_fields, slices=slice_values, data_source=data,
+                     baseline_outcomes=base_fields, slices=slice_values, data_source=table.source,
                      evaluator="mlflow-gatekeeper evaluate")
         report.log_artifacts(keys, y, cand_fields, base_fields, classes, overall, per_slice, slice_values, champion is not None)
         if champion:
-            with mlflow.start_run(run_name=f"champion {name} v{baseline_version} on {data_name}", nested=True):
-                mlflow.log_params({"model": f"models:/{name}/{baseline_version}", "data": data, "role": "champion"})
+            with mlflow.start_run(run_name=f"champion {name} v{baseline_version} on {table.name}", nested=True):
+                mlflow.log_params({"model": f"models:/{name}/{baseline_version}", "data": table.reference, "role": "champion"})
                 champion_metrics = _metric_dict(overall, per_slice, side="baseline")
                 mlflow.log_metrics({k: v for k, v in champion_metrics.items() if np.isfinite(v)})
     preview = _preview(gate, name, version)

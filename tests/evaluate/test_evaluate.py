@@ -106,6 +106,41 @@ def test_evidence_from_evaluate_drives_the_gate(setup, tmp_path):
         gate.promote(name, candidate)
 
 
+def test_data_as_a_logged_mlflow_dataset_a_pandas_dataset_or_a_frame(setup, tmp_path):
+    """Every form of ``data`` reads the same rows, so the evidence carries the same content hash; a
+    ``dataset:`` reference whose file changed since its run logged it is refused before logging."""
+    server, name, data_path, data = setup
+    version = _register(name, sk_model=models()["strong"][0])
+    model = f"models:/{name}/{version}"
+    from_file = evaluate(model, data_path, "label", ["weather"])
+
+    reference = f"dataset:{from_file.run_id}"
+    from_reference = evaluate(model, reference, "label", ["weather"])
+    named_reference = evaluate(model, f"{reference}/eval.parquet", "label", ["weather"])
+    from_dataset = evaluate(model, mlflow.data.from_pandas(data, source=data_path, name="eval"), "label", ["weather"])
+    from_frame = evaluate(model, data, "label", ["weather"])
+    results = [from_reference, named_reference, from_dataset, from_frame]
+    assert {r.data_hash for r in results} == {from_file.data_hash} and {r.n_rows for r in results} == {1500}
+    run = mlflow.get_run(from_reference.run_id)
+    assert run.data.params["data"] == reference and run.data.tags["gatekeeper.data.source"] == data_path
+    assert run.inputs.dataset_inputs[0].dataset.name == "eval.parquet"  # the referenced dataset's name
+    assert mlflow.get_run(from_dataset.run_id).inputs.dataset_inputs[0].dataset.name == "eval"
+
+    with mlflow.start_run(run_name="logs no dataset") as no_inputs:
+        pass
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    make_data(1500, seed=99).to_parquet(data_path)  # the file the run logged is overwritten
+    with pytest.raises(EvaluationError, match="is not the table its run logged"):
+        evaluate(model, reference, "label", ["weather"])
+    with pytest.raises(EvaluationError, match="logged no dataset named 'nope'; it logged: eval.parquet"):
+        evaluate(model, f"{reference}/nope", "label", ["weather"])
+    with pytest.raises(EvaluationError, match="cannot read run 0123abcd"):
+        evaluate(model, "dataset:0123abcd", "label", ["weather"])
+    with pytest.raises(EvaluationError, match="logged no dataset inputs"):
+        evaluate(model, f"dataset:{no_inputs.info.run_id}", "label", ["weather"])
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
