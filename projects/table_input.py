@@ -51,7 +51,7 @@ def open_table(data, name: str | None = None) -> TableInput:
     if isinstance(data, pd.DataFrame):
         return TableInput(data, source="in-memory DataFrame", name=name or "dataframe", reference="a DataFrame")
     if _is_pandas_dataset(data):
-        source = source_uri(data.source.to_json()) or f"{data.source._get_source_type()} source"
+        source = source_uri(data.source.to_json()) or f"in memory ({type(data.source).__name__})"
         return TableInput(data.df, source=source, name=name or data.name, reference=f"dataset {data.name!r}")
     if not isinstance(data, (str, Path)):
         raise DataError(f"data must be a path, a URI, {DATASET_SCHEME}RUN_ID[/NAME], a DataFrame or an "

@@ -29,6 +29,9 @@ models:
     primary: {metric: accuracy, margin: 0.5}
   - pattern: "no-override-*"
     overrides: {allowed: false}
+  - pattern: "regress-*"
+    primary: {metric: mae, margin: 0.0}
+    secondary: [{metric: rmse, tolerance: 0.5}]
 """
 
 

@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="models:/NAME/VERSION")
     parser.add_argument("--data", required=True, help="Parquet or CSV (a path or any URI MLflow's artifact layer reads), or dataset:RUN_ID[/NAME], a dataset a run logged")
     parser.add_argument("--label", required=True, help="the label column")
-    parser.add_argument("--slices", default=None, help="comma-separated categorical columns (default: the policy's)")
+    parser.add_argument("--slices", default=None, help="comma-separated categorical columns (default or empty: the policy's)")
     parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     parser.add_argument("--batch-size", type=integer_at_least(1), default=20_000)
     parser.add_argument("--data-name", default=None, help="the evaluation data set's name (default: the file name)")
     args = parser.parse_args(argv)
-    slices = None if args.slices is None else [s.strip() for s in args.slices.split(",") if s.strip()]
+    # empty (MLproject's default) means the policy's slices, like leaving the option out
+    slices = [s.strip() for s in (args.slices or "").split(",") if s.strip()] or None
     try:
         evaluate(args.model, args.data, args.label, slices, task=args.task, batch_size=args.batch_size,
                  data_name=args.data_name, out=sys.stderr)

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from projects.datasets import DataError, StreamingHash, iter_table, log_dataset_input, table_columns
+from projects.datasets import (
+    DataError,
+    StreamingHash,
+    arrow_column_names,
+    iter_table,
+    log_dataset_input,
+    table_columns,
+)
 from projects.evaluate import report
 from projects.evaluate.scoring import EvaluationError, Scorer, infer_task, outcomes
 from projects.table_input import TableInput, open_table
@@ -68,9 +75,9 @@ def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size:
     """
     hasher, parts = StreamingHash(), []
     keep = [label, *slices]
-    batches = iter_table(data.table, batch_size)
+    batches = iter_table(data.table, batch_size, arrow=True)
 
-    def fetch() -> pd.DataFrame | None:
+    def fetch():
         batch = next(batches, None)
         if batch is not None:
             hasher.update(batch)
@@ -82,17 +89,14 @@ def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size:
             upcoming = reader.submit(fetch)
             yield batch
 
-    positions: dict[tuple[str, ...], list[int]] = {}  # each model's input columns, by position
     with ThreadPoolExecutor(1) as reader:
         for batch in report.progress(prefetched(reader), out):
-            parts.append(batch[keep + (["row_id"] if "row_id" in batch.columns else [])].copy())
+            parts.append(_select(batch, keep + (["row_id"] if "row_id" in _names(batch) else [])))
             features: dict[tuple[str, ...], pd.DataFrame] = {}  # models reading the same columns share one copy
             for scorer in scorers:
                 key = tuple(scorer.columns)
                 if key not in features:
-                    # by position: 4x cheaper than by label for the scenes' 3,072 pixel columns
-                    where = positions.setdefault(key, [batch.columns.get_loc(c) for c in key])
-                    features[key] = batch.iloc[:, where]
+                    features[key] = _select(batch, list(key))
                 scorer.score(features[key])
     if not parts or hasher.n_rows == 0:
         raise EvaluationError(f"{data.reference} holds no rows: nothing to evaluate")
@@ -105,6 +109,18 @@ def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size:
         if keys[column].isna().all():
             raise EvaluationError(f"slice column {column!r} has no values")
     return keys, hasher
+
+
+def _names(batch) -> list[str]:
+    return [str(c) for c in batch.columns] if isinstance(batch, pd.DataFrame) else arrow_column_names(batch)
+
+
+def _select(batch, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of a batch as a new DataFrame: only those converted from Arrow, or taken by
+    position from a DataFrame (4x cheaper than by label for the scenes' 3,072 pixel columns)."""
+    if isinstance(batch, pd.DataFrame):
+        return batch.iloc[:, [batch.columns.get_loc(c) for c in columns]]
+    return batch.select(columns).to_pandas()
 
 
 def _check_label_type(dtype: str, task: str) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 from projects.datasets import DataError
 
 _EPS = 1e-15
+PREDICT_BATCH = 4096  # rows per predict call: bounded activations for image models
 
 
 class EvaluationError(DataError):
@@ -68,7 +69,7 @@ class Scorer:
     """
 
     def __init__(self, model_uri: str, data_columns: list[tuple[str, str]], exclude: set[str],
-                 predict_batch_size: int = 4096):
+                 predict_batch_size: int = PREDICT_BATCH):
         import mlflow.pyfunc
 
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import mlflow
 import numpy as np
@@ -141,6 +142,39 @@ def test_data_as_a_logged_mlflow_dataset_a_pandas_dataset_or_a_frame(setup, tmp_
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
+def test_regression_models_are_compared_on_squared_and_absolute_error(setup, tmp_path):
+    """A float label means regression: the policy's ``mae`` decides, per slice too."""
+    from sklearn.linear_model import LinearRegression
+
+    server, _, _, data = setup
+    name = f"regress-{uuid.uuid4().hex[:8]}"
+    frame = data.assign(target=2.0 * data["x0"] - data["x1"] + np.random.default_rng(0).normal(0, 0.3, len(data)))
+    path = tmp_path / "regression.csv"
+    frame.drop(columns=["label"]).to_csv(path, index=False)
+    gate = GatekeeperClient(server.url)
+
+    def register(columns: list[str]) -> str:
+        model = LinearRegression().fit(frame[columns], frame["target"])
+        with mlflow.start_run(run_name=f"train {name}"):
+            info = mlflow.sklearn.log_model(model, name="model", pip_requirements=PIP,
+                                            signature=infer_signature(frame[columns], model.predict(frame[columns])))
+        return mlflow.register_model(info.model_uri, name).version
+
+    weak = register(["x2"])
+    first = evaluate(f"models:/{name}/{weak}", str(path), "target")
+    assert first.preview["verdict"] == "promote" and {"mae", "rmse", "slice/weather:rain/mae"} <= set(first.metrics)
+    gate.promote(name, weak)
+    strong = register(["x0", "x1"])
+    result = evaluate(f"models:/{name}/{strong}", str(path), "target")
+    assert result.baseline == (name, weak) and result.metrics["mae"] < 0.3 < first.metrics["mae"]
+    assert result.preview["verdict"] == "promote"
+    gate.promote(name, strong)
+    worse = register(["x1"])
+    assert evaluate(f"models:/{name}/{worse}", str(path), "target").preview["verdict"] == "refuse_worse"
+    with pytest.raises(PromotionRefused, match="mae"):
+        gate.promote(name, worse)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -196,3 +230,21 @@ def test_cli_exit_code_and_message(setup):
         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "MLFLOW_TRACKING_URI": server.url},
     )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_with_mlprojects_empty_slices_uses_the_policy_and_reads_a_dataset_reference(setup):
+    """``mlflow run . -e evaluate`` passes ``--slices ""`` when none are given: the policy's slices
+    apply, as the issue says; ``--data dataset:RUN_ID`` reads what that run logged."""
+    server, name, data_path, data = setup
+    version = _register(name, sk_model=models()["strong"][0])
+    first = evaluate(f"models:/{name}/{version}", data_path, "label", [])
+    result = subprocess.run(
+        [sys.executable, "-m", "projects.evaluate", "--model", f"models:/{name}/{version}",
+         "--data", f"dataset:{first.run_id}", "--label", "label", "--slices", ""],
+        capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_EXPERIMENT_NAME": "evaluate-tests"},
+    )
+    assert result.returncode == 0, result.stderr
+    runs = mlflow.search_runs(filter_string=f"params.data = 'dataset:{first.run_id}'")
+    assert len(runs) == 1 and runs["params.slices"][0] == "weather"
+    assert "metrics.slice/weather:rain/accuracy" in runs.columns

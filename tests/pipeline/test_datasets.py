@@ -70,6 +70,24 @@ def test_any_change_to_the_table_changes_the_hash(change):
     assert content_hash(changed) != content_hash(table)
 
 
+def test_a_parquet_file_hashes_alike_as_arrow_batches_or_as_dataframes(tmp_path):
+    """evaluate hashes Arrow batches without converting them; the result must be the DataFrame's
+    hash, including columns pandas restores from the file's metadata (nullable integers, string
+    and timezone dtypes, categoricals) and a stored index, which is not a column."""
+    import pyarrow.parquet as pq
+
+    table = _mixed_table(300)
+    table["text"] = pd.array(table["weather"], dtype="string")
+    table["local_time"] = pd.date_range("2026-01-01", periods=len(table), freq="h", tz="Europe/Paris")
+    table["count"] = table["count"].fillna(0)  # Int64 without nulls: must still hash as Int64
+    table.index = pd.Index([f"r{i}" for i in range(len(table))], name="key")
+    table.to_parquet(tmp_path / "t.parquet")
+    hasher = StreamingHash()
+    for batch in pq.ParquetFile(tmp_path / "t.parquet").iter_batches(batch_size=77):
+        hasher.update(batch)
+    assert hasher.hexdigest() == content_hash(pd.read_parquet(tmp_path / "t.parquet")) == content_hash(table.reset_index(drop=True))
+
+
 def test_the_same_table_as_csv_or_parquet_hashes_the_same(tmp_path):
     table = make_data(1000, seed=9)  # floats with full precision: the CSV reader must parse them exactly
     table.to_csv(tmp_path / "t.csv", index=False)
