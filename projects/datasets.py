@@ -250,12 +250,14 @@ def source_uri(source_json: str) -> str | None:
 
 
 def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, columns: list[str] | None = None,
-               *, arrow: bool = False):
+               *, arrow: bool = False, threads: bool = False):
     """Yield a table in DataFrame batches of at most ``batch_size`` rows: a Parquet or CSV file (a
     local path or any URI MLflow's artifact layer reads) or a frame already in memory.
 
     ``arrow=True``: Parquet batches come as pyarrow ``RecordBatch`` es, for a reader that converts
-    only the columns it needs (converting 3,085 columns to pandas to use a few is costly)."""
+    only the columns it needs (converting 3,085 columns to pandas to use a few is costly).
+    ``threads=True``: Parquet columns are decoded on all cores (half the wall time on 2 cores),
+    for a caller that does nothing else meanwhile."""
     if isinstance(table, pd.DataFrame):
         selected = table if columns is None else table[columns]
         for start in range(0, len(selected), batch_size):
@@ -268,7 +270,7 @@ def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, colum
             import pyarrow.parquet as pq
 
             reader = pq.ParquetFile(path, pre_buffer=_pre_buffer(pq.ParquetFile(path).metadata))
-            for batch in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=False):
+            for batch in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=threads):
                 yield batch if arrow else batch.to_pandas()
         elif suffix == ".csv":
             yield from pd.read_csv(path, chunksize=batch_size, usecols=columns, **_CSV_OPTIONS)
