@@ -172,6 +172,7 @@ class StreamingHash:
     def __init__(self) -> None:
         self._columns: list[tuple[str, str]] | None = None
         self._column_digests: list = []
+        self._layout: _ArrowLayout | None = None
         self.n_rows = 0
 
     def update(self, batch) -> None:
@@ -181,8 +182,9 @@ class StreamingHash:
             names = [str(name) for name in batch.columns]
             cells = [(str(column.dtype), _cell_bytes(column)) for _, column in batch.items()]
         else:
-            names, recorded = arrow_column_names(batch), _pandas_numpy_types(batch.schema)
-            cells = [_arrow_cell_bytes(batch, name, recorded.get(name)) for name in names]
+            if self._layout is None or not self._layout.schema.equals(batch.schema):
+                self._layout = _ArrowLayout.of(batch.schema)
+            names, cells = self._layout.names, self._layout.cells(batch)
         columns = [(name, dtype) for name, (dtype, _) in zip(names, cells)]
         if self._columns is None:
             self._columns = columns
@@ -204,32 +206,61 @@ class StreamingHash:
 
 def arrow_column_names(batch) -> list[str]:
     """The columns ``batch.to_pandas()`` would have: the pandas index a file stored is not one."""
-    index = {c for c in (batch.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    return [name for name in batch.schema.names if name not in index]
+    return _pandas_column_names(batch.schema)
 
 
-def _arrow_cell_bytes(batch, name: str, recorded_dtype: str | None) -> tuple[str, memoryview | bytes]:
-    """A RecordBatch column's pandas dtype and cell bytes, exactly as ``_cell_bytes`` gives them
-    after ``to_pandas()``. Integers and floats without nulls that pandas would turn into the same
-    numpy array (no nullable or other dtype recorded by pandas) are hashed from Arrow's buffer in
-    place; any other column is converted on its own, with the pandas metadata the file carries."""
-    import pyarrow as pa
+class _ArrowLayout:
+    """How to hash the batches of one Arrow schema, worked out once per file, not per batch (a
+    3,085-column schema carries half a megabyte of pandas metadata).
 
-    column = batch.column(name)
-    kind = column.type
-    if (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and column.null_count == 0:
-        dtype = np.dtype(kind.to_pandas_dtype())
-        if recorded_dtype in (None, str(dtype)):
-            values = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column),
-                                   offset=column.offset * dtype.itemsize)
-            return str(dtype), memoryview(values.view(np.uint8))
-    as_pandas = batch.select([name]).to_pandas()[name]
-    return str(as_pandas.dtype), _cell_bytes(as_pandas)
+    Cells come out exactly as ``_cell_bytes`` gives them after ``to_pandas()``: integer and float
+    columns that pandas turns into the same numpy array (no nullable or other dtype recorded by
+    pandas, no nulls in the batch) are hashed from Arrow's buffer in place; any other column is
+    converted on its own, with the pandas metadata the file carries.
+    """
+
+    def __init__(self, schema, names: list[str], raw: list[np.dtype | None]) -> None:
+        self.schema, self.names, self._raw = schema, names, raw
+        self._raw_names = [None if dtype is None else str(dtype) for dtype in raw]  # str(dtype) is slow
+        self._positions = [schema.get_field_index(name) for name in names]
+
+    @classmethod
+    def of(cls, schema) -> _ArrowLayout:
+        import pyarrow as pa
+
+        recorded = _pandas_numpy_types(schema)
+        names = _pandas_column_names(schema)
+        raw: list[np.dtype | None] = []
+        for name in names:
+            kind = schema.field(name).type
+            dtype = np.dtype(kind.to_pandas_dtype()) if pa.types.is_integer(kind) or pa.types.is_floating(kind) else None
+            raw.append(dtype if dtype is not None and recorded.get(name) in (None, str(dtype)) else None)
+        return cls(schema, names, raw)
+
+    def cells(self, batch) -> list[tuple[str, memoryview | bytes]]:
+        columns = [batch.column(position) for position in self._positions]
+        raw = [dtype is not None and column.null_count == 0 for dtype, column in zip(self._raw, columns)]
+        converted = [p for p, is_raw in zip(self._positions, raw) if not is_raw]
+        as_pandas = batch.select(converted).to_pandas() if converted else None  # one conversion per batch
+        out = []
+        for name, dtype, dtype_name, column, is_raw in zip(self.names, self._raw, self._raw_names, columns, raw):
+            if is_raw:
+                values = np.frombuffer(column.buffers()[1], dtype=dtype, count=len(column),
+                                       offset=column.offset * dtype.itemsize)
+                out.append((dtype_name, memoryview(values.view(np.uint8))))
+            else:
+                out.append((str(as_pandas[name].dtype), _cell_bytes(as_pandas[name])))
+        return out
 
 
 def _pandas_numpy_types(schema) -> dict[str, str]:
     """Column -> the dtype pandas recorded when it wrote the file (e.g. ``Int64``), if it did."""
     return {c["name"]: c["numpy_type"] for c in (schema.pandas_metadata or {}).get("columns", []) if c.get("name")}
+
+
+def _pandas_column_names(schema) -> list[str]:
+    index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    return [name for name in schema.names if name not in index]
 
 
 def _cell_bytes(column: pd.Series) -> memoryview | bytes:
