@@ -16,10 +16,8 @@ params ``drift.*``, metrics ``share_drifted``, ``n_drifted``, ``n_columns``, ``d
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,6 +25,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from projects.datasets import DataError, content_hash, find_dataset_input, load_table, log_dataset_input
+from projects.run_scope import child_run
 
 from .report import DEFAULT_SAMPLE_SIZE, build_report
 from registry_hooks.drift_summary import DriftError, DriftSummary, TableInfo, utc_now_iso
@@ -137,7 +136,7 @@ def log_drift(
 
     verdict, report = _evaluate(reference, current, label, prediction, columns, sample_size,
                                 f"{candidate_name}/{candidate_version}")  # fmt: skip
-    with _drift_run(f"drift-{candidate_name}-v{candidate_version}") as run:
+    with child_run(f"drift-{candidate_name}-v{candidate_version}", error=DriftError) as run:
         logged = {}
         for context, df, source, name in (
             ("reference", reference, reference_source, reference_name),
@@ -296,38 +295,6 @@ def _release_arrow_memory() -> None:
     except ImportError:  # CSV-only installs
         return
     pyarrow.default_memory_pool().release_unused()
-
-
-@contextmanager
-def _drift_run(run_name: str):
-    """A new run for the evidence: nested under the active run, or under MLFLOW_RUN_ID when set."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    active = mlflow.active_run()
-    if active is not None:
-        with mlflow.start_run(run_name=run_name, nested=True, experiment_id=active.info.experiment_id) as run:
-            yield run
-        return
-    parent_id = os.environ.get("MLFLOW_RUN_ID")
-    if not parent_id:
-        with mlflow.start_run(run_name=run_name) as run:
-            yield run
-        return
-    try:
-        parent = MlflowClient().get_run(parent_id)
-    except MlflowException as exc:
-        raise DriftError(f"MLFLOW_RUN_ID={parent_id} names no run this tracking server knows: {exc.message}") from None
-    # start_run would resume the MLFLOW_RUN_ID run itself; hide it so a child is created instead.
-    del os.environ["MLFLOW_RUN_ID"]
-    try:
-        with mlflow.start_run(
-            run_name=run_name, parent_run_id=parent_id, experiment_id=parent.info.experiment_id
-        ) as run:
-            yield run
-    finally:
-        os.environ["MLFLOW_RUN_ID"] = parent_id
 
 
 def _metrics(summary: DriftSummary) -> dict[str, float]:

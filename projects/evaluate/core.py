@@ -29,6 +29,7 @@ from projects.datasets import (
 )
 from projects.evaluate import report
 from projects.evaluate.scoring import EvaluationError, Scorer, infer_task, outcomes
+from projects.run_scope import child_run
 from projects.table_input import TableInput, open_table
 from registry_hooks.statistics import METRICS, ModelOutcomes, PairedOutcomes, compare
 
@@ -215,7 +216,7 @@ def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_
     metric_names = _metric_names(task, cand_fields, None if classes is None else len(classes))
     overall, per_slice = compare_all(paired, metric_names, slice_values, _SLICE_METRIC[task])
 
-    with mlflow.start_run(run_name=f"evaluate {name} v{version}", nested=mlflow.active_run() is not None) as run:
+    with child_run(f"evaluate {name} v{version}", error=EvaluationError) as run:
         logged = log_dataset_input(keys.head(100), source=table.source, name=table.name, context="evaluation",
                                    targets=label, digest=hasher.hexdigest(), n_rows=hasher.n_rows)
         mlflow.log_params({"model": model, "candidate_version": version, "baseline_version": baseline_version or "none",

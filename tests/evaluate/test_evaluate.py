@@ -234,17 +234,21 @@ def test_cli_exit_code_and_message(setup):
 
 def test_cli_with_mlprojects_empty_slices_uses_the_policy_and_reads_a_dataset_reference(setup):
     """``mlflow run . -e evaluate`` passes ``--slices ""`` when none are given: the policy's slices
-    apply, as the issue says; ``--data dataset:RUN_ID`` reads what that run logged."""
+    apply, as the issue says; ``--data dataset:RUN_ID`` reads what that run logged; the evaluation
+    becomes a child of the project's run (``MLFLOW_RUN_ID``), whose params would clash."""
     server, name, data_path, data = setup
     version = _register(name, sk_model=models()["strong"][0])
     first = evaluate(f"models:/{name}/{version}", data_path, "label", [])
+    with mlflow.start_run(run_name="what mlflow run creates") as project_run:  # its params clash with evaluate's
+        mlflow.log_params({"task": "auto", "slices": "", "data": f"dataset:{first.run_id}"})
     result = subprocess.run(
         [sys.executable, "-m", "projects.evaluate", "--model", f"models:/{name}/{version}",
          "--data", f"dataset:{first.run_id}", "--label", "label", "--slices", ""],
         capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_EXPERIMENT_NAME": "evaluate-tests"},
+        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_RUN_ID": project_run.info.run_id},
     )
     assert result.returncode == 0, result.stderr
-    runs = mlflow.search_runs(filter_string=f"params.data = 'dataset:{first.run_id}'")
+    runs = mlflow.search_runs(filter_string=f"params.data = 'dataset:{first.run_id}' and params.task = 'classification'")
     assert len(runs) == 1 and runs["params.slices"][0] == "weather"
+    assert runs["tags.mlflow.parentRunId"][0] == project_run.info.run_id  # a child of the project's run
     assert "metrics.slice/weather:rain/accuracy" in runs.columns
