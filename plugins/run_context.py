@@ -4,6 +4,9 @@ pipeline starts with the git commit, the data-set version and the pipeline step.
 The pipeline announces its step and data-set version through environment variables (set by
 ``retrain`` for its child steps, or by a user), so the tags reach runs started anywhere in the
 process tree — ``mlflow run`` subprocesses included — without threading them through every call.
+
+Importing this module imports nothing from MLflow; the provider class is built on first access
+(see ``__getattr__`` for why).
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-
-from mlflow.tracking.context.abstract_context import RunContextProvider
+from typing import TYPE_CHECKING
 
 STEP_ENV = "GATEKEEPER_PIPELINE_STEP"
 DATASET_ENV = "GATEKEEPER_DATASET_VERSION"
 TAG_STEP = "gatekeeper.pipeline.step"
 TAG_DATASET = "gatekeeper.dataset.version"
 TAG_COMMIT = "gatekeeper.git.commit"
+_PROVIDER = "GatekeeperRunContextProvider"
+
+if TYPE_CHECKING:
+    from mlflow.tracking.context.abstract_context import RunContextProvider as GatekeeperRunContextProvider
 
 
 @functools.lru_cache(maxsize=8)
@@ -37,16 +43,45 @@ def _git_commit(directory: str) -> str | None:
     return f"{commit}-dirty" if dirty else commit or None
 
 
-class GatekeeperRunContextProvider(RunContextProvider):
-    """MLflow calls ``in_context`` then ``tags`` when a run starts."""
+def context_tags() -> dict[str, str]:
+    """The tags a run started now gets: step and data-set version from the environment, the commit
+    of the working directory; unknown ones are left out."""
+    tags = {TAG_STEP: os.environ.get(STEP_ENV), TAG_DATASET: os.environ.get(DATASET_ENV),
+            TAG_COMMIT: _git_commit(os.getcwd())}
+    return {key: value for key, value in tags.items() if value}
 
-    def in_context(self) -> bool:
-        return bool(os.environ.get(STEP_ENV) or os.environ.get(DATASET_ENV) or self._commit())
 
-    @staticmethod
-    def _commit() -> str | None:
-        return _git_commit(os.getcwd())
+def _provider_class(base: type) -> type:
+    class GatekeeperRunContextProvider(base):
+        """MLflow calls ``in_context`` then ``tags`` when a run starts."""
 
-    def tags(self) -> dict[str, str]:
-        tags = {TAG_STEP: os.environ.get(STEP_ENV), TAG_DATASET: os.environ.get(DATASET_ENV), TAG_COMMIT: self._commit()}
-        return {key: value for key, value in tags.items() if value}
+        def in_context(self) -> bool:
+            return bool(context_tags())
+
+        def tags(self) -> dict[str, str]:
+            return context_tags()
+
+    GatekeeperRunContextProvider.__qualname__ = _PROVIDER
+    return GatekeeperRunContextProvider
+
+
+def __getattr__(name: str):
+    """``GatekeeperRunContextProvider``, subclassing MLflow's ``RunContextProvider``, built on first use.
+
+    Why not at import time: importing any ``mlflow`` module runs ``mlflow/__init__``, which imports
+    ``mlflow.tracking.context.registry``, which loads every ``mlflow.run_context_provider`` entry
+    point — this class. Had this module imported ``RunContextProvider`` at its top, then whenever it
+    was imported before MLflow (``projects.retrain`` imports the constants above first), MLflow
+    would have found it half-initialised, without the class: "Failure attempting to register
+    context provider ... circular import", and no run of that process got these tags.
+    """
+    if name != _PROVIDER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from mlflow.tracking.context.abstract_context import RunContextProvider
+
+    # If MLflow was not imported yet, the import above loaded this entry point through MLflow's
+    # registry, which came back here and built the class already: keep that one.
+    provider = globals().get(name)
+    if provider is None:
+        provider = globals()[name] = _provider_class(RunContextProvider)
+    return provider

@@ -1,4 +1,4 @@
-"""tune shared by two processes on one PostgreSQL study, the run-context provider, bad parameters."""
+"""tune shared by two processes on one PostgreSQL study; bad parameters are clear errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from plugins.run_context import DATASET_ENV, STEP_ENV, TAG_COMMIT, TAG_DATASET, TAG_STEP
 from projects.scenes import generate, save_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,19 +42,6 @@ def test_two_tune_processes_share_one_postgres_study(tmp_path, postgres_uri_fact
     assert set(trials["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(trials["tags.trial_state"]) <= {"COMPLETE", "PRUNED"}
     assert trials["params.lr"].notna().all()
-
-
-def test_run_context_provider_tags_step_dataset_and_commit(tmp_path, monkeypatch):
-    monkeypatch.setenv(STEP_ENV, "evaluate")
-    monkeypatch.setenv(DATASET_ENV, "abc123")
-    monkeypatch.chdir(ROOT)  # a git checkout
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    with mlflow.start_run() as run:
-        pass
-    tags = mlflow.get_run(run.info.run_id).data.tags
-    assert tags[TAG_STEP] == "evaluate" and tags[TAG_DATASET] == "abc123"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert tags[TAG_COMMIT].startswith(head)
 
 
 @pytest.mark.parametrize(
