@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry_hooks import names
+
 POLICY_ENV_VAR = "GATEKEEPER_POLICY"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -40,11 +42,15 @@ class Targets:
         return stage.lower() in {s.lower() for s in self.stages}
 
     def canonical_alias(self, alias: str) -> str | None:
-        """The policy's spelling of ``alias`` if it is protected (case-insensitive), else None."""
+        """The policy's spelling of ``alias`` if it is protected (ASCII case-insensitive), else None."""
         for protected in self.aliases:
-            if protected.lower() == alias.lower():
+            if names.same_alias(alias, protected):
                 return protected
         return None
+
+    def imitated_alias(self, alias: str) -> str | None:
+        """The protected alias that ``alias`` looks like without being it (UTS #39 skeleton), else None."""
+        return next((protected for protected in self.aliases if names.imitates(alias, protected)), None)
 
 
 @dataclass(frozen=True)
@@ -332,9 +338,14 @@ class Policy:
     source: str
 
     def for_model(self, name: str) -> ModelPolicy:
-        """The first override whose glob pattern matches ``name``, else the defaults."""
+        """The first override whose glob pattern matches ``name``, else the defaults.
+
+        Both sides are normalised (NFKC, case, whitespace): ``ＦＲＡＵＤ-x`` or ``Fraud-x`` must not
+        escape the stricter rules that ``fraud-*`` sets.
+        """
+        normalised = names.normalise(name)
         for pattern, model_policy in self.overrides:
-            if fnmatch.fnmatchcase(name, pattern):
+            if fnmatch.fnmatchcase(normalised, names.normalise(pattern)):
                 return model_policy
         return self.default
 

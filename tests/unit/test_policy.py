@@ -203,7 +203,9 @@ def test_first_matching_pattern_wins_and_others_fall_back_to_defaults(tmp_path):
     assert fraud_eu is fraud
     assert fraud_eu.confidence == 0.99  # the second entry's 0.9 never applies
     assert policy.for_model("churn") is policy.default
-    assert policy.for_model("Fraud-us-1") is policy.default  # patterns are case-sensitive
+    # Names are normalised before matching: a case, width or spacing variant cannot escape "fraud-*".
+    for variant in ("Fraud-us-1", "FRAUD-us-1", "\uff26\uff32\uff21\uff35\uff24-us-1", " fraud-us-1 "):
+        assert policy.for_model(variant) is fraud, variant
 
 
 def test_order_of_patterns_decides(tmp_path):
