@@ -24,16 +24,42 @@ def _version(text: str) -> str:
     return text
 
 
+_REASON_WIDTH = 160
+
+
+def _print_override(payload: dict[str, Any], out) -> None:
+    """An override must never read like an ordinary pass or fail: say who moved production past the gate."""
+    candidate = payload["candidate"]
+    who = f"OVERRIDDEN by {payload.get('actor') or 'anonymous'} (audit decision #{payload.get('decision_id')})"
+    if payload["verdict"] == "promote":
+        print(f"{who}: {candidate['name']} v{candidate['version']} is in production; the gate would have approved it too",
+              file=out)
+        return
+    print(f"{who}: {candidate['name']} v{candidate['version']} is in production, but the gate would have refused it "
+          f"({payload['verdict']}) because:", file=out)
+    for reason in payload.get("reasons", []):
+        print(f"  - {reason}", file=out)
+
+
 def _print_decision(payload: dict[str, Any], out) -> None:
     if payload.get("verdict") == "unchanged":
         print("unchanged: " + "; ".join(payload.get("reasons", [])), file=out)
         return
+    overridden = payload.get("action") == "override"
+    if overridden:
+        _print_override(payload, out)
     candidate, baseline = payload["candidate"], payload["baseline"]
     against = f"v{baseline['version']} ({baseline['source']})" if baseline.get("version") else baseline["source"]
     print(f"{candidate['name']} v{candidate['version']} vs baseline {against}", file=out)
     for check in payload.get("checks", []):
         print(f"  [{_MARKS.get(check['outcome'], check['outcome'])}] {check['message']}", file=out)
-    print(f"verdict: {payload['verdict']}", file=out)
+    print(f"verdict: {payload['verdict']}" + (" (overridden: promoted anyway)" if overridden else ""), file=out)
+
+
+def _compact(text: str) -> str:
+    """One line of at most ``_REASON_WIDTH`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= _REASON_WIDTH else line[: _REASON_WIDTH - 1] + "…"
 
 
 def _print_history(decisions: list[dict[str, Any]], out) -> None:
@@ -48,7 +74,8 @@ def _print_history(decisions: list[dict[str, Any]], out) -> None:
             f"{d['verdict']:<29} {d['target']:<32} by {d.get('actor') or 'anonymous'}",
             file=out,
         )
-        print(f"        {d['reasons'][0] if d['reasons'] else ''}", file=out)
+        for reason in d["reasons"]:  # every failing check: a drift refusal must not read as an accuracy one
+            print(f"        - {_compact(reason)}", file=out)
 
 
 def _parser() -> argparse.ArgumentParser:

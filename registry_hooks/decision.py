@@ -72,6 +72,8 @@ class Decision:
     checks: list[Check]
     evidence_run_ids: list[str]
     action: str | None = None  # what the store did with it: promote, refuse, override, rollback
+    decision_id: int | None = None  # its row in the audit log, once recorded
+    actor: str | None = None  # who asked, as recorded (None: anonymous)
 
     @property
     def approved(self) -> bool:
@@ -80,6 +82,8 @@ class Decision:
     @property
     def reasons(self) -> list[str]:
         """Failing checks first; warnings are always kept so an approval never hides them."""
+        if self.verdict == ROLLBACK:  # no comparison ran: say what happened, not "all checks passed"
+            return [c.message for c in self.checks]
         failing = [c.message for c in self.checks if c.outcome in (FAIL_WORSE, FAIL_INSUFFICIENT)]
         warnings = [f"warning: {c.message}" for c in self.checks if c.outcome == WARN]
         if failing:
@@ -113,6 +117,8 @@ class Decision:
             "checks": [asdict(c) for c in self.checks],
             "reasons": self.reasons,
             "evidence_run_ids": self.evidence_run_ids,
+            "decision_id": self.decision_id,
+            "actor": self.actor,
         }
 
 
@@ -198,7 +204,9 @@ def _compare(policy: ModelPolicy, metric: str, outcomes: PairedOutcomes, *, marg
     )
 
 
-def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes) -> Check:
+def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes, worse_elsewhere: list[str]) -> Check:
+    """``worse_elsewhere``: the other checks that found the candidate worse. When there are any,
+    the refusal rests on them, and "evaluate on more examples" would be advice that cannot help."""
     threshold = policy.primary
     c = _compare(policy, threshold.metric, outcomes, margin=threshold.margin)
     alpha = 1 - policy.confidence
@@ -215,10 +223,14 @@ def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes) -> Check:
             f"{text}: does not improve by the required margin {threshold.margin:g}; fix the model, don't re-run",
             c.to_dict(),
         )
+    advice = (
+        f"the refusal rests on {', '.join(worse_elsewhere)}: fix that first, more examples will not change it"
+        if worse_elsewhere else "evaluate on more examples or improve the model"
+    )
     return Check(
         name, FAIL_INSUFFICIENT,
         f"{text}: cannot show an improvement of at least {threshold.margin:g} at {_pct(policy.confidence)} "
-        "confidence; evaluate on more examples or improve the model",
+        f"confidence; {advice}",
         c.to_dict(),
     )
 
@@ -343,6 +355,21 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
     return Check("drift", PASS, f"drift: {summary.n_drifted} of {summary.n_columns} columns drifted, within policy", numbers)
 
 
+def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: EvidenceFinding,
+                       other_checks: list[Check]) -> list[Check]:
+    """The statistical checks of usable evidence; the primary check is judged last so that its
+    advice can agree with the verdict the other checks already force."""
+    found = finding.evidence
+    try:
+        if baseline.version is None:
+            return _first_release_checks(policy, found)
+        rest = _secondary_checks(policy, found.outcomes) + _slice_checks(policy, found, found.outcomes)
+        worse = [c.name for c in rest + other_checks if c.outcome == FAIL_WORSE]
+        return [_primary_check(policy, found.outcomes, worse)] + rest
+    except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities)
+        return [Check("evidence", FAIL_INSUFFICIENT, f"evidence run {finding.run_id} cannot be scored: {exc}")]
+
+
 def decide(
     policy: ModelPolicy,
     candidate: VersionRef,
@@ -353,19 +380,9 @@ def decide(
 ) -> Decision:
     """Judge one candidate. Never raises on bad evidence: that becomes a failing check."""
     checks = [_evidence_checks(policy, candidate, baseline, evidence, now)]
-    usable = checks[0].outcome == PASS
-    if usable:
-        found = evidence.evidence
-        try:
-            if baseline.version is None:
-                checks += _first_release_checks(policy, found)
-            else:
-                checks.append(_primary_check(policy, found.outcomes))
-                checks += _secondary_checks(policy, found.outcomes)
-                checks += _slice_checks(policy, found, found.outcomes)
-        except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities)
-            checks.append(Check("evidence", FAIL_INSUFFICIENT, f"evidence run {evidence.run_id} cannot be scored: {exc}"))
     drift_check = _drift_check(policy, candidate, drift, now)
+    if checks[0].outcome == PASS:
+        checks += _comparison_checks(policy, baseline, evidence, [drift_check] if drift_check else [])
     if drift_check is not None:
         checks.append(drift_check)
     outcomes = {c.outcome for c in checks}

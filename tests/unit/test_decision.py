@@ -759,3 +759,29 @@ def test_to_dict_is_json_ready_and_complete():
     assert fog["outcome"] == FAIL_WORSE and fog["numbers"]["n"] == 40
     assert record["reasons"] == [fog["message"]]
     assert record["checks"][4]["numbers"]["drifted_columns"] == ["age"]
+
+
+# ------------------------------------------------------------- advice agrees with the verdict
+
+
+def test_an_inconclusive_primary_under_a_worse_verdict_does_not_ask_for_more_examples():
+    # Overall a tie (no improvement shown), but the fog slice is clearly worse: refused as worse,
+    # so "evaluate on more examples" would be advice that cannot lift the refusal.
+    data = cells({"clear": (500, 30, 5, 65), "fog": (10, 0, 25, 5)})
+    decision = judge(policy(**SLICE_POLICY), finding(from_cells(data, slice_column="weather")))
+    primary = check(decision, "primary:accuracy")
+    assert decision.verdict == REFUSE_WORSE and primary.outcome == FAIL_INSUFFICIENT
+    assert "more examples" not in primary.message.replace("more examples will not change it", "")
+    assert "the refusal rests on slice:weather=fog:accuracy" in primary.message
+    alone = judge(policy(), finding(from_cells(cells({"all": (700, 40, 35, 120)}))))
+    assert alone.verdict == REFUSE_INSUFFICIENT
+    assert "evaluate on more examples" in check(alone, "primary:accuracy").message
+
+
+def test_a_rollback_says_what_happened_not_that_checks_passed():
+    from registry_hooks.decision import ROLLBACK, Check
+
+    decision = Decision(ROLLBACK, CANDIDATE, Baseline("3", "production before the rollback"),
+                        [Check("rollback", PASS, "rolled back to v2, the version approved before v3")], [])
+    assert decision.reasons == ["rolled back to v2, the version approved before v3"]
+    assert "all checks passed" not in decision.summary()
