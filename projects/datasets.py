@@ -46,13 +46,43 @@ def content_hash(df: pd.DataFrame) -> str:
     return hasher.hexdigest()
 
 
+DATA_FILE = "data.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+def is_local(uri: str) -> bool:
+    """True for a plain path or a ``file:`` URI (also ``C:\\...`` on Windows), False for any other URI."""
+    scheme = urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
+
+
+def version_data_path(path: str | os.PathLike) -> Path:
+    """The Parquet file of a stored data-set version given its directory, manifest or data file;
+    any other path unchanged. Every job takes a version directory wherever it takes a table."""
+    path = Path(path)
+    if path.is_dir():
+        return path / DATA_FILE
+    if path.name == MANIFEST_FILE:
+        return path.parent / DATA_FILE
+    return path
+
+
+def local_table_path(uri: str) -> str:
+    """``uri`` with a local data-set version (directory or manifest) replaced by its data file."""
+    if not is_local(uri):
+        return uri
+    return str(version_data_path(urlparse(uri).path if uri.startswith("file:") else uri))
+
+
 def local_path(uri: str) -> Path:
-    """Return a local file for ``uri``, downloading it through MLflow's artifact layer if needed."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
-        path = Path(parsed.path if parsed.scheme == "file" else uri)
+    """Return a local file for ``uri``, downloading it through MLflow's artifact layer if needed.
+
+    A data-set version directory (or its manifest) means its ``data.parquet``.
+    """
+    if is_local(uri):
+        path = Path(local_table_path(uri))
         if not path.exists():
-            raise DataError(f"data file not found: {uri}")
+            raise DataError(f"data file not found: {uri}" + (f" (no {DATA_FILE} in it)" if Path(uri).is_dir() else ""))
         return path
     import mlflow.artifacts
 

@@ -82,9 +82,9 @@ def _step(name: str, result: CycleResult) -> Iterator[None]:
 
 
 def _versions(data_dir: Path, mix: str, train_size: int, eval_size: int, current: str, window_size: int, seed: int):
-    from projects.scenes import generate, save_version
+    from projects.scenes import generate, save_version, training_version
 
-    train_path, train_manifest = save_version(generate(train_size, mix, seed), data_dir / "train")
+    train_path, train_manifest = training_version(data_dir, mix, train_size, seed)
     eval_path, _ = save_version(generate(eval_size, evaluation_mix(), 10_000), data_dir / "eval")
     window_path, _ = save_version(generate(window_size, current, 20_000 + seed), data_dir / "windows")
     return train_path, train_manifest, eval_path, window_path
@@ -98,6 +98,7 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
     import mlflow
 
     from projects import drift, evaluate, train as training
+    from projects.run_scope import child_run
     from projects.scenes import DATA_FILE
     from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
 
@@ -106,7 +107,9 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
         mlflow.set_experiment("retrain")  # under `mlflow run`, the project's run decides
     gate = GatekeeperClient(uri)
-    with mlflow.start_run(run_name=f"retrain {registered_model}") as parent:
+    # Under `mlflow run` a child of the project's run: its params are the command line's as typed
+    # (train_size=8000.0), these are the values used (8000), and MLflow refuses to change a param.
+    with child_run(f"retrain {registered_model}", error=RuntimeError) as parent:
         result = CycleResult(parent.info.run_id)
         mlflow.log_params({"registered_model": registered_model, "mix": mix, "current": current, "train_size": train_size,
                            "eval_size": eval_size, "window_size": window_size, "epochs": epochs, "seed": seed,
@@ -178,19 +181,13 @@ def _print_summary(result: CycleResult, name: str, uri: str, out) -> None:
     print("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()), file=out)
 
 
-def _mix(text: str) -> str:
-    from projects.scenes import MIXES
-
-    if text not in MIXES:
-        raise argparse.ArgumentTypeError(f"unknown mix {text!r}; known: {', '.join(sorted(MIXES))}")
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
+    from projects.scenes import mix_name
+
     parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--registered-model", default="road-scenes")
-    parser.add_argument("--mix", type=_mix, default="summer", help="training data mix")
-    parser.add_argument("--current", type=_mix, default="summer", help="mix of the current production window")
+    parser.add_argument("--mix", type=mix_name, default="summer", help="training data mix")
+    parser.add_argument("--current", type=mix_name, default="summer", help="mix of the current production window")
     parser.add_argument("--train-size", type=integer_at_least(100), default=8000)
     parser.add_argument("--eval-size", type=integer_at_least(100), default=3000)
     parser.add_argument("--window-size", type=integer_at_least(100), default=3000)

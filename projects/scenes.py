@@ -28,7 +28,8 @@ vectorised (about 2 s for 100k rows).
 
 Data-set versions live on disk as ``<root>/<content hash>/data.parquet`` + ``manifest.json``
 (``save_version`` / ``load_version``); ``python -m projects.scenes --n 20000 --mix summer
---seed 0 --out data/scenes`` writes one and prints its manifest.
+--seed 0 --out data/scenes`` (the ``scenes`` entry point) writes one and prints its manifest.
+Every job takes a version directory wherever it takes a table (``projects.datasets.local_path``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from projects.datasets import DataError, content_hash
+from projects.cli_types import integer_at_least
+from projects.datasets import DATA_FILE, MANIFEST_FILE, DataError, content_hash, version_data_path
 from projects.scene_render import CHANNELS, IMAGE_SIZE, render
 
 GENERATOR_VERSION = "1"
@@ -68,9 +70,6 @@ SUMMARY_COLUMNS = [
 ]
 PIXEL_COLUMNS = [f"px_{i}" for i in range(N_PIXELS)]
 COLUMNS = META_COLUMNS + SUMMARY_COLUMNS + PIXEL_COLUMNS
-
-DATA_FILE = "data.parquet"
-MANIFEST_FILE = "manifest.json"
 
 _CHUNK = 1024  # images rendered at once: bounds memory (about 50 MB of float32 per buffer)
 
@@ -350,16 +349,6 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     df.to_parquet(path, index=False, **parquet_options(df.columns))
 
 
-def version_data_path(path: str | os.PathLike) -> Path:
-    """The Parquet file of a version given its directory, manifest or data file."""
-    path = Path(path)
-    if path.is_dir():
-        return path / DATA_FILE
-    if path.name == MANIFEST_FILE:
-        return path.parent / DATA_FILE
-    return path
-
-
 def load_version(path: str | os.PathLike, *, verify: bool = True) -> tuple[pd.DataFrame, dict]:
     """Read a version written by ``save_version`` (directory, manifest or data file).
 
@@ -386,20 +375,45 @@ def load_version(path: str | os.PathLike, *, verify: bool = True) -> tuple[pd.Da
     return df, manifest
 
 
+def training_version(data_dir: str | os.PathLike, mix: str = "summer", n: int = 8000, seed: int = 0) -> tuple[Path, dict]:
+    """The training set ``retrain`` builds, in ``<data_dir>/train``: ``tune`` uses the same one when
+    given no data, so with equal arguments both work on one data-set version (content-addressed:
+    built again, it is found, not duplicated)."""
+    return save_version(generate(n, mix, seed), Path(data_dir) / "train")
+
+
+def mix_name(text: str) -> str:
+    """An argparse type: the name of a mix in ``MIXES``."""
+    if text not in MIXES:
+        raise argparse.ArgumentTypeError(f"unknown mix {text!r}; known: {', '.join(sorted(MIXES))}")
+    return text
+
+
+def _record_in_project_run(manifest: dict) -> None:
+    """Under ``mlflow run`` (``MLFLOW_RUN_ID``), the project's run says which version it wrote: the
+    manifest as ``data/manifest.json`` and the ``gatekeeper.dataset.version`` tag. Nothing else is
+    logged there (its params are the command line's); run alone, this logs nothing."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from mlflow import MlflowClient
+
+    from plugins.run_context import TAG_DATASET
+
+    client = MlflowClient()
+    client.log_dict(run_id, manifest, "data/manifest.json")
+    client.set_tag(run_id, TAG_DATASET, manifest["content_hash"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m projects.scenes", description="Generate and store a road-scenes data-set version.")
-    parser.add_argument("--n", type=int, required=True, help="number of images")
-    parser.add_argument("--mix", default="summer", help=f"one of {sorted(MIXES)} (default summer)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=integer_at_least(1), required=True, help="number of images")
+    parser.add_argument("--mix", type=mix_name, default="summer", help=f"one of {sorted(MIXES)} (default summer)")
+    parser.add_argument("--seed", type=integer_at_least(0), default=0)
     parser.add_argument("--out", required=True, help="root directory of data-set versions")
     args = parser.parse_args(argv)
-    if args.n <= 0:
-        parser.error(f"--n must be positive, got {args.n}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    if args.mix not in MIXES:
-        parser.error(f"--mix must be one of {sorted(MIXES)}, got {args.mix!r}")
     path, manifest = save_version(generate(args.n, args.mix, args.seed), args.out)
+    _record_in_project_run(manifest)
     print(json.dumps({"path": str(path), "data": str(path / DATA_FILE), **manifest}, indent=2))
     return 0
 

@@ -21,9 +21,10 @@ as ``data/manifest.json`` when the table is a stored version; the model (``name=
 ``pt2`` format, see ``projects.model``) and, unless ``registered_model`` is None, a new version
 of that registered model.
 
-Run nesting: inside an active MLflow run (``retrain``, ``tune``) the training run is a nested
-child in the parent's experiment; otherwise a new run, or the run ``mlflow run`` prepared
-(``MLFLOW_RUN_ID``).
+Run nesting (``projects.run_scope``): inside an active MLflow run (``retrain``, ``tune``) the
+training run is a nested child in the parent's experiment; under ``mlflow run`` a child of the
+project's run (``MLFLOW_RUN_ID``), whose params are the command line's as typed (``lr=1e-3``) and
+would clash with the ones logged here (``0.001``); otherwise a new run.
 
 Early stopping watches ``val_loss`` with ``patience`` epochs and restores the best weights.
 ``on_epoch(epoch, val_loss, val_accuracy) -> bool`` is called after each epoch; returning True
@@ -144,24 +145,17 @@ class EarlyStopping:
         return self.bad_epochs > 0 and self.bad_epochs >= self.patience
 
 
-def _is_local(uri: str) -> bool:
-    scheme = urlparse(uri).scheme
-    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
-
-
 def resolve_data(data: str | os.PathLike) -> tuple[str, dict | None]:
     """The table a ``--data`` value names, and its manifest if it is a stored version.
 
     A data-set version directory (or its manifest) means its ``data.parquet``.
     """
-    from projects.scenes import MANIFEST_FILE, version_data_path
+    from projects.datasets import MANIFEST_FILE, is_local, local_table_path
 
     data = os.fspath(data)
-    if not _is_local(data):
+    if not is_local(data):
         return data, None
-    path = Path(urlparse(data).path if data.startswith("file:") else data)
-    if path.is_dir() or path.name == MANIFEST_FILE:
-        path = version_data_path(path)
+    path = Path(local_table_path(data))
     manifest_path = path.parent / MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     return str(path.resolve()), manifest
@@ -381,8 +375,9 @@ def train(
     import pandas as pd
     import torch
 
-    from projects.datasets import load_table, log_dataset_input
+    from projects.datasets import DataError, load_table, log_dataset_input
     from projects.model import RoadSceneNet
+    from projects.run_scope import child_run
     from projects.scenes import CLASS_NAMES, pixels, validate
 
     manifest = None
@@ -409,14 +404,10 @@ def train(
     device_ = pick_device(device)
     seed_everything(config.seed)
 
-    parent = mlflow.active_run()
-    if parent is None and experiment and not os.environ.get("MLFLOW_RUN_ID"):
+    if mlflow.active_run() is None and experiment and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
-    run_kwargs = {"run_name": run_name}
-    if parent is not None:
-        run_kwargs.update(nested=True, experiment_id=parent.info.experiment_id)
     try:
-        with mlflow.start_run(**run_kwargs) as run:
+        with child_run(run_name, error=DataError) as run:
             mlflow.log_params(
                 {
                     **asdict(config),
@@ -527,7 +518,9 @@ def _device_arg(text: str) -> str:
 def _data_arg(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("empty path")
-    if _is_local(text):
+    from projects.datasets import is_local
+
+    if is_local(text):
         path = Path(urlparse(text).path if text.startswith("file:") else text)
         if not path.exists():
             raise argparse.ArgumentTypeError(f"data file not found: {text}")

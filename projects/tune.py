@@ -6,7 +6,9 @@ median pruner cut short. With an RDB storage (``postgresql+psycopg2://…``, ``s
 ``tune`` processes, on one machine or many, work on one study at once: optuna hands each a trial.
 The best parameters feed ``train`` (``retrain`` does that).
 
-``python -m projects.tune --data PATH [--trials 30] [--storage URL] [--study NAME]``
+``python -m projects.tune [--data PATH] [--trials 30] [--storage URL] [--study NAME]``; without
+``--data``, the training set ``retrain`` builds (same ``--mix``, ``--train-size``, ``--seed``, in
+``--data-dir``), so what is tuned is what ``retrain`` trains on.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
     import mlflow
     import optuna
 
+    from projects.run_scope import child_run
+
     if trials < 1 or epochs < 1:
         raise ValueError(f"trials and epochs must be >= 1, got trials={trials}, epochs={epochs}")
     rdb = _storage(storage)  # a bad URL fails before any data is read
@@ -93,7 +97,8 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
     )
     pruned = 0
     client = mlflow.MlflowClient()
-    with mlflow.start_run(run_name=f"tune {study_name}", nested=mlflow.active_run() is not None) as parent:
+    # Under `mlflow run` a child of the project's run, whose params (storage="") would clash with these.
+    with child_run(f"tune {study_name}", error=ValueError) as parent:
         mlflow.log_params({"study": study_name, "trials": trials, "epochs": epochs, "storage": storage or "memory", "seed": seed})
 
         def objective(trial: optuna.Trial) -> float:
@@ -124,17 +129,36 @@ def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage
     return TuneResult(parent.info.run_id, study_name, dict(best.params), float(best.value), trials, pruned)
 
 
+def _data(args: argparse.Namespace) -> str:
+    """``--data``, or when empty the training set ``retrain`` would build with the same mix, size and
+    seed (generated into ``--data-dir`` the first time): what a newcomer's ``mlflow run . -e tune`` tunes."""
+    if args.data:
+        return args.data
+    from projects.scenes import training_version
+
+    path, manifest = training_version(args.data_dir, args.mix, args.train_size, args.seed)
+    print(f"tune: no --data: using the training set retrain builds, {path} ({manifest['n']} {args.mix} scenes)",
+          file=sys.stderr)
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from projects.scenes import mix_name
+
     parser = argparse.ArgumentParser(prog="tune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="scenes table or data-set version directory")
+    parser.add_argument("--data", default="", help="scenes table or data-set version directory (default: retrain's "
+                        "training set for --mix, --train-size and --seed, kept in --data-dir)")
+    parser.add_argument("--data-dir", default="data", help="where the default training set is kept (as retrain's)")
+    parser.add_argument("--mix", type=mix_name, default="summer", help="mix of the default training set")
+    parser.add_argument("--train-size", type=integer_at_least(100), default=8000, help="rows of the default training set")
     parser.add_argument("--trials", type=integer_at_least(1), default=10)
     parser.add_argument("--epochs", type=integer_at_least(1), default=6, help="epochs per trial (the pruner may stop earlier)")
     parser.add_argument("--storage", default="", help="optuna RDB URL to share the study between processes")
     parser.add_argument("--study", default="road-scenes")
-    parser.add_argument("--seed", type=integer_at_least(0), default=0)
+    parser.add_argument("--seed", type=integer_at_least(0), default=0, help="sampler and training seed (and the default data's)")
     args = parser.parse_args(argv)
     try:
-        result = tune(args.data, trials=args.trials, epochs=args.epochs, storage=args.storage or None,
+        result = tune(_data(args), trials=args.trials, epochs=args.epochs, storage=args.storage or None,
                       study_name=args.study, seed=args.seed)
     except (ValueError, OSError) as exc:
         print(f"tune: {exc}", file=sys.stderr)

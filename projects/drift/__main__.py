@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evidence (gatekeeper/drift.json, gatekeeper/drift_report.html) to an MLflow run.",
     )
     parser.add_argument("--model", required=True, help="candidate version: models:/NAME/VERSION (or models:/NAME@ALIAS)")
-    parser.add_argument("--current", required=True, help="current window: .parquet or .csv path, or any MLflow artifact URI")
+    parser.add_argument("--current", required=True, help="current window: .parquet or .csv path, a data-set version directory, or any MLflow artifact URI")
     parser.add_argument(
         "--reference",
         help="reference table (default: the dataset the candidate's training run logged as 'training')",

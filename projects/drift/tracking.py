@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from projects.datasets import DataError, content_hash, find_dataset_input, load_table, log_dataset_input
+from projects.datasets import (DataError, content_hash, find_dataset_input, is_local, load_table, local_table_path,
+                               log_dataset_input)
 from projects.run_scope import child_run
 
 from .report import DEFAULT_SAMPLE_SIZE, build_report
@@ -182,18 +183,19 @@ def run_drift(
     candidate = resolve_candidate(model_uri)
     if reference is not None:
         reference_source = _absolute(reference)
-        reference_df = load_window(reference, "reference")
+        reference_df = load_window(reference_source, "reference")
         reference_name = None
     else:
         reference_source, reference_df, reference_name = default_reference(candidate)
-    current_df = load_window(current, "current")
+    current_source = _absolute(current)
+    current_df = load_window(current_source, "current")
     return log_drift(
         reference_df,
         current_df,
         candidate_name=candidate.name,
         candidate_version=candidate.version,
         reference_source=reference_source,
-        current_source=_absolute(current),
+        current_source=current_source,
         reference_name=reference_name,
         label=label,
         prediction=prediction,
@@ -320,7 +322,8 @@ def _clip(text: str, limit: int = 500) -> str:
 
 
 def _absolute(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return str(Path(parsed.path if parsed.scheme == "file" else uri).resolve())
+    """The absolute path of a local table (of its data file, for a data-set version directory, as
+    ``train`` records it); any other URI unchanged."""
+    if is_local(uri):
+        return str(Path(local_table_path(uri)).resolve())
     return uri

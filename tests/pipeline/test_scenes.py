@@ -194,4 +194,4 @@ def test_generate_cli_writes_a_version(tmp_path):
         text=True,
         timeout=60,
     )
-    assert bad.returncode == 2 and "--mix must be one of" in bad.stderr
+    assert bad.returncode == 2 and "argument --mix: unknown mix 'winter'" in bad.stderr
