@@ -1,0 +1,192 @@
+"""Every ``MLproject`` entry point through the real ``mlflow run . -e NAME --env-manager local`` CLI.
+
+Each runs in its own ``mlflow run`` process on a throw-away SQLite store, with the smallest sizes that
+still exercise its code, and nothing prepared beforehand that a fresh clone would lack (data is
+made by the ``scenes`` entry point, or by ``tune`` / ``retrain`` themselves). Float parameters are
+given as a user may type them (``lr=3e-3``, ``epochs=1.0``): the project's run keeps them as typed,
+so a job that logged its own params into that run would be refused ("Changing param values is
+not allowed"). Every output is checked for that refusal and for the run-context provider failing
+to register.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugins.run_context import TAG_COMMIT, TAG_DATASET, TAG_STEP
+from projects.scenes import generate, save_version
+from tests.pipeline.test_run_context import REGISTRATION_FAILURE, is_commit_of_this_repository
+
+mlflow = pytest.importorskip("mlflow")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTED = {"scenes", "train", "tune", "evaluate", "drift", "retrain"}
+MODEL = "entry-points"
+_RUN_ID = re.compile(r"in run with ID '([0-9a-f]+)'")
+
+
+@dataclass
+class Project:
+    """``mlflow run`` of this repository against one SQLite store and experiment."""
+
+    root: Path
+    uri: str
+    experiment_id: str
+
+    @property
+    def client(self):
+        return mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def run(self, entry_point: str, **params) -> tuple:
+        """Run it; returns the project's run (finished), its stdout and all its output, once checked."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("MLFLOW_", "GATEKEEPER_", "PYTEST_"))}
+        env.update(MLFLOW_TRACKING_URI=self.uri, DO_NOT_TRACK="true", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+        command = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry_point, "--env-manager", "local",
+                   "--experiment-id", self.experiment_id, *[a for k, v in params.items() for a in ("-P", f"{k}={v}")]]
+        result = subprocess.run(command, cwd=self.root, env=env, capture_output=True, text=True, timeout=540)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-6000:]
+        assert REGISTRATION_FAILURE not in output and "Changing param values" not in output, output[-6000:]
+        run = self.client.get_run(_RUN_ID.search(output).group(1))
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.project.entryPoint"] == entry_point
+        assert all(run.data.params[k] == str(v) for k, v in params.items())  # as typed: "3e-3", "1.0"
+        return run, result.stdout, output
+
+    def children(self, run) -> dict:
+        """The runs whose parent is ``run``, by run name."""
+        found = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+        return {child.info.run_name: child for child in found}
+
+    def load_json(self, run, path: str) -> dict:
+        return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{path}")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("entry-points")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    experiment_id = mlflow.MlflowClient(tracking_uri=uri).create_experiment(
+        "entry-points", artifact_location=(root / "artifacts").as_uri())
+    return Project(root, uri, experiment_id)
+
+
+@pytest.fixture(scope="module")
+def scenes_run(project):
+    out = project.root / "scenes"
+    run, stdout, _ = project.run("scenes", n="200.0", mix="summer", seed=3, out=out)
+    return run, Path(json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])["path"])
+
+
+@pytest.fixture(scope="module")
+def window(project) -> Path:
+    """A rainy-season data-set version, as a window of production data (not what is tested here)."""
+    return save_version(generate(200, "rainy_season", seed=5), project.root / "windows")[0]
+
+
+@pytest.fixture(scope="module")
+def train_run(project, scenes_run):
+    return project.run("train", data=scenes_run[1], registered_model=MODEL, epochs=1, lr="3e-3", batch_size=64,
+                       width=4)[0]
+
+
+def test_every_entry_point_is_tested_here():
+    assert set(yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]) == TESTED
+
+
+def test_scenes_writes_a_version_and_the_project_run_names_it(project, scenes_run):
+    run, version = scenes_run
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert version.parent == project.root / "scenes" and version.name == manifest["content_hash"]
+    assert (manifest["n"], manifest["mix"]["name"], manifest["seed"]) == (200, "summer", 3)
+    assert (version / "data.parquet").is_file()
+    assert run.data.tags[TAG_DATASET] == manifest["content_hash"]
+    assert project.load_json(run, "data/manifest.json") == manifest
+
+
+def test_train_logs_a_child_run_and_registers_its_model(project, scenes_run, train_run):
+    manifest = json.loads((scenes_run[1] / "manifest.json").read_text())
+    child = project.children(train_run)["train"]
+    assert child.info.status == "FINISHED"
+    assert (child.data.params["lr"], child.data.params["epochs"], child.data.params["width"]) == ("0.003", "1", "4")
+    assert 0 <= child.data.metrics["best_val_accuracy"] <= 1 and child.data.metrics["epochs_run"] == 1
+    assert project.load_json(child, "data/manifest.json") == manifest
+    (dataset_input,) = child.inputs.dataset_inputs
+    assert {t.key: t.value for t in dataset_input.tags}["gatekeeper.content_hash"] == manifest["content_hash"]
+    version = project.client.get_model_version(MODEL, "1")
+    assert version.run_id == child.info.run_id
+
+
+def test_evaluate_scores_a_version_directory_and_logs_evidence(project, train_run, window):
+    run, _, output = project.run("evaluate", model=f"models:/{MODEL}/1", data=window, label="label", slices="weather")
+    child = project.children(run)[f"evaluate {MODEL} v1"]
+    assert 0 <= child.data.metrics["accuracy"] <= 1 and "slice/weather:rain/accuracy" in child.data.metrics
+    evidence = project.load_json(child, "gatekeeper/evidence.json")
+    manifest = json.loads((window / "manifest.json").read_text())
+    assert evidence["candidate"] == {"name": MODEL, "version": "1"} and evidence["baseline"] is None
+    assert (evidence["data"]["content_hash"], evidence["data"]["n_rows"]) == (manifest["content_hash"], 200)
+    assert f"{MODEL} v1 vs no production version (first release) on 200 rows" in output and "gate preview:" in output
+
+
+def test_drift_takes_a_version_directory_and_compares_it_with_the_training_set(project, scenes_run, train_run, window):
+    run, _, _ = project.run("drift", model=f"models:/{MODEL}/1", current=window, columns="weather,light,img_brightness")
+    child = project.children(run)[f"drift-{MODEL}-v1"]
+    assert child.data.tags["gatekeeper.drift"] == "1"
+    assert child.data.params["drift.current"] == str((window / "data.parquet").resolve())
+    assert child.data.metrics["n_columns"] == 3
+    summary = project.load_json(child, "gatekeeper/drift.json")
+    hashes = {side: json.loads((path / "manifest.json").read_text())["content_hash"]
+              for side, path in (("current", window), ("reference", scenes_run[1]))}
+    assert {side: summary[side]["content_hash"] for side in hashes} == hashes
+    assert "gatekeeper/drift_report.html" in [f.path for f in project.client.list_artifacts(child.info.run_id, "gatekeeper")]
+
+
+@pytest.fixture(scope="module")
+def tune_run(project):
+    return project.run("tune", trials=2, epochs="1.0", train_size=100, data_dir=project.root / "tune-data")[0]
+
+
+def test_tune_without_data_builds_retrains_training_set_and_nests_its_trials(project, tune_run):
+    (version,) = (project.root / "tune-data" / "train").iterdir()
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert (manifest["n"], manifest["mix"]["name"], manifest["seed"]) == (100, "summer", 0)
+    study = project.children(tune_run)["tune road-scenes"]
+    assert study.data.params["storage"] == "memory" != tune_run.data.params["storage"]  # clashed before: "''"
+    assert study.data.params["epochs"] == "1" and "best_val_accuracy" in study.data.metrics
+    trials = project.children(study)
+    assert set(trials) == {"trial 0", "trial 1"}
+    assert {t.data.tags["trial_state"] for t in trials.values()} <= {"COMPLETE", "PRUNED"}
+    for trial in trials.values():
+        (dataset_input,) = trial.inputs.dataset_inputs
+        assert {t.key: t.value for t in dataset_input.tags}["gatekeeper.content_hash"] == manifest["content_hash"]
+
+
+def test_retrain_steps_carry_the_run_context_tags(project, tune_run):
+    run, _, output = project.run("retrain", registered_model=f"{MODEL}-retrain", train_size=100, eval_size=100,
+                              window_size=100, epochs="1.0", data_dir=project.root / "retrain-data")
+    cycle = project.children(run)[f"retrain {MODEL}-retrain"]
+    assert cycle.data.params["epochs"] == "1"
+    assert cycle.data.tags["gatekeeper.verdict"] in ("promote", "refuse_worse", "refuse_insufficient_evidence")
+    assert "=== retrain summary ===" in output
+    steps = project.children(cycle)
+    assert set(steps) == {"train", f"drift-{MODEL}-retrain-v1", f"evaluate {MODEL}-retrain v1"}
+    dataset = cycle.data.tags[TAG_DATASET]
+    for name, step in steps.items():
+        tags = step.data.tags
+        assert name.startswith(tags[TAG_STEP]) and tags[TAG_DATASET] == dataset, (name, tags)
+        assert is_commit_of_this_repository(tags[TAG_COMMIT]), tags[TAG_COMMIT]
+    # tune's default data is the very training set retrain builds with the same mix, size and seed
+    (tuned,) = (project.root / "tune-data" / "train").iterdir()
+    assert tuned.name == dataset
