@@ -8,25 +8,20 @@ which check failed, by how much, and what to do next.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
+from registry_hooks import comparison_checks
+from registry_hooks.checks import FAIL_INSUFFICIENT, FAIL_WORSE, PASS, SKIP, WARN, Check
 from registry_hooks.drift_summary import DriftSummary, parse_timestamp
 from registry_hooks.evidence import Evidence, VersionRef
 from registry_hooks.policy import ModelPolicy
-from registry_hooks.statistics import Comparison, PairedOutcomes, compare, holm
 
 PROMOTE = "promote"
 REFUSE_WORSE = "refuse_worse"
 REFUSE_INSUFFICIENT = "refuse_insufficient_evidence"
 ROLLBACK = "rollback"
-
-PASS, WARN, SKIP = "pass", "warn", "skip"
-FAIL_WORSE, FAIL_INSUFFICIENT = "fail_worse", "fail_insufficient"
-
 
 @dataclass(frozen=True)
 class Baseline:
@@ -54,14 +49,6 @@ class DriftFinding:
     summary: DriftSummary | None
     error: str | None
     run_time: datetime
-
-
-@dataclass
-class Check:
-    name: str
-    outcome: str
-    message: str
-    numbers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,18 +109,6 @@ class Decision:
         }
 
 
-def _pct(confidence: float) -> str:
-    return f"{confidence * 100:g}%"
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
-
-
-def _ci(c: Comparison) -> str:
-    return f"[{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]"
-
-
 def _evidence_checks(
     policy: ModelPolicy, candidate: VersionRef, baseline: Baseline, finding: EvidenceFinding | None, now: datetime
 ) -> Check:
@@ -192,130 +167,6 @@ def _evidence_checks(
     return Check("evidence", PASS, f"evidence run {finding.run_id}: {finding.evidence.n} examples on data {data_hash[:12]}…", numbers)
 
 
-def _compare(policy: ModelPolicy, metric: str, outcomes: PairedOutcomes, *, margin=0.0, tolerance=0.0) -> Comparison:
-    return compare(
-        metric,
-        outcomes,
-        margin=margin,
-        tolerance=tolerance,
-        confidence=policy.confidence,
-        n_resamples=policy.evidence.bootstrap_resamples,
-        positive_label=policy.evidence.positive_label if policy.evidence.positive_label is not None else 1,
-    )
-
-
-def _primary_check(policy: ModelPolicy, outcomes: PairedOutcomes, worse_elsewhere: list[str]) -> Check:
-    """``worse_elsewhere``: the other checks that found the candidate worse. When there are any,
-    the refusal rests on them, and "evaluate on more examples" would be advice that cannot help."""
-    threshold = policy.primary
-    c = _compare(policy, threshold.metric, outcomes, margin=threshold.margin)
-    alpha = 1 - policy.confidence
-    name = f"primary:{threshold.metric}"
-    text = (
-        f"{threshold.metric}: candidate {_fmt(c.candidate)} vs baseline {_fmt(c.baseline)}, "
-        f"improvement {_fmt(c.improvement)} ({_pct(policy.confidence)} CI {_ci(c)}, p={c.p_better:.3g}, {c.method}, n={c.n})"
-    )
-    if c.p_better < alpha:
-        return Check(name, PASS, f"{text} ≥ required margin {threshold.margin:g}", c.to_dict())
-    if c.ci_high < threshold.margin:
-        return Check(
-            name, FAIL_WORSE,
-            f"{text}: does not improve by the required margin {threshold.margin:g}; fix the model, don't re-run",
-            c.to_dict(),
-        )
-    advice = (
-        f"the refusal rests on {', '.join(worse_elsewhere)}: fix that first, more examples will not change it"
-        if worse_elsewhere else "evaluate on more examples or improve the model"
-    )
-    return Check(
-        name, FAIL_INSUFFICIENT,
-        f"{text}: cannot show an improvement of at least {threshold.margin:g} at {_pct(policy.confidence)} "
-        f"confidence; {advice}",
-        c.to_dict(),
-    )
-
-
-def _non_inferiority(name: str, c: Comparison, p_worse: float, tolerance: float, alpha: float) -> Check:
-    text = (
-        f"{c.metric}: candidate {_fmt(c.candidate)} vs baseline {_fmt(c.baseline)}, change {_fmt(c.improvement)} "
-        f"(CI {_ci(c)}, n={c.n}, tolerance {tolerance:g})"
-    )
-    numbers = c.to_dict() | {"p_worse_adjusted": p_worse}
-    if p_worse < alpha:
-        return Check(name, FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}, p={p_worse:.3g}", numbers)
-    if c.improvement < -tolerance:
-        return Check(
-            name, FAIL_INSUFFICIENT,
-            f"{name}: worse than baseline beyond tolerance but not significantly so: {text}; add examples of this case",
-            numbers,
-        )
-    return Check(name, PASS, f"{name}: within tolerance: {text}", numbers)
-
-
-def _secondary_checks(policy: ModelPolicy, outcomes: PairedOutcomes) -> list[Check]:
-    alpha = 1 - policy.confidence
-    checks = []
-    for threshold in policy.secondary:
-        c = _compare(policy, threshold.metric, outcomes, tolerance=threshold.tolerance)
-        checks.append(_non_inferiority(f"secondary:{threshold.metric}", c, c.p_worse, threshold.tolerance, alpha))
-    return checks
-
-
-def _slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutcomes) -> list[Check]:
-    spec = policy.slices
-    metric = spec.metric or policy.primary.metric
-    checks: list[Check] = []
-    tested: list[tuple[str, Comparison]] = []
-    for column in spec.columns:
-        values = evidence.slices.get(column)
-        if values is None:
-            checks.append(Check(
-                f"slice:{column}", FAIL_INSUFFICIENT,
-                f"the policy requires slice column '{column}' but the evidence has none; re-evaluate with slices={column}",
-            ))
-            continue
-        for value in np.unique(values):
-            mask = values == value
-            name = f"slice:{column}={value}:{metric}"
-            size = int(mask.sum())
-            if size < spec.min_size:
-                checks.append(Check(name, SKIP, f"{name}: {size} examples, below the minimum {spec.min_size}; not tested", {"n": size}))
-                continue
-            try:
-                tested.append((name, _compare(policy, metric, outcomes.subset(mask), tolerance=spec.tolerance)))
-            except ValueError as exc:  # e.g. roc_auc on a slice holding one class only
-                checks.append(Check(name, SKIP, f"{name}: not tested, the metric is undefined here ({exc})", {"n": size}))
-    adjusted = holm([c.p_worse for _, c in tested]) if tested else []
-    alpha = 1 - policy.confidence
-    checks += [_non_inferiority(name, c, p, spec.tolerance, alpha) for (name, c), p in zip(tested, adjusted)]
-    return checks
-
-
-def _first_release_checks(policy: ModelPolicy, evidence: Evidence) -> list[Check]:
-    if not policy.first_release:
-        return [Check("first_release", PASS, "first release: no absolute thresholds configured")]
-    # The statistics module scores pairs; scoring the candidate against itself yields its value.
-    alone = PairedOutcomes(label=evidence.label, baseline=evidence.candidate_only, candidate=evidence.candidate_only)
-    checks = []
-    for threshold in policy.first_release:
-        value = _compare(policy, threshold.metric, alone).candidate
-        low_ok = threshold.min is None or value >= threshold.min
-        high_ok = threshold.max is None or value <= threshold.max
-        bounds = " and ".join(
-            text for text in (
-                f"≥ {threshold.min:g}" if threshold.min is not None else "",
-                f"≤ {threshold.max:g}" if threshold.max is not None else "",
-            ) if text
-        )
-        outcome = PASS if low_ok and high_ok else FAIL_WORSE
-        checks.append(Check(
-            f"first_release:{threshold.metric}", outcome,
-            f"first release: {threshold.metric} = {_fmt(value)}, required {bounds}",
-            {"value": value, "min": threshold.min, "max": threshold.max},
-        ))
-    return checks
-
-
 def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFinding | None, now: datetime) -> Check | None:
     rules = policy.drift
     if not rules.required:
@@ -361,12 +212,14 @@ def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: Evidenc
     advice can agree with the verdict the other checks already force."""
     found = finding.evidence
     try:
+        labels = comparison_checks.evidence_labels(policy, found)
         if baseline.version is None:
-            return _first_release_checks(policy, found)
-        rest = _secondary_checks(policy, found.outcomes) + _slice_checks(policy, found, found.outcomes)
+            return comparison_checks.first_release_checks(policy, found, labels)
+        rest = comparison_checks.secondary_checks(policy, found.outcomes, labels)
+        rest += comparison_checks.slice_checks(policy, found, found.outcomes, labels)
         worse = [c.name for c in rest + other_checks if c.outcome == FAIL_WORSE]
-        return [_primary_check(policy, found.outcomes, worse)] + rest
-    except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities)
+        return [comparison_checks.primary_check(policy, found.outcomes, labels, worse)] + rest
+    except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities, a stray class)
         return [Check("evidence", FAIL_INSUFFICIENT, f"evidence run {finding.run_id} cannot be scored: {exc}")]
 
 
@@ -395,7 +248,8 @@ def decide(
     return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=checks, evidence_run_ids=run_ids)
 
 
-__all__ = [
+__all__ = [  # the check outcomes are re-exported: callers read a decision's checks through this module
     "Baseline", "Check", "Decision", "DriftFinding", "EvidenceFinding",
-    "PROMOTE", "REFUSE_INSUFFICIENT", "REFUSE_WORSE", "decide",
+    "FAIL_INSUFFICIENT", "FAIL_WORSE", "PASS", "SKIP", "WARN",
+    "PROMOTE", "REFUSE_INSUFFICIENT", "REFUSE_WORSE", "ROLLBACK", "decide",
 ]

@@ -186,6 +186,14 @@ def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -
     return ModelOutcomes(prediction=prediction, **optional)
 
 
+def _no_nan_classes(columns: Mapping[str, np.ndarray]) -> None:
+    """A NaN class would be a class of its own (NaN != NaN): refuse it in labels and predictions."""
+    for name in ["label"] + [n for n in columns if n.endswith(".prediction")]:
+        values = columns[name]
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            raise EvidenceError(f"'{name}' holds {int(np.isnan(values).sum())} NaN values: a class label must be a value")
+
+
 def _column_array(column, as_text: bool) -> np.ndarray:
     """A numpy array of one outcomes column; text via its dictionary, so each distinct value is built once."""
     if as_text:
@@ -239,6 +247,8 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
         label = label.astype(np.float64)
         if not np.isfinite(label).all():
             raise EvidenceError("'label' holds NaN or infinite values")
+    else:
+        _no_nan_classes(columns)
     candidate = _model_outcomes(columns, "candidate", manifest.task)
     paired = None
     if manifest.baseline is not None:

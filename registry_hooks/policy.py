@@ -13,6 +13,7 @@ import copy
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_hooks import names
+from registry_hooks.sufficiency import BOOTSTRAP_RESOLUTION, FLOORS
 
 POLICY_ENV_VAR = "GATEKEEPER_POLICY"
 
@@ -86,19 +88,36 @@ class AbsoluteThreshold:
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """Named slice columns, each value of which must not regress beyond ``tolerance``."""
+    """Named slice columns, each value of which must not regress beyond ``tolerance``.
+
+    ``mode``: ``detect`` refuses a slice shown worse than the tolerance; ``prove`` requires every
+    slice to be shown within it. Both are Bonferroni-corrected for the number of slices tested.
+    ``untestable``: what a slice does where its metric is undefined or degenerate (a single
+    class for f1, precision, recall, roc_auc): ``block`` (refuse as not enough evidence) or
+    ``skip``. Slices below ``min_size`` rows are skipped either way.
+    """
 
     columns: tuple[str, ...] = ()
     metric: str | None = None  # None: the primary metric
     tolerance: float = 0.02
     min_size: int = 30
+    mode: str = "detect"
+    untestable: str = "block"
 
 
 @dataclass(frozen=True)
 class EvidenceRules:
+    """Freshness, resampling, the label set, and the minimum evidence for any comparison
+    (see ``registry_hooks.sufficiency``; the policy may raise the minimums, never lower them
+    below ``sufficiency.FLOORS``)."""
+
     max_age_seconds: float = 7 * 86400
     bootstrap_resamples: int = 1000
     positive_label: str | int | None = None
+    classes: tuple[str | int, ...] | None = None  # None: the labels present in the evaluation set
+    min_rows: int = 30
+    min_discordant: int = 10
+    min_per_class: int = 10
 
 
 @dataclass(frozen=True)
@@ -135,9 +154,11 @@ DEFAULT_POLICY: dict[str, Any] = {
     "primary": {"metric": "accuracy", "margin": 0.0},
     "confidence": 0.95,
     "secondary": [],
-    "slices": {"columns": [], "metric": None, "tolerance": 0.02, "min_size": 30},
+    "slices": {"columns": [], "metric": None, "tolerance": 0.02, "min_size": 30, "mode": "detect",
+               "untestable": "block"},
     "first_release": [],
-    "evidence": {"max_age": "7d", "bootstrap_resamples": 1000, "positive_label": None},
+    "evidence": {"max_age": "7d", "bootstrap_resamples": 1000, "positive_label": None, "classes": None,
+                 "min_rows": 30, "min_discordant": 10, "min_per_class": 10},
     "drift": {
         "required": False,
         "max_share_drifted": 0.3,
@@ -212,11 +233,36 @@ class _Reader:
             raise PolicyError(f"{self.path}.{key}: expected a list of non-empty names, got {value!r}")
         return tuple(value)
 
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        value = self.data.get(key)
+        if value not in allowed:
+            raise PolicyError(f"{self.path}.{key}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+
     def optional_name(self, key: str) -> str | None:
         value = self.data.get(key)
         if value is not None and not (isinstance(value, str) and value.strip()):
             raise PolicyError(f"{self.path}.{key}: expected a name or null, got {value!r}")
         return value
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _classes(value: Any, positive_label: Any, path: str) -> tuple[str | int, ...] | None:
+    """The declared label set: at least two distinct labels, holding the positive one."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) < 2 or not all(_is_label(v) for v in value):
+        raise PolicyError(f"{path}: expected a list of at least two labels (strings or integers), got {value!r}")
+    if len(set(value)) != len(value):
+        raise PolicyError(f"{path}: labels must be distinct, got {value!r}")
+    if len({type(v) for v in value}) > 1:
+        raise PolicyError(f"{path}: labels must be all strings or all integers, got {value!r}")
+    if positive_label is not None and positive_label not in value:
+        raise PolicyError(f"{path}: the positive_label {positive_label!r} is not among the classes {value!r}")
+    return tuple(value)
 
 
 def _metric_name(value: Any, path: str) -> str:
@@ -282,13 +328,15 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
         raise PolicyError(f"{path}.promote_to.stage {promote_to.stage!r} is not among targets.stages {list(stages)}")
 
     slices = root.child("slices")
-    slices.check_keys({"columns", "metric", "tolerance", "min_size"})
+    slices.check_keys({"columns", "metric", "tolerance", "min_size", "mode", "untestable"})
     slice_metric = data["slices"].get("metric")
     evidence = root.child("evidence")
-    evidence.check_keys({"max_age", "bootstrap_resamples", "positive_label"})
+    evidence.check_keys({"max_age", "bootstrap_resamples", "positive_label", "classes", "min_rows",
+                         "min_discordant", "min_per_class"})
     positive_label = data["evidence"].get("positive_label")
-    if positive_label is not None and not isinstance(positive_label, (str, int)):
+    if positive_label is not None and not _is_label(positive_label):
         raise PolicyError(f"{path}.evidence.positive_label: expected a label (string or integer)")
+    classes = _classes(data["evidence"].get("classes"), positive_label, f"{path}.evidence.classes")
     drift = root.child("drift")
     drift.check_keys({"required", "max_share_drifted", "critical_columns", "max_age", "mode"})
     mode = data["drift"].get("mode")
@@ -296,7 +344,7 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
         raise PolicyError(f"{path}.drift.mode: expected 'block' or 'warn', got {mode!r}")
     overrides = root.child("overrides")
     overrides.check_keys({"allowed"})
-    return ModelPolicy(
+    return _check_resolution(ModelPolicy(
         targets=tgt,
         promote_to=PromoteTo(
             alias=tgt.canonical_alias(promote_to.alias) if promote_to.alias else None,
@@ -309,13 +357,19 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
             columns=slices.names("columns"),
             metric=_metric_name(slice_metric, f"{path}.slices.metric") if slice_metric else None,
             tolerance=slices.number("tolerance", 0.0, 1e9),
-            min_size=int(slices.number("min_size", 1, 10**9, integer=True)),
+            min_size=int(slices.number("min_size", FLOORS.rows, 10**9, integer=True)),
+            mode=slices.choice("mode", ("detect", "prove")),
+            untestable=slices.choice("untestable", ("block", "skip")),
         ),
         first_release=_list_of(data.get("first_release") or [], f"{path}.first_release", _absolute),
         evidence=EvidenceRules(
             max_age_seconds=parse_duration(data["evidence"].get("max_age"), f"{path}.evidence.max_age"),
             bootstrap_resamples=int(evidence.number("bootstrap_resamples", 100, 100_000, integer=True)),
             positive_label=positive_label,
+            classes=classes,
+            min_rows=int(evidence.number("min_rows", FLOORS.rows, 10**9, integer=True)),
+            min_discordant=int(evidence.number("min_discordant", FLOORS.discordant, 10**9, integer=True)),
+            min_per_class=int(evidence.number("min_per_class", FLOORS.per_class, 10**9, integer=True)),
         ),
         drift=DriftRules(
             required=drift.boolean("required"),
@@ -325,7 +379,29 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
             mode=mode,
         ),
         allow_overrides=overrides.boolean("allowed"),
-    )
+    ), path)
+
+
+def _check_resolution(policy: ModelPolicy, path: str) -> ModelPolicy:
+    """Refuse settings under which a bootstrapped metric could never reach significance.
+
+    The smallest bootstrap p-value is 1 / (resamples + 1): with confidence 0.995 and 100
+    resamples no bootstrapped metric could ever pass, and no slice regression ever be flagged.
+    """
+    from registry_hooks.statistics import METRICS
+
+    used = {policy.primary.metric, policy.slices.metric or policy.primary.metric}
+    used |= {t.metric for t in policy.secondary}
+    bootstrapped = sorted(m for m in used if METRICS[m].family == "aggregate")
+    alpha = 1.0 - policy.confidence
+    needed = math.ceil(BOOTSTRAP_RESOLUTION / alpha)
+    if bootstrapped and policy.evidence.bootstrap_resamples + 1 < needed:
+        raise PolicyError(
+            f"{path}.evidence.bootstrap_resamples: {policy.evidence.bootstrap_resamples} resamples cannot reach "
+            f"significance at confidence {policy.confidence} for {', '.join(bootstrapped)} (the smallest p, "
+            f"1/(resamples + 1), must be at most (1 - confidence)/{BOOTSTRAP_RESOLUTION}); use at least {needed - 1}"
+        )
+    return policy
 
 
 @dataclass(frozen=True)

@@ -142,15 +142,23 @@ def _model_outcomes(fields: dict[str, np.ndarray]) -> ModelOutcomes:
 
 def compare_all(paired: PairedOutcomes, metric_names: list[str], slices: dict[str, np.ndarray],
                 slice_metric: str, min_slice: int = 1):
-    """Overall and per-slice comparisons with the gate's statistics (candidate vs itself on first release)."""
-    overall = {m: compare(m, paired) for m in metric_names}
+    """Overall and per-slice comparisons with the gate's statistics (candidate vs itself on first release).
+
+    For this report the label set of class metrics is every value seen (labels and both models'
+    predictions), so a model that predicts a class absent from the labels is still reported;
+    the gate itself judges with the policy's label set.
+    """
+    classes = None
+    if any(METRICS[m].classes for m in [*metric_names, slice_metric]):
+        classes = np.unique(np.concatenate([paired.label, paired.baseline.prediction, paired.candidate.prediction]))
+    overall = {m: compare(m, paired, classes=classes) for m in metric_names}
     per_slice = {}
     for column, values in slices.items():
         for value in np.unique(values):
             mask = values == value
             if mask.sum() >= min_slice:
                 try:
-                    per_slice[(column, str(value))] = compare(slice_metric, paired.subset(mask))
+                    per_slice[(column, str(value))] = compare(slice_metric, paired.subset(mask), classes=classes)
                 except ValueError:  # metric undefined on this slice (e.g. one class only)
                     continue
     return overall, per_slice

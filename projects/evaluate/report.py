@@ -50,7 +50,7 @@ def _slice_chart(per_slice: dict, path: Path, paired: bool) -> None:
         high = np.array([c.ci_high for _, c in items]) - centre
         bottom.errorbar(x, centre, yerr=[low, high], fmt="o", capsize=4)
         bottom.axhline(0.0, color="grey", linewidth=1)
-        bottom.set_ylabel(f"improvement ({items[0][1].confidence:.0%} CI)" if items else "improvement")
+        bottom.set_ylabel(f"improvement (one-sided {items[0][1].confidence:.0%} bounds)" if items else "improvement")
     bottom.set_xticks(x, labels, rotation=30, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -473,3 +473,20 @@ def test_manifest_is_not_modified_by_parsing(good_manifest):
 
 def test_evidence_error_is_a_value_error():
     assert issubclass(EvidenceError, ValueError)
+
+
+def test_nan_classes_are_an_evidence_error():
+    import hashlib
+    import json
+
+    from registry_hooks.evidence import FORMAT, EvidenceError, outcomes_table, parse_manifest, parse_outcomes
+
+    for label, prediction in (([0.0, float("nan"), 1.0], [0, 1, 1]), ([0, 1, 1], [0.0, float("nan"), 1.0])):
+        raw = outcomes_table(row_id=range(3), label=label, candidate={"prediction": prediction})
+        manifest = parse_manifest(json.dumps({
+            "format": FORMAT, "task": "classification", "candidate": {"name": "m", "version": "1"}, "baseline": None,
+            "data": {"name": "d", "content_hash": "0" * 64, "n_rows": 3}, "created_at": "2024-06-01T00:00:00+00:00",
+            "outcomes": {"sha256": hashlib.sha256(raw).hexdigest()},
+        }))
+        with pytest.raises(EvidenceError, match="NaN values: a class label must be a value"):
+            parse_outcomes(raw, manifest, "run")

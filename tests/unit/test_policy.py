@@ -380,7 +380,7 @@ def test_validation_errors_name_the_key_path(data, path, fragment):
 def test_unknown_key_message_lists_the_allowed_keys():
     with pytest.raises(PolicyError) as info:
         Policy.from_dict(defaults(slices={"colums": ["a"]}))
-    assert "allowed: columns, metric, min_size, tolerance" in str(info.value)
+    assert "allowed: columns, metric, min_size, mode, tolerance, untestable" in str(info.value)
 
 
 def test_unknown_metric_message_lists_the_known_metrics():
@@ -483,3 +483,47 @@ def test_model_order_is_content():
     a = {"models": [{"pattern": "a*", "confidence": 0.9}, {"pattern": "b*", "confidence": 0.8}]}
     b = {"models": [{"pattern": "b*", "confidence": 0.8}, {"pattern": "a*", "confidence": 0.9}]}
     assert Policy.from_dict(a).content_hash != Policy.from_dict(b).content_hash
+
+
+# ------------------------------------------------------- minimum evidence, label set, slice modes
+
+
+def with_defaults(**section) -> Policy:
+    return Policy.from_dict({"version": 1, "defaults": section})
+
+
+@pytest.mark.parametrize("key, floor", [("min_rows", 30), ("min_discordant", 10), ("min_per_class", 10)])
+def test_minimums_may_be_raised_but_not_dropped_below_the_floor(key, floor):
+    assert getattr(with_defaults().default.evidence, key) == floor
+    assert getattr(with_defaults(evidence={key: floor * 3}).default.evidence, key) == floor * 3
+    with pytest.raises(PolicyError, match=rf"policy.defaults.evidence.{key}: expected an integer in \[{floor}, "):
+        with_defaults(evidence={key: floor - 1})
+    with pytest.raises(PolicyError, match=r"policy.defaults.slices.min_size: expected an integer in \[30, "):
+        with_defaults(slices={"min_size": 5})
+
+
+def test_the_label_set_is_declared_whole_and_holds_the_positive_label():
+    policy = with_defaults(evidence={"classes": ["ham", "spam"], "positive_label": "spam"}).default
+    assert policy.evidence.classes == ("ham", "spam")
+    for classes, message in [(["spam"], "at least two labels"), (["a", "a"], "distinct"), ([0, "a"], "all strings or all"),
+                             (["ham", "eggs"], "positive_label 'spam' is not among"), ([True, False], "at least two labels")]:
+        with pytest.raises(PolicyError, match=message):
+            with_defaults(evidence={"classes": classes, "positive_label": "spam"})
+
+
+def test_slice_modes_and_untestable_slices_are_choices():
+    spec = with_defaults(slices={"mode": "prove", "untestable": "skip"}).default.slices
+    assert (spec.mode, spec.untestable) == ("prove", "skip")
+    assert (with_defaults().default.slices.mode, with_defaults().default.slices.untestable) == ("detect", "block")
+    with pytest.raises(PolicyError, match="slices.mode: expected one of 'detect', 'prove', got 'strict'"):
+        with_defaults(slices={"mode": "strict"})
+
+
+def test_confidence_and_resamples_that_cannot_reach_significance_are_refused():
+    with pytest.raises(PolicyError, match=r"100 resamples cannot reach significance at confidence 0.995 for f1.*use at least 1999"):
+        with_defaults(primary={"metric": "f1"}, confidence=0.995, evidence={"bootstrap_resamples": 100})
+    assert with_defaults(primary={"metric": "f1"}, confidence=0.995, evidence={"bootstrap_resamples": 2000})
+    assert with_defaults(confidence=0.995, evidence={"bootstrap_resamples": 100})  # accuracy is not bootstrapped
+    with pytest.raises(PolicyError, match="for rmse"):
+        with_defaults(primary={"metric": "mae"}, secondary=[{"metric": "rmse"}], confidence=0.99,
+                 evidence={"bootstrap_resamples": 500})
