@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from plugins.evidence_source import EvidenceSource
+from plugins.params import parse_int, parse_text, parse_version
 from plugins.request_context import current_actor, current_route
 from registry_hooks.audit import log as audit
 from registry_hooks.decision import PASS, PROMOTE, ROLLBACK, Baseline, Check, Decision, decide
@@ -284,7 +285,7 @@ class GatekeeperStore(SqlAlchemyStore):
         judges under the lock, so a promotion always ends. Refusals are committed to the audit log
         before the error is raised, so a refused attempt is recorded as surely as an approved one.
         """
-        version = str(int(version)) if str(version).isdigit() else str(version)
+        version = parse_version(version)
         policy = self.policy.for_model(name)
         route = current_route(mode if mode != "gate" else "in-process")
         for attempt in range(self._OPTIMISTIC_ATTEMPTS):
@@ -346,12 +347,14 @@ class GatekeeperStore(SqlAlchemyStore):
             return model is not None and self._is_prompt(model)
 
     def set_registered_model_alias(self, name, alias, version):
+        version = parse_version(version)  # "01", "١" or " 1" must not slip past the holder checks
         canonical = self.policy.for_model(name).targets.canonical_alias(alias or "")
         if canonical is None or self._model_is_prompt(name):
             return super().set_registered_model_alias(name, alias, version)
         self._promote(name, str(version), [Target("alias", canonical)])
 
     def transition_model_version_stage(self, name, version, stage, archive_existing_versions):
+        version = parse_version(version)
         policy = self.policy.for_model(name)
         canonical = get_canonical_stage(stage)
         if self._model_is_prompt(name):
@@ -396,6 +399,7 @@ class GatekeeperStore(SqlAlchemyStore):
             return super().delete_registered_model_alias(name, alias)
 
     def delete_model_version(self, name, version):
+        version = parse_version(version)
         if self._model_is_prompt(name):
             return super().delete_model_version(name, version)
         with self._locked(name) as (session, _model):
@@ -466,20 +470,22 @@ class GatekeeperStore(SqlAlchemyStore):
 
     def promote(self, name: str, version: str, *, force: bool = False, reason: str | None = None) -> Decision | None:
         """Move ``version`` to every target of the policy's ``promote_to`` in one gated transaction."""
+        reason = parse_text(reason, "reason")
         if force:
             if not self.policy.for_model(name).allow_overrides:
                 raise _refuse(f"the policy for {name} does not allow overrides")
-            if not (reason or "").strip():
+            if reason is None:
                 raise MlflowException("an override needs --reason: it is written to the audit log", INVALID_PARAMETER_VALUE)
         return self._promote(name, version, self._promote_targets(name), mode="override" if force else "gate", reason=reason)
 
     def explain(self, name: str, version: str) -> Decision:
         """The decision a promotion would get now, changing nothing."""
+        version = parse_version(version)
         policy = self.policy.for_model(name)
         targets = self._promote_targets(name)
         with self.ManagedSessionMaker() as session:
-            self._require_version(session, name, str(version))
-            return self._judge(session, name, str(version), targets, policy, self._state(session, name, policy))
+            self._require_version(session, name, version)
+            return self._judge(session, name, version, targets, policy, self._state(session, name, policy))
 
     def baseline(self, name: str) -> Baseline:
         """The version a new candidate of ``name`` would be compared with now (the gate's own rule)."""
@@ -491,9 +497,11 @@ class GatekeeperStore(SqlAlchemyStore):
 
     def rollback(self, name: str, reason: str | None = None) -> Decision:
         """Move production back to the version approved before the current one."""
+        reason = parse_text(reason, "reason")
         policy = self.policy.for_model(name)
         targets = self._promote_targets(name)
         with self.ManagedSessionMaker() as session:
+            self._require_model(session, name)  # unknown model: 404, not "nothing to roll back to"
             state = self._state(session, name, policy)
             current = next((state.holder(t) for t in targets if state.holder(t)), None)
             previous = next(
@@ -507,6 +515,15 @@ class GatekeeperStore(SqlAlchemyStore):
             )
         return self._promote(name, previous, targets, mode="rollback", reason=reason or f"roll back from v{current}")
 
-    def history(self, name: str, limit: int = 100) -> list[audit.DecisionRecord]:
+    def history(self, name: str, limit: int | str = 100) -> list[audit.DecisionRecord]:
+        """The newest ``limit`` (1..10,000) decisions about ``name``.
+
+        A name that is neither registered nor in the audit log is a 404; a deleted model's
+        decisions stay readable (the log is append-only so that they do).
+        """
+        limit = parse_int(limit, "limit", 1, 10_000)
         with self.ManagedSessionMaker() as session:
-            return audit.history(session, name, limit)
+            records = audit.history(session, name, limit)
+            if not records:
+                self._require_model(session, name)
+            return records

@@ -18,7 +18,9 @@ import os
 from typing import Any, Callable
 
 from flask import Blueprint, Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
+from plugins.params import parse_flag, parse_name, wrong_type
 from registry_hooks.policy import Policy
 
 BASIC_AUTH_ENV = "GATEKEEPER_BASIC_AUTH"
@@ -58,27 +60,14 @@ def _error(exc: Exception) -> tuple[Response, int]:
 
 
 def _params() -> dict[str, Any]:
+    """The request's fields: a GET's query string, else the body, which must be one JSON object."""
+    from plugins.params import invalid_parameter, json_object
+
     if request.method == "GET":
         return request.args.to_dict()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        raise MlflowException("send a JSON object as the request body", INVALID_PARAMETER_VALUE)
-    return body
-
-
-def _required(params: dict[str, Any], key: str) -> str:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    value = params.get(key)
-    if value is None or str(value).strip() == "":
-        raise MlflowException(f"missing required parameter '{key}'", INVALID_PARAMETER_VALUE)
-    if key == "version" and not str(value).isdigit():
-        raise MlflowException(f"'version' must be a positive integer, got {value!r}", INVALID_PARAMETER_VALUE)
-    return str(value)
+    if request.mimetype != "application/json":  # MLflow's rule: not "+json" types, which Flask also takes
+        raise invalid_parameter(f"send a JSON object with Content-Type: application/json, got {request.mimetype!r}")
+    return json_object(request.get_data(cache=False))
 
 
 def _require_admin() -> None:
@@ -132,47 +121,69 @@ def _decision_payload(decision) -> dict[str, Any]:
     return decision.to_dict() | {"summary": decision.summary()}
 
 
+def _string(params: dict[str, Any], key: str) -> str | None:
+    """A field the REST API types as a string (``"version": "3"``, as on MLflow's routes); None if absent.
+
+    The store also takes a Python int for a version (in-process callers); over JSON a number is
+    a wrong type, as MLflow answers it.
+    """
+    value = params.get(key)
+    if value is not None and not isinstance(value, str):
+        raise wrong_type(key, value)
+    return value
+
+
 def explain(params: dict[str, Any], store) -> dict[str, Any]:
-    return _decision_payload(store.explain(_required(params, "name"), _required(params, "version")))
+    return _decision_payload(store.explain(parse_name(params.get("name")), _string(params, "version")))
 
 
 def promote(params: dict[str, Any], store) -> dict[str, Any]:
-    force = bool(params.get("force"))
+    force = parse_flag(params.get("force"), "force")
+    name = parse_name(params.get("name"))
     if force:
         _require_admin()
-    decision = store.promote(
-        _required(params, "name"), _required(params, "version"), force=force, reason=params.get("reason")
-    )
+    decision = store.promote(name, _string(params, "version"), force=force, reason=params.get("reason"))
     return _decision_payload(decision)
 
 
 def rollback(params: dict[str, Any], store) -> dict[str, Any]:
-    return _decision_payload(store.rollback(_required(params, "name"), reason=params.get("reason")))
+    return _decision_payload(store.rollback(parse_name(params.get("name")), reason=params.get("reason")))
 
 
 def history(params: dict[str, Any], store) -> dict[str, Any]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    limit = str(params.get("limit", "100"))
-    if not limit.isdigit() or not 1 <= int(limit) <= 10_000:
-        raise MlflowException(f"'limit' must be an integer in [1, 10000], got {limit!r}", INVALID_PARAMETER_VALUE)
-    records = store.history(_required(params, "name"), int(limit))
+    limit = _string(params, "limit")
+    records = store.history(parse_name(params.get("name")), 100 if limit is None else limit)
     return {"decisions": [r.to_dict() for r in records]}
 
 
 def policy(params: dict[str, Any], store) -> dict[str, Any]:
-    return {"policy": store.policy.for_model(_required(params, "name")).to_dict(),
+    name = parse_name(params.get("name"))
+    store.get_registered_model(name)  # an unknown model is a 404, as on MLflow's own routes
+    return {"policy": store.policy.for_model(name).to_dict(),
             "policy_hash": store.policy.content_hash, "source": store.policy.source}
 
 
 def baseline(params: dict[str, Any], store) -> dict[str, Any]:
-    found = store.baseline(_required(params, "name"))
+    found = store.baseline(parse_name(params.get("name")))
     return {"version": found.version, "source": found.source}
+
+
+_HTTP_ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED"}
+
+
+def _http_error(exc: HTTPException):
+    """Routing errors under the gate's prefix (wrong method, unknown route, body too large) as JSON.
+
+    Flask answers these before any view runs, with an HTML page; elsewhere nothing changes.
+    """
+    if not request.path.startswith(API_PREFIX + "/") or exc.code is None:
+        return exc
+    return jsonify({"error_code": _HTTP_ERROR_CODES.get(exc.code, "BAD_REQUEST"), "message": exc.description}), exc.code
 
 
 def blueprint() -> Blueprint:
     routes = Blueprint("gatekeeper", __name__)
+    routes.app_errorhandler(HTTPException)(_http_error)
     for view, methods in ((explain, ["GET"]), (history, ["GET"]), (policy, ["GET"]), (baseline, ["GET"]),
                           (promote, ["POST"]), (rollback, ["POST"])):
         routes.add_url_rule(f"{API_PREFIX}/{view.__name__}", view_func=_route(view), methods=methods)
