@@ -43,8 +43,8 @@ def _run_time(run) -> datetime:
 class EvidenceSource:
     """Looks up the newest finished evidence and drift runs for a model version."""
 
-    def __init__(self, tracking_uri: str | None):
-        self._tracking_uri = tracking_uri
+    def __init__(self, db_uri: str):
+        self._db_uri = db_uri  # the registry's database: its tracking tables hold the evidence in process
         self._store = None
 
     @property
@@ -57,7 +57,7 @@ class EvidenceSource:
             else:
                 from mlflow.tracking._tracking_service.utils import _get_store
 
-                self._store = _get_store(self._tracking_uri)
+                self._store = _get_store(self._db_uri)
         return self._store
 
     def _experiment_ids(self) -> list[str]:

@@ -37,12 +37,14 @@ from sqlalchemy.orm import Session
 from plugins.evidence_source import EvidenceSource
 from plugins.params import parse_int, parse_text, parse_version
 from plugins.request_context import current_actor, current_route
+from registry_hooks import names
 from registry_hooks.audit import log as audit
 from registry_hooks.decision import PASS, PROMOTE, ROLLBACK, Baseline, Check, Decision, decide
 from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
 
 RESERVED_TAG_PREFIX = "gatekeeper."
+_RESERVED_SKELETON = names.skeleton(RESERVED_TAG_PREFIX)
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
 _TAG_VALUE_LIMIT = 5000
@@ -77,8 +79,11 @@ class ProductionState:
         held = [Target("alias", a) for a, (_, v) in self.aliases.items() if v == version]
         return held + [Target("stage", s) for s, vs in self.stages.items() if version in vs]
 
+    def holders_of_stages(self) -> set[str]:
+        return {v for vs in self.stages.values() for v in vs}
+
     def holders(self) -> set[str]:
-        return {v for _, v in self.aliases.values()} | {v for vs in self.stages.values() for v in vs}
+        return {v for _, v in self.aliases.values()} | self.holders_of_stages()
 
 
 def _refuse(message: str) -> MlflowException:
@@ -89,10 +94,14 @@ class GatekeeperStore(SqlAlchemyStore):
     """A SQL registry store that refuses promotions without passing evidence and logs every decision."""
 
     def __init__(self, db_uri: str, tracking_uri: str | None = None):
+        """``tracking_uri`` is what MLflow passes to every registry-store builder; the gate does not
+        use it. Inside ``mlflow server`` evidence comes from the server's own tracking store; in
+        process (the CLI on a database URI) from the tracking tables of this same database — never
+        from the caller's default tracking URI, which would silently create ``./mlflow.db``."""
         super().__init__(db_uri)  # creates MLflow's tables first: ours must come after them
         audit.migrate(self.engine)
         self.policy = Policy.from_environment()
-        self.evidence = EvidenceSource(tracking_uri)
+        self.evidence = EvidenceSource(db_uri)
         self._active_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
             f"gatekeeper_session_{id(self)}", default=None
         )
@@ -335,23 +344,47 @@ class GatekeeperStore(SqlAlchemyStore):
         decision.action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
         replaced = self._move(session, name, version, pending, state) if approved else {}
         extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
-        self._record(session, decision, action=decision.action, targets=pending, route=route, replaced=replaced,
-                     extra_reasons=extra)
+        record = self._record(session, decision, action=decision.action, targets=pending, route=route,
+                              replaced=replaced, extra_reasons=extra)
+        decision.decision_id, decision.actor = record.id, record.actor
         return approved
 
     # -- the public, gated API -----------------------------------------------------------------
 
     def _model_is_prompt(self, name: str) -> bool:
+        """Prompts are exempt from the gate, but only models created as prompts that never held
+        production: not one the audit log records as approved (a name that once went through the
+        gate), nor one with a version in a protected stage (prompts have no stages; a model that
+        has one was flagged after it reached production, before flag changes were refused)."""
         with self.ManagedSessionMaker() as session:
             model = session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none()
-            return model is not None and self._is_prompt(model)
+            if model is None or not self._is_prompt(model):
+                return False
+            if next(iter(audit.approved_versions(session, name)), None) is not None:
+                return False
+            return not self._state(session, name, self.policy.for_model(name)).holders_of_stages()
 
     def set_registered_model_alias(self, name, alias, version):
         version = parse_version(version)  # "01", "١" or " 1" must not slip past the holder checks
-        canonical = self.policy.for_model(name).targets.canonical_alias(alias or "")
+        targets = self.policy.for_model(name).targets
+        canonical = targets.canonical_alias(alias or "")
+        if canonical is None:
+            self._refuse_imitation(targets, alias or "")
         if canonical is None or self._model_is_prompt(name):
             return super().set_registered_model_alias(name, alias, version)
         self._promote(name, str(version), [Target("alias", canonical)])
+
+    @staticmethod
+    def _refuse_imitation(targets, alias: str) -> None:
+        """A look-alike of a protected alias would show as a second champion in the UI: refuse it by name."""
+        imitated = targets.imitated_alias(alias)
+        if imitated is not None:
+            raise MlflowException(
+                f"alias {alias!r} imitates the protected alias {imitated!r} ({names.describe(alias)}): look-alike "
+                f"aliases are refused so that nobody sees a fake {imitated!r}. Promote through the gate to "
+                f"{imitated!r}, or choose a clearly different alias.",
+                INVALID_PARAMETER_VALUE,
+            )
 
     def transition_model_version_stage(self, name, version, stage, archive_existing_versions):
         version = parse_version(version)
@@ -427,9 +460,25 @@ class GatekeeperStore(SqlAlchemyStore):
     # -- reserved tags -------------------------------------------------------------------------
 
     @staticmethod
-    def _check_tag_key(key: str) -> None:
-        if key is not None and key.lower().startswith(RESERVED_TAG_PREFIX):
-            raise _refuse(f"tags starting with '{RESERVED_TAG_PREFIX}' are written by the gate only (got {key!r})")
+    def _is_reserved(key: str) -> bool:
+        """A ``gatekeeper.`` key, also when spelled with case, width, spacing or look-alike letters."""
+        return names.normalise(key).startswith(RESERVED_TAG_PREFIX) or names.skeleton(key).startswith(_RESERVED_SKELETON)
+
+    @classmethod
+    def _check_tag_key(cls, key: str) -> None:
+        if key is not None and cls._is_reserved(key):
+            raise _refuse(f"tags starting with '{RESERVED_TAG_PREFIX}' (in any spelling) are written by the gate only "
+                          f"(got {key!r})")
+
+    @staticmethod
+    def _check_model_tag_key(name: str, key: str) -> None:
+        """Whether a model is a prompt is fixed when it is created: flipping the flag later would
+        exempt a gated model from the gate (or drop a prompt's champion into it unaudited)."""
+        if key is not None and names.normalise(key) == names.normalise(PROMPT_TAG):
+            raise _refuse(
+                f"cannot change tag {PROMPT_TAG!r} of existing model {name!r}: whether a model is a prompt is fixed "
+                "when it is created (use mlflow.genai.register_prompt for prompts)"
+            )
 
     def set_model_version_tag(self, name, version, tag):
         self._check_tag_key(tag.key)
@@ -441,10 +490,12 @@ class GatekeeperStore(SqlAlchemyStore):
 
     def set_registered_model_tag(self, name, tag):
         self._check_tag_key(tag.key)
+        self._check_model_tag_key(name, tag.key)
         return super().set_registered_model_tag(name, tag)
 
     def delete_registered_model_tag(self, name, key):
         self._check_tag_key(key)
+        self._check_model_tag_key(name, key)
         return super().delete_registered_model_tag(name, key)
 
     def create_registered_model(self, name, tags=None, description=None, deployment_job_id=None):
@@ -457,7 +508,7 @@ class GatekeeperStore(SqlAlchemyStore):
         if str(source).startswith("models:/"):
             # A copy of another version (MlflowClient.copy_model_version): its gate tags describe
             # decisions about the source, never about the copy, so they are not carried over.
-            tags = [t for t in tags or [] if not t.key.lower().startswith(RESERVED_TAG_PREFIX)]
+            tags = [t for t in tags or [] if not self._is_reserved(t.key)]
         for tag in tags or []:
             self._check_tag_key(tag.key)
         return super().create_model_version(name, source, run_id, tags, run_link, description, local_model_path, model_id)

@@ -79,3 +79,16 @@ def _fresh_mlflow_uris():
     registry_utils._registry_uri = None
     fluent._active_experiment_id = None
     yield
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend_server(request, tmp_path_factory, gate_policy):
+    """One gated uvicorn server per test module on each backend: SQLite, then PostgreSQL."""
+    workdir = tmp_path_factory.mktemp(f"{request.param}-server")
+    if request.param == "sqlite":
+        with MlflowServer(workdir, f"sqlite:///{workdir}/mlflow.db", policy=gate_policy) as server:
+            yield server
+        return
+    with request.getfixturevalue("postgres_uri_factory")() as uri:
+        with MlflowServer(workdir, uri, policy=gate_policy) as server:
+            yield server
