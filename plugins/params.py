@@ -20,7 +20,7 @@ from mlflow.utils.validation import invalid_value, missing_value, not_integer_va
 # [0-9], not \d or str.isdigit(): both also take other scripts' digits ("١", "１") and "²".
 _INTEGER = re.compile(r"-?[0-9]+")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, and surrogates (json.loads pairs the valid ones)
-INT32 = (-(2**31), 2**31 - 1)  # MLflow's version column is an INTEGER (int4 on PostgreSQL)
+VERSIONS = (1, 2**31 - 1)  # MLflow numbers versions from 1; its version column is an INTEGER (int4 on PostgreSQL)
 MAX_REASON_CHARS = 2000
 MAX_NAME_CHARS = 256  # MLflow's registered-model name column is a VARCHAR(256)
 _ECHO_CHARS = 100  # how much of a bad value an error message repeats
@@ -59,12 +59,11 @@ def parse_int(value: Any, param: str, low: int, high: int) -> int:
 
 
 def parse_version(value: Any) -> str:
-    """A model version as the registry stores it, in canonical form (``"007"`` -> ``"7"``).
-
-    The range is the version column's, so ``"0"`` and ``"-1"`` stay well-formed and get MLflow's
-    404, as on a plain server; everything ``int()`` would read differently is a 400.
+    """A model version in canonical form (``"007"`` -> ``"7"``), so the gate compares the very
+    version MLflow will act on. Anything else, including what ``int()`` would still read
+    (``"١"``, ``" 1"``, ``"+1"``) and numbers no version can have (``"0"``, ``"-1"``, 25 digits), is a 400.
     """
-    return str(parse_int(value, "version", *INT32))
+    return str(parse_int(value, "version", *VERSIONS))
 
 
 def parse_name(value: Any) -> str:
