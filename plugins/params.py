@@ -17,10 +17,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.utils.validation import invalid_value, missing_value, not_integer_value
 
+from registry_hooks.names import VERSIONS
+
 # [0-9], not \d or str.isdigit(): both also take other scripts' digits ("١", "１") and "²".
 _INTEGER = re.compile(r"-?[0-9]+")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, and surrogates (json.loads pairs the valid ones)
-VERSIONS = (1, 2**31 - 1)  # MLflow numbers versions from 1; its version column is an INTEGER (int4 on PostgreSQL)
 MAX_REASON_CHARS = 2000
 MAX_NAME_CHARS = 256  # MLflow's registered-model name column is a VARCHAR(256)
 _ECHO_CHARS = 100  # how much of a bad value an error message repeats

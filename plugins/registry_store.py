@@ -35,7 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from plugins.evidence_source import EvidenceSource
-from plugins.params import parse_int, parse_text, parse_version
+from plugins.params import parse_int, parse_text, parse_version, require_storable
 from plugins.request_context import current_actor, current_route
 from registry_hooks import names
 from registry_hooks.audit import log as audit
@@ -356,6 +356,7 @@ class GatekeeperStore(SqlAlchemyStore):
         production: not one the audit log records as approved (a name that once went through the
         gate), nor one with a version in a protected stage (prompts have no stages; a model that
         has one was flagged after it reached production, before flag changes were refused)."""
+        require_storable(name, "name")  # a NUL in a name would fail inside the query (PostgreSQL): 400, not 500
         with self.ManagedSessionMaker() as session:
             model = session.query(SqlRegisteredModel).filter(SqlRegisteredModel.name == name).one_or_none()
             if model is None or not self._is_prompt(model):

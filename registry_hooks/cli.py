@@ -13,15 +13,17 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+from registry_hooks.names import version_number
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 _MARKS = {"pass": "PASS", "fail_worse": "FAIL", "fail_insufficient": "FAIL", "warn": "WARN", "skip": "skip"}
 
 
 def _version(text: str) -> str:
-    if not text.isdigit() or int(text) < 1:
+    number = version_number(text)
+    if number is None:
         raise argparse.ArgumentTypeError(f"a model version is a positive integer, got {text!r}")
-    return text
+    return str(number)
 
 
 _REASON_WIDTH = 160

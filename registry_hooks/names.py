@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import unicodedata
 from importlib.resources import files
 
 _BIDI_MARKS = str.maketrans("", "", "\u200e\u200f")  # the data wraps right-to-left characters in these
+VERSIONS = (1, 2**31 - 1)  # MLflow numbers versions from 1; its version column is an INTEGER (int4 on PostgreSQL)
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit(): it also takes "²", "١" and "１"
 
 
 def normalise(text: str) -> str:
@@ -87,3 +90,15 @@ def describe(text: str) -> str:
     """The non-ASCII characters of ``text`` by code point and name, for a message a person can act on."""
     odd = dict.fromkeys(ch for ch in text if not ch.isascii())
     return ", ".join(f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}" for ch in odd) or "ASCII look-alikes"
+
+
+def version_number(text: str) -> int | None:
+    """A model version as the registry numbers them (ASCII digits, in ``VERSIONS``), else None.
+
+    ``int()`` also reads ``"١"``, ``" 1"`` and ``"+1"``: the gate must compare the very version
+    MLflow will act on, so anything but plain digits is not a version.
+    """
+    if not _ASCII_DIGITS.fullmatch(text) or len(text.lstrip("0")) > len(str(VERSIONS[1])):
+        return None
+    number = int(text)
+    return number if VERSIONS[0] <= number <= VERSIONS[1] else None
