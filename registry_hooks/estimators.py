@@ -3,10 +3,10 @@
 
 f1 / precision / recall / balanced_accuracy depend only on the table of (label, baseline
 prediction, candidate prediction) cells, so a resample of n rows is exactly a multinomial draw
-over the cells and costs nothing per example. roc_auc and rmse are resampled per example while
+over the cells and costs nothing per example. roc_auc is resampled per example while
 ``n * n_resamples <= EXACT_BOOTSTRAP_MAX_DRAWS``; above that (where the bootstrap would take
-minutes and its distribution is normal anyway) they use the large-sample z-test on per-example
-influence values: DeLong's paired test for roc_auc, the delta method for rmse.
+minutes and its distribution is normal anyway) it uses DeLong's paired test on per-example
+placement values.
 
 The class set and the positive class are fixed by the caller (``LabelSet``), never inferred from
 what the models predicted: a stray predicted class must not turn a binary f1 into a macro average.
@@ -234,27 +234,3 @@ def roc_auc(outcomes: PairedOutcomes, labels: LabelSet, n_resamples: int, rng: n
     delta = rankings[1].placements() - rankings[0].placements()
     variance = delta[positive].var(ddof=1) / n_pos + delta[~positive].var(ddof=1) / n_neg
     return Estimate(point[0], point[1], se=math.sqrt(variance))
-
-
-def rmse(outcomes: PairedOutcomes, labels: LabelSet | None, n_resamples: int, rng: np.random.Generator) -> Estimate:
-    """Root mean squared error of both models; resampling the squared errors jointly keeps the
-    pairing. Computed on scaled errors (no overflow) and reported in the label's units."""
-    errors, scale = scaled_errors(outcomes.label, outcomes.baseline, outcomes.candidate)
-    squared = np.column_stack([e**2 for e in errors])
-    n = len(squared)
-    point = np.sqrt(squared.mean(axis=0))
-    values = (float(point[0]) * scale, float(point[1]) * scale)
-    if n * n_resamples <= EXACT_BOOTSTRAP_MAX_DRAWS:
-        rows = max(1, _CHUNK_ELEMENTS // n)
-        blocks = []
-        for done in range(0, n_resamples, rows):
-            draws = rng.integers(0, n, size=(min(rows, n_resamples - done), n))  # same rows for both models
-            blocks.append(np.sqrt(np.column_stack([column[draws].mean(axis=1) for column in squared.T])))
-        return Estimate(*values, replicates=np.concatenate(blocks) * scale)
-    if n < 2:
-        return Estimate(*values, se=math.inf)
-    # Delta method: d sqrt(m) = dm / (2 sqrt(m)); a model with rmse 0 has no
-    # squared error to resample, so its term is 0.
-    slopes = np.divide(0.5, point, out=np.zeros(2), where=point > 0)
-    influence = squared @ (slopes * [-1.0, 1.0])
-    return Estimate(*values, se=math.sqrt(influence.var(ddof=1) / n) * scale)

@@ -524,6 +524,7 @@ def test_confidence_and_resamples_that_cannot_reach_significance_are_refused():
         with_defaults(primary={"metric": "f1"}, confidence=0.995, evidence={"bootstrap_resamples": 100})
     assert with_defaults(primary={"metric": "f1"}, confidence=0.995, evidence={"bootstrap_resamples": 2000})
     assert with_defaults(confidence=0.995, evidence={"bootstrap_resamples": 100})  # accuracy is not bootstrapped
-    with pytest.raises(PolicyError, match="for rmse"):
-        with_defaults(primary={"metric": "mae"}, secondary=[{"metric": "rmse"}], confidence=0.99,
-                 evidence={"bootstrap_resamples": 500})
+    with pytest.raises(PolicyError, match="for roc_auc"):
+        with_defaults(primary={"metric": "mae"}, secondary=[{"metric": "roc_auc"}], confidence=0.99,
+                      evidence={"bootstrap_resamples": 500})
+    assert with_defaults(primary={"metric": "rmse"}, confidence=0.99, evidence={"bootstrap_resamples": 100})
