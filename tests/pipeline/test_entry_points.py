@@ -1,6 +1,7 @@
 """Every ``MLproject`` entry point through the real ``mlflow run . -e NAME --env-manager local`` CLI.
 
-Each runs in its own ``mlflow run`` process on a throw-away SQLite store, with the smallest sizes that
+Each runs in its own ``mlflow run`` process on a throw-away SQLite store and again on a fresh
+PostgreSQL database, with the smallest sizes that
 still exercise its code, and nothing prepared beforehand that a fresh clone would lack (data is
 made by the ``scenes`` entry point, or by ``tune`` / ``retrain`` themselves). Float parameters are
 given as a user may type them (``lr=3e-3``, ``epochs=1.0``): the project's run keeps them as typed,
@@ -38,7 +39,7 @@ _RUN_ID = re.compile(r"in run with ID '([0-9a-f]+)'")
 
 @dataclass
 class Project:
-    """``mlflow run`` of this repository against one SQLite store and experiment."""
+    """``mlflow run`` of this repository against one tracking store and experiment."""
 
     root: Path
     uri: str
@@ -74,10 +75,18 @@ class Project:
         return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{path}")
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Project:
-    root = tmp_path_factory.mktemp("entry-points")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def project(request, tmp_path_factory):
+    """The same runs on the embedded SQLite default and on PostgreSQL (a database per run)."""
+    root = tmp_path_factory.mktemp(f"entry-points-{request.param}")
+    if request.param == "sqlite":
+        yield _project(root, f"sqlite:///{root / 'mlflow.db'}")
+        return
+    with request.getfixturevalue("postgres_uri_factory")() as uri:
+        yield _project(root, uri)
+
+
+def _project(root: Path, uri: str) -> Project:
     experiment_id = mlflow.MlflowClient(tracking_uri=uri).create_experiment(
         "entry-points", artifact_location=(root / "artifacts").as_uri())
     return Project(root, uri, experiment_id)
