@@ -44,7 +44,6 @@ from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
 
 RESERVED_TAG_PREFIX = "gatekeeper."
-_RESERVED_SKELETON = names.skeleton(RESERVED_TAG_PREFIX)
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
 _TAG_VALUE_LIMIT = 5000
@@ -463,7 +462,8 @@ class GatekeeperStore(SqlAlchemyStore):
     @staticmethod
     def _is_reserved(key: str) -> bool:
         """A ``gatekeeper.`` key, also when spelled with case, width, spacing or look-alike letters."""
-        return names.normalise(key).startswith(RESERVED_TAG_PREFIX) or names.skeleton(key).startswith(_RESERVED_SKELETON)
+        return (names.normalise(key).startswith(RESERVED_TAG_PREFIX)
+                or names.skeleton(key).startswith(names.skeleton(RESERVED_TAG_PREFIX)))
 
     @classmethod
     def _check_tag_key(cls, key: str) -> None:

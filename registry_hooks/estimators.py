@@ -169,6 +169,13 @@ def confusion_metric(
     return estimate
 
 
+# Per-class arguments: (true positives, support, predicted count).
+f1 = confusion_metric(lambda tp, t, p: _ratio(2 * tp, t + p))
+precision = confusion_metric(lambda tp, t, p: _ratio(tp, p))
+recall = confusion_metric(lambda tp, t, p: _ratio(tp, t))
+balanced_accuracy = confusion_metric(lambda tp, t, p: _ratio(tp, t), balanced=True)
+
+
 # ------------------------------------------------------------------ roc_auc and rmse
 
 

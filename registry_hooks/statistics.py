@@ -152,15 +152,10 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("log_loss", False, "mean", ("proba_label",), per_example=_log_loss),
         MetricSpec("mae", False, "mean", per_example=_absolute_errors),
         MetricSpec("mse", False, "mean", per_example=_squared_errors),
-        # per-class arguments: (true positives, support, predicted count)
-        MetricSpec("f1", True, "aggregate", estimate=estimators.confusion_metric(
-            lambda tp, t, p: estimators._ratio(2 * tp, t + p)), classes=True),
-        MetricSpec("precision", True, "aggregate", estimate=estimators.confusion_metric(
-            lambda tp, t, p: estimators._ratio(tp, p)), classes=True),
-        MetricSpec("recall", True, "aggregate", estimate=estimators.confusion_metric(
-            lambda tp, t, p: estimators._ratio(tp, t)), classes=True),
-        MetricSpec("balanced_accuracy", True, "aggregate", estimate=estimators.confusion_metric(
-            lambda tp, t, p: estimators._ratio(tp, t), balanced=True), classes=True),
+        MetricSpec("f1", True, "aggregate", estimate=estimators.f1, classes=True),
+        MetricSpec("precision", True, "aggregate", estimate=estimators.precision, classes=True),
+        MetricSpec("recall", True, "aggregate", estimate=estimators.recall, classes=True),
+        MetricSpec("balanced_accuracy", True, "aggregate", estimate=estimators.balanced_accuracy, classes=True),
         MetricSpec("roc_auc", True, "aggregate", ("score",), estimate=estimators.roc_auc, classes=True),
         MetricSpec("rmse", False, "root_mean", per_example=_squared_errors),
     )
