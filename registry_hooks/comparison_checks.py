@@ -197,7 +197,7 @@ def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[str, Pair
     if METRICS[metric].family == "aggregate" and 1 / (policy.evidence.bootstrap_resamples + 1) >= alpha / k:
         needed = math.ceil(k / alpha)
         return [Check(f"slices:{metric}", FAIL_INSUFFICIENT,
-                      f"slices: {k} slices at confidence {policy.confidence} need bootstrap p-values below {alpha / k:.2g}, "
+                      f"slices: {k} slices at confidence {policy.confidence} need resampling p-values below {alpha / k:.2g}, "
                       f"finer than {policy.evidence.bootstrap_resamples} resamples can give; set "
                       f"evidence.bootstrap_resamples to at least {needed}", {"slices_tested": k})]
     checks = []

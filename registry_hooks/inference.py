@@ -1,4 +1,4 @@
-"""From paired differences (or bootstrap replicates) to one-sided bounds and one-sided p-values.
+"""From paired differences (or resampled statistics) to one-sided bounds and one-sided p-values.
 
 The gate makes two one-sided decisions at the same level α = 1 − confidence: *better* (H0:
 improvement ≤ margin; promote when p_better < α, i.e. the lower bound clears the margin) and
@@ -16,7 +16,12 @@ shows an interval that contradicts its verdict.
 - Accuracy with a zero threshold: the exact mid-p McNemar test, and bounds from inverting it
   conditionally on the number of discordant pairs m: improvement = (m / n)·(2π − 1) where π is
   the share of wins among discordant pairs, so the bound clears 0 exactly when the test rejects.
-- Aggregate metrics: bootstrap percentiles; p-values (1 + count) / (B + 1) (Davison & Hinkley).
+- Confusion metrics (f1, precision, recall, balanced accuracy): the studentized estimate
+  (improvement − threshold) / se referred to its paired-permutation distribution, and bounds
+  from the same distribution's quantiles, so a bound clears its threshold exactly when the
+  p-value is below α. At a zero threshold this is an exact permutation test for exchangeable
+  models.
+- roc_auc: bootstrap percentiles; p-values (1 + count) / (B + 1) (Davison & Hinkley).
 - Large-sample tests (DeLong, delta method): the normal reference.
 """
 
@@ -96,6 +101,48 @@ def bootstrap(replicates: np.ndarray, margin: float, tolerance: float, confidenc
         upper=float(high),
         p_better=(1 + np.count_nonzero(replicates <= margin)) / total,
         p_worse=(1 + np.count_nonzero(replicates >= -tolerance)) / total,
+    )
+
+
+def _most_exceedances(draws: int, alpha: float) -> int:
+    """The largest count m with (1 + m) / (draws + 1) < alpha (−1 when even m = 0 is too many),
+    by the same floating-point comparison the checks make with the p-value."""
+    most = math.ceil(alpha * (draws + 1)) - 2
+    while most >= 0 and (1 + most) / (draws + 1) >= alpha:
+        most -= 1
+    while (2 + most) / (draws + 1) < alpha:
+        most += 1
+    return most
+
+
+def studentized(improvement: float, se: float, null: np.ndarray, margin: float, tolerance: float,
+                confidence: float) -> Inference:
+    """Test (improvement − threshold) / se against ``null``, draws of the studentized improvement
+    under "no difference" (a paired permutation distribution); p = (1 + count) / (B + 1).
+
+    Bounds use the order statistics at which the p-value crosses α = 1 − confidence, so
+    ``lower > margin`` exactly when ``p_better < α`` and ``upper < −tolerance`` exactly when
+    ``p_worse < α``.
+
+    No spread (se = 0): when no permutation changes anything either, the two models predict
+    the same on every row and the improvement is known exactly (p = 1 / (B + 1) where it lies
+    beyond a threshold, as every draw agrees); otherwise there is no estimate of the noise and
+    so no evidence either way.
+    """
+    total = len(null) + 1
+    if not (math.isfinite(se) and se > 0.0 and math.isfinite(improvement)):
+        if se == 0.0 and not np.any(null):
+            return Inference(improvement, improvement, 1 / total if improvement > margin else 1.0,
+                             1 / total if improvement < -tolerance else 1.0)
+        return Inference(-math.inf, math.inf, 1.0, 1.0)
+    ordered = np.sort(null)
+    most = _most_exceedances(len(ordered), 1.0 - confidence)
+    high, low = (ordered[len(ordered) - 1 - most], ordered[most]) if most >= 0 else (math.inf, -math.inf)
+    return Inference(
+        lower=improvement - float(high) * se,
+        upper=improvement - float(low) * se,
+        p_better=(1 + np.count_nonzero(ordered >= (improvement - margin) / se)) / total,
+        p_worse=(1 + np.count_nonzero(ordered <= (improvement + tolerance) / se)) / total,
     )
 
 

@@ -383,10 +383,11 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
 
 
 def _check_resolution(policy: ModelPolicy, path: str) -> ModelPolicy:
-    """Refuse settings under which a bootstrapped metric could never reach significance.
+    """Refuse settings under which a resampled metric (permutation test or bootstrap) could never
+    reach significance.
 
-    The smallest bootstrap p-value is 1 / (resamples + 1): with confidence 0.995 and 100
-    resamples no bootstrapped metric could ever pass, and no slice regression ever be flagged.
+    The smallest resampling p-value is 1 / (resamples + 1): with confidence 0.995 and 100
+    resamples no resampled metric could ever pass, and no slice regression ever be flagged.
     """
     from registry_hooks.statistics import METRICS
 

@@ -21,8 +21,9 @@ Tests by metric family (see ``registry_hooks.inference`` for the conventions):
   squared scale at the baseline's rmse (``_rmse_comparison``): with a zero threshold it is
   exactly the mse test, which holds its level where rmse's percentile bootstrap did not (7 %
   false promotions at n = 30 and 100 with heavy-tailed errors, nominal 5 %).
-* aggregate metrics (f1, precision, recall, balanced_accuracy, roc_auc): paired percentile
-  bootstrap (``registry_hooks.estimators``), or DeLong above ``EXACT_BOOTSTRAP_MAX_DRAWS``.
+* confusion metrics (f1, precision, recall, balanced_accuracy): studentized paired permutation
+  test (``registry_hooks.estimators``), exact for exchangeable models at a zero threshold;
+* roc_auc: paired percentile bootstrap, or DeLong above ``EXACT_BOOTSTRAP_MAX_DRAWS``.
 
 Classification metrics are defined over a fixed label set (the ``classes`` argument, else the
 labels present) and a fixed positive class: a value outside the set is an error, never a reason
@@ -65,14 +66,14 @@ class Comparison:
 
     ``ci_low`` / ``ci_high`` are one-sided bounds at ``confidence`` (together a two-sided
     interval at 2·confidence − 1): ``ci_low > margin`` exactly when ``p_better < 1 − confidence``
-    and ``ci_high < -tolerance`` exactly when ``p_worse < 1 − confidence`` (up to bootstrap
-    granularity). ``method`` names the test behind ``p_better``; for accuracy / error_rate,
+    and ``ci_high < -tolerance`` exactly when ``p_worse < 1 − confidence`` (for roc_auc's
+    bootstrap, up to its granularity). ``method`` names the test behind ``p_better``; for accuracy / error_rate,
     ``p_worse`` uses McNemar when ``tolerance == 0`` and the paired t-test otherwise. For roc_auc
     above the bootstrap limit "paired-z" means DeLong's test.
     """
 
     metric: str
-    method: Literal["mcnemar-midp", "paired-t", "paired-z", "paired-bootstrap"]
+    method: Literal["mcnemar-midp", "paired-t", "paired-z", "paired-permutation", "paired-bootstrap"]
     n: int
     baseline: float
     candidate: float
@@ -231,6 +232,10 @@ def _aggregate_comparison(spec: MetricSpec, outcomes: PairedOutcomes, labels: La
                           seed: int) -> tuple[str, float, float, inference.Inference]:
     estimate = spec.estimate(outcomes, labels, n_resamples, np.random.default_rng(seed))
     sign = 1.0 if spec.higher_is_better else -1.0
+    if estimate.null is not None:
+        improvement = sign * (estimate.candidate - estimate.baseline)
+        return "paired-permutation", estimate.baseline, estimate.candidate, inference.studentized(
+            improvement, estimate.se, sign * estimate.null, margin, tolerance, confidence)
     if estimate.replicates is not None:
         replicates = sign * (estimate.replicates[:, 1] - estimate.replicates[:, 0])
         return "paired-bootstrap", estimate.baseline, estimate.candidate, inference.bootstrap(

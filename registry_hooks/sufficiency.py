@@ -1,6 +1,6 @@
 """How much evidence is enough to run a comparison at all.
 
-Below these minimums a test's answer means nothing — a bootstrap on one row gives p = 1/1001,
+Below these minimums a test's answer means nothing — a resampling test on one row gives p = 1/1001,
 McNemar on four discordant pairs can "prove" a winner, f1 on a slice without positives is 0 for
 both models — so the gate does not ask: the verdict is "not enough evidence" (never a
 promotion), or for a slice "not tested" with the reason. ``FLOORS`` are the safe values; a
@@ -31,8 +31,8 @@ class Minimums:
 
 FLOORS = Minimums()
 
-#: The smallest bootstrap p-value is 1 / (resamples + 1); a policy must leave it at most
-#: α / this, so that a bootstrapped metric can pass with room to spare. (A family of k slices
+#: The smallest p-value of a resampling test (permutation or bootstrap) is 1 / (resamples + 1);
+#: a policy must leave it at most α / this, so that a resampled metric can pass with room to spare. (A family of k slices
 #: needs 1 / (resamples + 1) < α / k; the decision checks that for the slices it finds.)
 BOOTSTRAP_RESOLUTION = 10
 

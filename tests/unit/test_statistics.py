@@ -80,7 +80,7 @@ def regression(
 
 
 def replicates(metric: str, outcomes: PairedOutcomes, n_resamples: int, seed: int = 0) -> np.ndarray:
-    """Bootstrap replicates of (baseline, candidate) from the module's estimator."""
+    """Bootstrap replicates of (baseline, candidate) from roc_auc's estimator."""
     values = (outcomes.label, outcomes.baseline.prediction, outcomes.candidate.prediction)
     labels = LabelSet(np.unique(np.concatenate(values)), 1)
     estimate = METRICS[metric].estimate(outcomes, labels, n_resamples, np.random.default_rng(seed))
@@ -245,17 +245,93 @@ def test_regression_point_estimates_match_sklearn(metric):
 # --------------------------------------------------------- bootstrap machinery
 
 
-def test_multinomial_table_bootstrap_matches_naive_index_bootstrap():
+SKLEARN = {
+    "f1": skm.f1_score,
+    "precision": lambda y, p: skm.precision_score(y, p, zero_division=0),
+    "recall": skm.recall_score,
+    "balanced_accuracy": skm.balanced_accuracy_score,
+    "f1 macro": lambda y, p: skm.f1_score(y, p, average="macro"),
+}
+
+
+def table(metric: str, outcomes: PairedOutcomes) -> est.CellTable:
+    classes = np.unique(outcomes.label)
+    per_class = {"f1": est._f1, "f1 macro": est._f1, "precision": est._precision}.get(metric, est._recall)
+    return est.CellTable(outcomes, LabelSet(classes, 1), per_class, balanced=metric == "balanced_accuracy")
+
+
+def three_classes(rng: np.random.Generator, n: int) -> PairedOutcomes:
+    label = rng.integers(0, 3, n)
+    wrong = lambda acc: np.where(rng.random(n) < acc, label, rng.integers(0, 3, n))  # noqa: E731
+    return PairedOutcomes(label, ModelOutcomes(wrong(0.7)), ModelOutcomes(wrong(0.75)))
+
+
+@pytest.mark.parametrize("metric", ["f1", "precision", "recall", "balanced_accuracy", "f1 macro"])
+def test_delta_method_se_matches_naive_index_bootstrap(metric):
+    """The analytic gradient behind the studentized statistic: its standard error is the
+    spread of the difference over naive row resamples scored by scikit-learn."""
     rng = np.random.default_rng(9)
-    outcomes = classification(rng, 400, 0.75, 0.8)
-    fast = replicates("f1", outcomes, 3000)
-    draws = rng.integers(0, 400, size=(600, 400))
-    models = (outcomes.baseline, outcomes.candidate)
-    naive = np.array([[skm.f1_score(outcomes.label[i], m.prediction[i]) for m in models] for i in draws])
-    assert fast.mean(axis=0) == pytest.approx(naive.mean(axis=0), abs=0.01)
-    fast_diff, naive_diff = np.diff(fast, axis=1).ravel(), np.diff(naive, axis=1).ravel()
-    assert fast_diff.std() == pytest.approx(naive_diff.std(), rel=0.12)
-    assert np.corrcoef(fast[:, 0], fast[:, 1])[0, 1] == pytest.approx(np.corrcoef(naive.T)[0, 1], abs=0.12)
+    outcomes = three_classes(rng, 600) if metric == "f1 macro" else classification(rng, 600, 0.75, 0.8)
+    cells = table(metric, outcomes)
+    values = cells.values(cells.counts[None, :])[0]
+    score = SKLEARN[metric]
+    models = (outcomes.baseline.prediction, outcomes.candidate.prediction)
+    assert values == pytest.approx([score(outcomes.label, m) for m in models], rel=1e-12)
+    se = cells.difference(cells.counts[None, :])[1][0]
+    draws = rng.integers(0, 600, size=(800, 600))
+    naive = [score(outcomes.label[i], models[1][i]) - score(outcomes.label[i], models[0][i]) for i in draws]
+    assert se == pytest.approx(np.std(naive), rel=0.1)
+
+
+@pytest.mark.parametrize("metric", ["f1", "balanced_accuracy", "f1 macro"])
+def test_cell_permutations_match_naive_row_swaps(metric):
+    """Splitting each cell's count binomially with its mirror is the same distribution as
+    exchanging the two models' predictions on each row with probability 1/2."""
+    rng = np.random.default_rng(10)
+    outcomes = three_classes(rng, 500) if metric == "f1 macro" else classification(rng, 500, 0.7, 0.8)
+    cells = table(metric, outcomes)
+    fast, _ = cells.difference(cells.permuted(rng, 3000).astype(float))
+    assert cells.permuted(rng, 50).sum(axis=1).tolist() == [500] * 50
+    score, base, cand = SKLEARN[metric], outcomes.baseline.prediction, outcomes.candidate.prediction
+    naive = []
+    for _ in range(600):
+        swap = rng.random(500) < 0.5
+        naive.append(score(outcomes.label, np.where(swap, base, cand)) - score(outcomes.label, np.where(swap, cand, base)))
+    assert abs(fast.mean()) < 0.003 and abs(np.mean(naive)) < 0.006  # centred at "no difference"
+    assert fast.std() == pytest.approx(np.std(naive), rel=0.12)
+
+
+def test_studentized_bounds_agree_with_the_p_values_at_every_threshold():
+    """A bound clears its threshold exactly when the p-value is below alpha (same order statistic)."""
+    outcomes = classification(np.random.default_rng(11), 400, 0.75, 0.8)
+    for confidence, resamples in ((0.95, 999), (0.95, 1000), (0.9, 200), (0.99, 4000)):
+        for threshold in np.linspace(-0.1, 0.15, 26):
+            c = compare("precision", outcomes, margin=threshold, tolerance=max(-threshold, 0.0),
+                        confidence=confidence, n_resamples=resamples)
+            assert c.method == "paired-permutation"
+            assert (c.p_better < 1 - confidence) == (c.ci_low > threshold), (confidence, resamples, threshold)
+            if threshold <= 0:
+                assert (c.p_worse < 1 - confidence) == (c.ci_high < threshold), (confidence, resamples, threshold)
+
+
+def test_permutation_test_holds_its_level_for_equal_but_different_models():
+    """Equal precision, but the candidate predicts positive far more often (not exchangeable):
+    the studentized statistic keeps the test near its level (Chung & Romano 2013)."""
+    promoted = refused = 0
+    sims = 300
+    for seed in range(sims):
+        rng = np.random.default_rng(seed)
+        label = rng.integers(0, 2, 800)
+        # P(predict 1 | y): baseline 0.6 / 0.15, candidate 0.9 / 0.225: both have precision 0.8
+        base = (rng.random(800) < np.where(label == 1, 0.6, 0.15)).astype(int)
+        cand = (rng.random(800) < np.where(label == 1, 0.9, 0.225)).astype(int)
+        c = compare("precision", PairedOutcomes(label, ModelOutcomes(base), ModelOutcomes(cand)), n_resamples=400,
+                    seed=seed)
+        promoted += c.p_better < ALPHA
+        refused += c.p_worse < ALPHA
+    limit = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / sims)
+    assert promoted / sims <= limit and refused / sims <= limit, (promoted, refused)
+    assert promoted + refused > 0  # the test is not vacuously conservative
 
 
 def test_weighted_auc_matches_sklearn_sample_weight():
@@ -488,21 +564,19 @@ def test_mcnemar_without_discordant_pairs_even_when_predictions_differ():
 
 
 @pytest.mark.parametrize("metric", ["recall", "precision", "f1"])
-def test_bootstrap_resamples_without_positives_score_zero(metric):
+def test_one_positive_row_scores_zero_and_proves_nothing(metric):
+    """The baseline never predicts a positive (0/0 -> 0, as scikit-learn) and the candidate gets
+    the only positive right: a difference of 1 with no spread — no evidence, never NaN."""
     label = np.zeros(40, int)
-    label[0] = 1  # one positive: many resamples have none
+    label[0] = 1
     baseline = np.zeros(40, int)
-    candidate = np.zeros(40, int)
-    candidate[0] = 1
+    candidate = label.copy()
     outcomes = PairedOutcomes(label, ModelOutcomes(baseline), ModelOutcomes(candidate))
-    reps = replicates(metric, outcomes, 500)
-    assert np.isfinite(reps).all()
-    without_positive = reps[:, 1] == 0  # the candidate's only true positive was not drawn
-    assert 0.2 < without_positive.mean() < 0.5  # about (39/40)^40 = 0.36
-    assert (reps[:, 0] == 0).all()  # the baseline never predicts a positive: 0/0 -> 0
+    estimate = METRICS[metric].estimate(outcomes, LabelSet(np.array([0, 1]), 1), 500, np.random.default_rng(0))
+    assert not np.isnan(estimate.null).any()
     result = compare(metric, outcomes, n_resamples=500)
-    assert result.baseline == 0.0 and result.candidate == 1.0
-    assert 0 < result.p_better < 1 and not math.isnan(result.ci_low)
+    assert (result.baseline, result.candidate, result.improvement) == (0.0, 1.0, 1.0)
+    assert (result.p_better, result.p_worse) == (1.0, 1.0)
 
 
 def test_single_class_data_scores_zero_like_sklearn():
