@@ -269,7 +269,7 @@ def first_release(name: str, version: str, data: str, label: str, slices: list[s
     import mlflow
 
     from projects.evaluate import evaluate
-    from registry_hooks.client import GatekeeperClient, PromotionRefused
+    from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
 
     evaluate(f"models:/{name}/{version}", data, label, slices, batch_size=BATCH, out=io.StringIO())
     gate = GatekeeperClient(mlflow.get_tracking_uri())

@@ -100,7 +100,7 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
     from projects import drift, evaluate, train as training
     from projects.run_scope import child_run
     from projects.scenes import DATA_FILE
-    from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+    from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
 
     uri = _configure(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -184,7 +184,7 @@ def evaluate(model: str, data, label: str, slices: list[str] | None = None, *, t
 def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_uri, out) -> EvaluationResult:
     import mlflow
 
-    from registry_hooks.client import GatekeeperClient
+    from gatekeeper_cli.client import GatekeeperClient
     from registry_hooks.evidence import log_evidence
 
     if tracking_uri:
@@ -262,7 +262,7 @@ def _metric_dict(overall, per_slice, side: str) -> dict[str, float]:
 
 
 def _policy_slices(gate, name: str) -> list[str]:
-    from registry_hooks.client import GatekeeperError
+    from gatekeeper_cli.client import GatekeeperError
 
     try:
         return list(gate.policy(name)["policy"]["slices"]["columns"])
@@ -274,7 +274,7 @@ def _policy_slices(gate, name: str) -> list[str]:
 
 def _baseline(gate, name: str, version: str) -> str | None:
     """The production version by the gate's own rule; the candidate itself never is its baseline."""
-    from registry_hooks.client import GatekeeperError
+    from gatekeeper_cli.client import GatekeeperError
 
     try:
         found = gate.baseline(name)["version"]
@@ -303,7 +303,7 @@ def _ungated_production(name: str) -> str | None:
 
 
 def _preview(gate, name: str, version: str) -> dict[str, Any]:
-    from registry_hooks.client import GatekeeperError
+    from gatekeeper_cli.client import GatekeeperError
 
     try:
         return gate.explain(name, version)

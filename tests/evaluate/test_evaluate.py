@@ -14,7 +14,7 @@ import pytest
 from mlflow.models import infer_signature
 
 from projects.evaluate import EvaluationError, evaluate
-from registry_hooks.client import GatekeeperClient, PromotionRefused
+from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
 from tests.support.evidence import FEATURES, make_data, models
 
 PIP = ["scikit-learn", "pandas", "numpy"]

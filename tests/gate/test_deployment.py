@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
 from tests.support.evidence import Scenario
 from tests.support.servers import MlflowServer
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from registry_hooks.client import GatekeeperError, PromotionRefused
+from gatekeeper_cli.client import GatekeeperError, PromotionRefused
 from registry_hooks.evidence import MANIFEST_PATH, OUTCOMES_PATH
 from tests.support.evidence import Scenario, Scored, log_evidence_run, make_data, score
 
@@ -215,7 +215,7 @@ def test_rollback_without_an_earlier_approval_is_a_clear_error(scenario):
 
 
 def _cli(server_url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "registry_hooks.cli", "--tracking-uri", server_url, *args],
+    return subprocess.run([sys.executable, "-m", "gatekeeper_cli.main", "--tracking-uri", server_url, *args],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -21,7 +21,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _cli(uri: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "registry_hooks.cli", "--tracking-uri", uri, *args], cwd)
+    return _run([sys.executable, "-m", "gatekeeper_cli.main", "--tracking-uri", uri, *args], cwd)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

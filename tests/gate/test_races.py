@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from registry_hooks.client import GatekeeperClient, PromotionRefused
+from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
 from tests.support.evidence import Scenario, log_evidence_run, make_data, score
 from tests.support.servers import MlflowServer
 

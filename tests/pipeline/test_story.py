@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from projects.retrain import DEFAULT_POLICY, retrain
-from registry_hooks.client import GatekeeperClient
+from gatekeeper_cli.client import GatekeeperClient
 from tests.support.servers import MlflowServer
 
 SIZES = dict(train_size=4000, eval_size=2000, window_size=2000, epochs=10)

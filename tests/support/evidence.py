@@ -113,7 +113,7 @@ class Scenario:
     """One registered model on a live server, with helpers to add versions, evidence and production."""
 
     def __init__(self, server_url: str, name: str, n: int = 1500, seed: int = 7):
-        from registry_hooks.client import GatekeeperClient
+        from gatekeeper_cli.client import GatekeeperClient
 
         self.url, self.name = server_url, name
         self.client = MlflowClient(server_url, registry_uri=server_url)

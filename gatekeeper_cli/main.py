@@ -12,7 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from registry_hooks.client import GatekeeperClient, GatekeeperError, PromotionRefused
+from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
 from registry_hooks.names import version_number
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
