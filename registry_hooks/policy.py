@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,11 @@ class DriftRules:
 
 @dataclass(frozen=True)
 class ModelPolicy:
-    """The effective rules for one registered model (defaults merged with the matching override)."""
+    """The effective rules for one registered model (defaults merged with the matching override).
+
+    The field defaults here (and in the section classes above) are the built-in policy, defined
+    once: ``DEFAULT_POLICY``, the file-shaped mapping policies are merged onto, is derived from them.
+    """
 
     targets: Targets = field(default_factory=Targets)
     promote_to: PromoteTo = field(default_factory=PromoteTo)
@@ -148,26 +153,20 @@ class ModelPolicy:
         return asdict(self)
 
 
-DEFAULT_POLICY: dict[str, Any] = {
-    "targets": {"stages": ["Production"], "aliases": ["champion"]},
-    "promote_to": {"alias": "champion", "stage": "Production"},
-    "primary": {"metric": "accuracy", "margin": 0.0},
-    "confidence": 0.95,
-    "secondary": [],
-    "slices": {"columns": [], "metric": None, "tolerance": 0.02, "min_size": 30, "mode": "detect",
-               "untestable": "block"},
-    "first_release": [],
-    "evidence": {"max_age": "7d", "bootstrap_resamples": 1000, "positive_label": None, "classes": None,
-                 "min_rows": 30, "min_discordant": 10, "min_per_class": 10},
-    "drift": {
-        "required": False,
-        "max_share_drifted": 0.3,
-        "critical_columns": [],
-        "max_age": "7d",
-        "mode": "block",
-    },
-    "overrides": {"allowed": True},
-}
+def _file_form(policy: ModelPolicy) -> dict[str, Any]:
+    """``policy`` spelled as a policy file spells it (lists, ``max_age``, ``overrides.allowed``).
+
+    The dataclasses above hold the defaults; this is their file shape, onto which a file's
+    ``defaults`` and each ``models`` entry are merged, and whose keys are the keys a file may use.
+    """
+    data = json.loads(json.dumps(asdict(policy)))  # tuples become lists, as YAML and TOML give them
+    for section in ("evidence", "drift"):
+        data[section]["max_age"] = data[section].pop("max_age_seconds")
+    data["overrides"] = {"allowed": data.pop("allow_overrides")}
+    return data
+
+
+DEFAULT_POLICY: dict[str, Any] = _file_form(ModelPolicy())
 
 
 def parse_duration(value: Any, key: str) -> float:
@@ -246,6 +245,16 @@ class _Reader:
         return value
 
 
+def _toml():
+    """The TOML reader: the standard library's from Python 3.11, its ``tomli`` original before
+    (declared in setup.cfg for Python 3.10 only)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    return tomllib
+
+
 def _is_label(value: Any) -> bool:
     return isinstance(value, (str, int)) and not isinstance(value, bool)
 
@@ -276,11 +285,9 @@ def _metric_name(value: Any, path: str) -> str:
 def _threshold(data: Any, path: str) -> MetricThreshold:
     reader = _Reader(data, path)
     reader.check_keys({"metric", "margin", "tolerance"})
-    return MetricThreshold(
-        metric=_metric_name(data.get("metric"), f"{path}.metric"),
-        margin=reader.number("margin", -1e9, 1e9) if "margin" in data else 0.0,
-        tolerance=reader.number("tolerance", 0.0, 1e9) if "tolerance" in data else 0.0,
-    )
+    bounds = {"margin": (-1e9, 1e9), "tolerance": (0.0, 1e9)}  # absent: the dataclass's default
+    return MetricThreshold(metric=_metric_name(data.get("metric"), f"{path}.metric"),
+                           **{key: reader.number(key, *bounds[key]) for key in bounds if key in data})
 
 
 def _absolute(data: Any, path: str) -> AbsoluteThreshold:
@@ -304,11 +311,17 @@ def _list_of(data: Any, path: str, parse) -> tuple:
     return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(data))
 
 
-def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
-    root = _Reader(data, path)
-    root.check_keys(set(DEFAULT_POLICY))
-    targets = root.child("targets")
-    targets.check_keys({"stages", "aliases"})
+def _section(root: _Reader, key: str) -> _Reader:
+    """One section of a model's rules; its allowed keys are those the defaults spell."""
+    section = root.child(key)
+    section.check_keys(set(DEFAULT_POLICY[key]))
+    return section
+
+
+def _targets(root: _Reader, path: str) -> tuple[Targets, PromoteTo]:
+    """What is protected, and what a promotion moves: both in the policy's spelling, the second
+    among the first (a promotion must never move a target the gate does not guard)."""
+    targets = _section(root, "targets")
     stages = targets.names("stages")
     for stage in stages:
         if stage.lower() not in ("production", "staging"):
@@ -316,68 +329,89 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
     aliases = targets.names("aliases")
     if not stages and not aliases:
         raise PolicyError(f"{path}.targets: protect at least one stage or alias")
-    promote = root.child("promote_to")
-    promote.check_keys({"alias", "stage"})
-    promote_to = PromoteTo(alias=promote.optional_name("alias"), stage=promote.optional_name("stage"))
-    if promote_to.alias is None and promote_to.stage is None:
+    promote = _section(root, "promote_to")
+    alias, stage = promote.optional_name("alias"), promote.optional_name("stage")
+    if alias is None and stage is None:
         raise PolicyError(f"{path}.promote_to: name an alias, a stage or both")
-    tgt = Targets(stages=tuple(s.capitalize() for s in stages), aliases=aliases)
-    if promote_to.alias and not tgt.canonical_alias(promote_to.alias):
-        raise PolicyError(f"{path}.promote_to.alias {promote_to.alias!r} is not among targets.aliases {list(aliases)}")
-    if promote_to.stage and not tgt.protects_stage(promote_to.stage):
-        raise PolicyError(f"{path}.promote_to.stage {promote_to.stage!r} is not among targets.stages {list(stages)}")
+    protected = Targets(stages=tuple(s.capitalize() for s in stages), aliases=aliases)
+    if alias and not protected.canonical_alias(alias):
+        raise PolicyError(f"{path}.promote_to.alias {alias!r} is not among targets.aliases {list(aliases)}")
+    if stage and not protected.protects_stage(stage):
+        raise PolicyError(f"{path}.promote_to.stage {stage!r} is not among targets.stages {list(stages)}")
+    return protected, PromoteTo(alias=protected.canonical_alias(alias) if alias else None,
+                                stage=stage.capitalize() if stage else None)
 
-    slices = root.child("slices")
-    slices.check_keys({"columns", "metric", "tolerance", "min_size", "mode", "untestable"})
-    slice_metric = data["slices"].get("metric")
-    evidence = root.child("evidence")
-    evidence.check_keys({"max_age", "bootstrap_resamples", "positive_label", "classes", "min_rows",
-                         "min_discordant", "min_per_class"})
-    positive_label = data["evidence"].get("positive_label")
+
+def _labels(evidence: _Reader, path: str) -> tuple[str | int | None, tuple[str | int, ...] | None]:
+    """The positive label and the declared label set, checked against each other."""
+    positive_label = evidence.data.get("positive_label")
     if positive_label is not None and not _is_label(positive_label):
         raise PolicyError(f"{path}.evidence.positive_label: expected a label (string or integer)")
-    classes = _classes(data["evidence"].get("classes"), positive_label, f"{path}.evidence.classes")
-    drift = root.child("drift")
-    drift.check_keys({"required", "max_share_drifted", "critical_columns", "max_age", "mode"})
-    mode = data["drift"].get("mode")
-    if mode not in ("block", "warn"):
-        raise PolicyError(f"{path}.drift.mode: expected 'block' or 'warn', got {mode!r}")
-    overrides = root.child("overrides")
-    overrides.check_keys({"allowed"})
+    return positive_label, _classes(evidence.data.get("classes"), positive_label, f"{path}.evidence.classes")
+
+
+def _slice_spec(slices: _Reader, path: str) -> SliceSpec:
+    metric = slices.data.get("metric")
+    return SliceSpec(
+        columns=slices.names("columns"),
+        metric=_metric_name(metric, f"{path}.slices.metric") if metric else None,
+        tolerance=slices.number("tolerance", 0.0, 1e9),
+        min_size=int(slices.number("min_size", FLOORS.rows, 10**9, integer=True)),
+        mode=slices.choice("mode", ("detect", "prove")),
+        untestable=slices.choice("untestable", ("block", "skip")),
+    )
+
+
+def _evidence_rules(evidence: _Reader, labels: tuple[Any, Any], path: str) -> EvidenceRules:
+    """Freshness, resampling and labels; the minimums may be raised above ``FLOORS``, never lowered."""
+    positive_label, classes = labels
+    return EvidenceRules(
+        max_age_seconds=parse_duration(evidence.data.get("max_age"), f"{path}.evidence.max_age"),
+        bootstrap_resamples=int(evidence.number("bootstrap_resamples", 100, 100_000, integer=True)),
+        positive_label=positive_label,
+        classes=classes,
+        min_rows=int(evidence.number("min_rows", FLOORS.rows, 10**9, integer=True)),
+        min_discordant=int(evidence.number("min_discordant", FLOORS.discordant, 10**9, integer=True)),
+        min_per_class=int(evidence.number("min_per_class", FLOORS.per_class, 10**9, integer=True)),
+    )
+
+
+def _drift_rules(drift: _Reader, path: str) -> DriftRules:
+    return DriftRules(
+        required=drift.boolean("required"),
+        max_share_drifted=drift.number("max_share_drifted", 0.0, 1.0),
+        critical_columns=drift.names("critical_columns"),
+        max_age_seconds=parse_duration(drift.data.get("max_age"), f"{path}.drift.max_age"),
+        mode=drift.data["mode"],  # checked by _model_policy before anything is built
+    )
+
+
+def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
+    """One model's rules from its merged mapping (every key present: the defaults are merged in).
+
+    Each section's keys (and the rules that tie its fields together) are checked before its values
+    are read, so a misspelt key is named as such rather than reported as a bad value.
+    """
+    root = _Reader(data, path)
+    root.check_keys(set(DEFAULT_POLICY))
+    targets, promote_to = _targets(root, path)
+    slices = _section(root, "slices")
+    evidence = _section(root, "evidence")
+    labels = _labels(evidence, path)
+    drift = _section(root, "drift")
+    if drift.data.get("mode") not in ("block", "warn"):
+        raise PolicyError(f"{path}.drift.mode: expected 'block' or 'warn', got {drift.data.get('mode')!r}")
+    overrides = _section(root, "overrides")
     return _check_resolution(ModelPolicy(
-        targets=tgt,
-        promote_to=PromoteTo(
-            alias=tgt.canonical_alias(promote_to.alias) if promote_to.alias else None,
-            stage=promote_to.stage.capitalize() if promote_to.stage else None,
-        ),
+        targets=targets,
+        promote_to=promote_to,
         primary=_threshold(data.get("primary"), f"{path}.primary"),
         confidence=root.number("confidence", 0.5, 0.9999),
         secondary=_list_of(data.get("secondary") or [], f"{path}.secondary", _threshold),
-        slices=SliceSpec(
-            columns=slices.names("columns"),
-            metric=_metric_name(slice_metric, f"{path}.slices.metric") if slice_metric else None,
-            tolerance=slices.number("tolerance", 0.0, 1e9),
-            min_size=int(slices.number("min_size", FLOORS.rows, 10**9, integer=True)),
-            mode=slices.choice("mode", ("detect", "prove")),
-            untestable=slices.choice("untestable", ("block", "skip")),
-        ),
+        slices=_slice_spec(slices, path),
         first_release=_list_of(data.get("first_release") or [], f"{path}.first_release", _absolute),
-        evidence=EvidenceRules(
-            max_age_seconds=parse_duration(data["evidence"].get("max_age"), f"{path}.evidence.max_age"),
-            bootstrap_resamples=int(evidence.number("bootstrap_resamples", 100, 100_000, integer=True)),
-            positive_label=positive_label,
-            classes=classes,
-            min_rows=int(evidence.number("min_rows", FLOORS.rows, 10**9, integer=True)),
-            min_discordant=int(evidence.number("min_discordant", FLOORS.discordant, 10**9, integer=True)),
-            min_per_class=int(evidence.number("min_per_class", FLOORS.per_class, 10**9, integer=True)),
-        ),
-        drift=DriftRules(
-            required=drift.boolean("required"),
-            max_share_drifted=drift.number("max_share_drifted", 0.0, 1.0),
-            critical_columns=drift.names("critical_columns"),
-            max_age_seconds=parse_duration(data["drift"].get("max_age"), f"{path}.drift.max_age"),
-            mode=mode,
-        ),
+        evidence=_evidence_rules(evidence, labels, path),
+        drift=_drift_rules(drift, path),
         allow_overrides=overrides.boolean("allowed"),
     ), path)
 
@@ -470,9 +504,7 @@ class Policy:
 
                 data = yaml.safe_load(text)
             elif suffix == ".toml":
-                import tomllib
-
-                data = tomllib.loads(text)
+                data = _toml().loads(text)
             else:
                 raise PolicyError(f"policy file {path}: use a .yaml, .yml or .toml file")
         except PolicyError:
