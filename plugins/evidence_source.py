@@ -18,6 +18,20 @@ from urllib.parse import urlparse
 from mlflow.entities import ViewType
 
 from registry_hooks import drift_summary, evidence
+from registry_hooks.contract import (
+    DRIFT_SUMMARY_PATH,
+    EVIDENCE_MANIFEST_PATH,
+    EVIDENCE_OUTCOMES_PATH,
+    INPUT_TAG_CONTENT_HASH,
+    NO_BASELINE,
+    TAG_BASELINE_VERSION,
+    TAG_CANDIDATE_NAME,
+    TAG_CANDIDATE_VERSION,
+    TAG_DATA_HASH,
+    TAG_DATA_NAME,
+    TAG_DRIFT,
+    TAG_EVIDENCE,
+)
 from registry_hooks.decision import DriftFinding, EvidenceFinding
 from registry_hooks.evidence import VersionRef
 
@@ -101,32 +115,32 @@ class EvidenceSource:
             return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
 
     def _parse(self, run) -> evidence.Evidence:
-        manifest = evidence.parse_manifest(self._read_artifact(run, evidence.MANIFEST_PATH))
-        return evidence.parse_outcomes(self._read_artifact(run, evidence.OUTCOMES_PATH), manifest, run.info.run_id)
+        manifest = evidence.parse_manifest(self._read_artifact(run, EVIDENCE_MANIFEST_PATH))
+        return evidence.parse_outcomes(self._read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
 
     def find_evidence(self, candidate: VersionRef, baseline_version: str | None) -> EvidenceFinding | None:
         """The newest finished evidence run for ``candidate``, preferring one against ``baseline_version``."""
         experiment_ids = self._experiment_ids()
         runs = self._search(
             {
-                evidence.TAG_EVIDENCE: "1",
-                evidence.TAG_CANDIDATE_NAME: candidate.name,
-                evidence.TAG_CANDIDATE_VERSION: candidate.version,
+                TAG_EVIDENCE: "1",
+                TAG_CANDIDATE_NAME: candidate.name,
+                TAG_CANDIDATE_VERSION: candidate.version,
             },
             _MAX_CANDIDATE_RUNS,
             experiment_ids,
         )
         if not runs:
             return None
-        wanted = baseline_version or evidence.NO_BASELINE
-        run = next((r for r in runs if r.data.tags.get(evidence.TAG_BASELINE_VERSION) == wanted), runs[0])
+        wanted = baseline_version or NO_BASELINE
+        run = next((r for r in runs if r.data.tags.get(TAG_BASELINE_VERSION) == wanted), runs[0])
         if not (run.inputs and run.inputs.dataset_inputs):  # SQL stores include inputs in search results
             run = self.tracking_store.get_run(run.info.run_id)
         hashes = frozenset(
             tag.value
             for dataset_input in run.inputs.dataset_inputs
             for tag in dataset_input.tags
-            if tag.key == "gatekeeper.content_hash"
+            if tag.key == INPUT_TAG_CONTENT_HASH
         )
         try:
             parsed = self._parse(run)
@@ -134,21 +148,21 @@ class EvidenceSource:
             message = str(exc) if isinstance(exc, evidence.EvidenceError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
             return EvidenceFinding(run.info.run_id, None, message, hashes, _run_time(run))
         newest = self._search(
-            {evidence.TAG_EVIDENCE: "1", evidence.TAG_CANDIDATE_NAME: candidate.name,
-             evidence.TAG_DATA_NAME: parsed.manifest.data.name},
+            {TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
+             TAG_DATA_NAME: parsed.manifest.data.name},
             1,
             experiment_ids,
         )
-        newer_hash = newest[0].data.tags.get(evidence.TAG_DATA_HASH) if newest else None
+        newer_hash = newest[0].data.tags.get(TAG_DATA_HASH) if newest else None
         return EvidenceFinding(run.info.run_id, parsed, None, hashes, _run_time(run), newer_hash)
 
     def find_drift(self, candidate: VersionRef) -> DriftFinding | None:
         """The newest finished drift report for ``candidate``."""
         runs = self._search(
             {
-                drift_summary.TAG_DRIFT: "1",
-                evidence.TAG_CANDIDATE_NAME: candidate.name,
-                evidence.TAG_CANDIDATE_VERSION: candidate.version,
+                TAG_DRIFT: "1",
+                TAG_CANDIDATE_NAME: candidate.name,
+                TAG_CANDIDATE_VERSION: candidate.version,
             },
             1,
         )
@@ -156,7 +170,7 @@ class EvidenceSource:
             return None
         run = runs[0]
         try:
-            summary = drift_summary.parse_drift_summary(self._read_artifact(run, drift_summary.SUMMARY_PATH))
+            summary = drift_summary.parse_drift_summary(self._read_artifact(run, DRIFT_SUMMARY_PATH))
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, drift_summary.DriftError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
             return DriftFinding(run.info.run_id, None, message, _run_time(run))

@@ -16,11 +16,8 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
-STEP_ENV = "GATEKEEPER_PIPELINE_STEP"
-DATASET_ENV = "GATEKEEPER_DATASET_VERSION"
-TAG_STEP = "gatekeeper.pipeline.step"
-TAG_DATASET = "gatekeeper.dataset.version"
-TAG_COMMIT = "gatekeeper.git.commit"
+from registry_hooks.contract import DATASET_ENV, STEP_ENV, TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_PIPELINE_STEP
+
 _PROVIDER = "GatekeeperRunContextProvider"
 
 if TYPE_CHECKING:
@@ -46,8 +43,8 @@ def _git_commit(directory: str) -> str | None:
 def context_tags() -> dict[str, str]:
     """The tags a run started now gets: step and data-set version from the environment, the commit
     of the working directory; unknown ones are left out."""
-    tags = {TAG_STEP: os.environ.get(STEP_ENV), TAG_DATASET: os.environ.get(DATASET_ENV),
-            TAG_COMMIT: _git_commit(os.getcwd())}
+    tags = {TAG_PIPELINE_STEP: os.environ.get(STEP_ENV), TAG_DATASET_VERSION: os.environ.get(DATASET_ENV),
+            TAG_GIT_COMMIT: _git_commit(os.getcwd())}
     return {key: value for key, value in tags.items() if value}
 
 
@@ -71,7 +68,7 @@ def __getattr__(name: str):
     Why not at import time: importing any ``mlflow`` module runs ``mlflow/__init__``, which imports
     ``mlflow.tracking.context.registry``, which loads every ``mlflow.run_context_provider`` entry
     point — this class. Had this module imported ``RunContextProvider`` at its top, then whenever it
-    was imported before MLflow (``projects.retrain`` imports the constants above first), MLflow
+    was imported before MLflow (``projects.retrain`` imports it for its tags), MLflow
     would have found it half-initialised, without the class: "Failure attempting to register
     context provider ... circular import", and no run of that process got these tags.
     """

@@ -19,11 +19,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 
-CONTENT_HASH_TAG = "gatekeeper.content_hash"
-N_ROWS_TAG = "gatekeeper.n_rows"
-# MLflow keeps one dataset row per (experiment, name, digest) with the source of whoever logged it
-# first; the source this run read is kept on its own input, where nobody else's overwrites it.
-SOURCE_TAG = "gatekeeper.source"
+from registry_hooks.contract import INPUT_TAG_CONTENT_HASH, INPUT_TAG_N_ROWS, INPUT_TAG_SOURCE
+
 _MAX_INPUT_TAG_VALUE = 500  # MLflow's limit for dataset-input tag values
 # Floats in CSV are parsed exactly ("round_trip"): pandas' default fast parser can be an ulp off,
 # and then a table saved as CSV would not hash like the same table in Parquet.
@@ -154,9 +151,9 @@ def log_dataset_input(
     digest = digest or content_hash(df)
     n_rows = len(df) if n_rows is None else n_rows
     dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
-    tags = {CONTENT_HASH_TAG: digest, N_ROWS_TAG: str(n_rows)}
+    tags = {INPUT_TAG_CONTENT_HASH: digest, INPUT_TAG_N_ROWS: str(n_rows)}
     if len(source) <= _MAX_INPUT_TAG_VALUE:  # a cut URI would point elsewhere: longer ones are left out
-        tags[SOURCE_TAG] = source
+        tags[INPUT_TAG_SOURCE] = source
     for attempt in range(_LOG_INPUT_ATTEMPTS):
         try:
             mlflow.log_input(dataset, context=context, tags=tags)
@@ -180,9 +177,9 @@ def find_dataset_input(run_id: str, context: str) -> LoggedDataset | None:
         profile = json.loads(dataset.profile or "{}")
         return LoggedDataset(
             name=dataset.name,
-            source=tags.get(SOURCE_TAG) or source_uri(dataset.source) or dataset.source or "",
-            content_hash=tags.get(CONTENT_HASH_TAG, ""),
-            n_rows=int(tags.get(N_ROWS_TAG) or profile.get("num_rows", 0)),
+            source=tags.get(INPUT_TAG_SOURCE) or source_uri(dataset.source) or dataset.source or "",
+            content_hash=tags.get(INPUT_TAG_CONTENT_HASH, ""),
+            n_rows=int(tags.get(INPUT_TAG_N_ROWS) or profile.get("num_rows", 0)),
         )
     return None
 

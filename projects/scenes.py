@@ -398,11 +398,11 @@ def _record_in_project_run(manifest: dict) -> None:
         return
     from mlflow import MlflowClient
 
-    from plugins.run_context import TAG_DATASET
+    from registry_hooks.contract import TAG_DATASET_VERSION
 
     client = MlflowClient()
     client.log_dict(run_id, manifest, "data/manifest.json")
-    client.set_tag(run_id, TAG_DATASET, manifest["content_hash"])
+    client.set_tag(run_id, TAG_DATASET_VERSION, manifest["content_hash"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from projects.datasets import CONTENT_HASH_TAG, SOURCE_TAG, DataError, local_path, source_uri
+from projects.datasets import DataError, local_path, source_uri
+from registry_hooks.contract import INPUT_TAG_CONTENT_HASH, INPUT_TAG_SOURCE
 
 DATASET_SCHEME = "dataset:"
 _DATASET_REFERENCE = re.compile(rf"^{DATASET_SCHEME}(?P<run_id>[A-Za-z0-9]+)(?:/(?P<name>.+))?$")
@@ -86,12 +87,12 @@ def _logged_dataset(reference: str, name: str | None) -> TableInput:
     dataset_input = chosen[0]
     dataset = dataset_input.dataset
     tags = {tag.key: tag.value for tag in dataset_input.tags}
-    uri = tags.get(SOURCE_TAG) or source_uri(dataset.source)
+    uri = tags.get(INPUT_TAG_SOURCE) or source_uri(dataset.source)
     if not uri:
         raise DataError(f"dataset {dataset.name!r} of run {run_id} was logged from a {dataset.source_type} source "
                         "that names no file, so it cannot be read back; pass the file itself")
     return TableInput(local_path(uri), source=uri, name=name or dataset.name, reference=reference,
-                      expected_hash=tags.get(CONTENT_HASH_TAG) or None)
+                      expected_hash=tags.get(INPUT_TAG_CONTENT_HASH) or None)
 
 
 def _is_pandas_dataset(data) -> bool:

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-FORMAT = "gatekeeper.drift/1"
-SUMMARY_PATH = "gatekeeper/drift.json"
-TAG_DRIFT = "gatekeeper.drift"
+from registry_hooks.contract import DRIFT_FORMAT, DRIFT_SUMMARY_PATH
+
 # Per-column methods: the five evidently picks by default, plus two verdicts that are not a test.
 TEST_METHODS = ("ks", "chisquare", "z", "wasserstein", "jensenshannon")
 SCHEMA_METHOD = "schema"  # column missing, extra or retyped: drifted by definition
@@ -193,7 +192,7 @@ class DriftSummary(ColumnCounts):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": DRIFT_FORMAT,
             "candidate": {"name": self.candidate_name, "version": self.candidate_version},
             "created_at": self.created_at,
             "reference": self.reference.to_dict(),
@@ -217,7 +216,7 @@ class DriftSummary(ColumnCounts):
     def from_dict(cls, data: Any) -> DriftSummary:
         """Parse and validate a ``gatekeeper.drift/1`` document; raise ``DriftError`` if it is not one."""
         _require(isinstance(data, dict), "summary", "must be a JSON object")
-        _require(data.get("format") == FORMAT, "format", f"must be {FORMAT!r}, got {data.get('format')!r}")
+        _require(data.get("format") == DRIFT_FORMAT, "format", f"must be {DRIFT_FORMAT!r}, got {data.get('format')!r}")
         missing = [key for key in REQUIRED_KEYS if key not in data]
         _require(not missing, "summary", f"lacks required keys {missing}")
         candidate = data["candidate"]
@@ -324,5 +323,5 @@ def parse_drift_summary(raw: bytes | str) -> DriftSummary:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DriftError(f"{SUMMARY_PATH} is not valid JSON: {exc}") from exc
+        raise DriftError(f"{DRIFT_SUMMARY_PATH} is not valid JSON: {exc}") from exc
     return DriftSummary.from_dict(data)

@@ -1,7 +1,7 @@
 """Drift evidence for the promotion gate: is the current data still like the data the candidate learned from?
 
-* ``summary``  -- the ``gatekeeper.drift/1`` JSON format and ``DriftError`` (standard library only:
-  the MLflow server imports this to read the evidence).
+* ``registry_hooks.drift_summary`` -- the ``gatekeeper.drift/1`` JSON format and ``DriftError``
+  (standard library only: the MLflow server imports it to read the evidence).
 * ``verdict``  -- per-column verdicts on the full data with evidently's default methods, in
   numpy/scipy (no evidently import).
 * ``report``   -- the evidently HTML report, on a sample (evidently imported lazily).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from registry_hooks.drift_summary import FORMAT, ColumnDrift, DriftError, DriftSummary, SchemaChange, TableInfo
+from registry_hooks.drift_summary import ColumnDrift, DriftError, DriftSummary, SchemaChange, TableInfo
 
 _LAZY = {
     "Verdict": "verdict",
@@ -23,12 +23,15 @@ _LAZY = {
     "build_report": "report",
     "DEFAULT_SAMPLE_SIZE": "report",
     "check_drift": "tracking",
+    "Candidate": "tracking",
+    "DriftOptions": "tracking",
+    "DriftTable": "tracking",
     "log_drift": "tracking",
     "run_drift": "tracking",
     "DriftOutcome": "tracking",
 }
 
-__all__ = ["FORMAT", "ColumnDrift", "DriftError", "DriftSummary", "SchemaChange", "TableInfo", *_LAZY]
+__all__ = ["ColumnDrift", "DriftError", "DriftSummary", "SchemaChange", "TableInfo", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,7 @@ import sys
 
 from projects.cli_types import integer_at_least
 
+from registry_hooks.contract import DRIFT_REPORT_PATH, DRIFT_SUMMARY_PATH
 from registry_hooks.drift_summary import DriftError
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m projects.drift",
         description="Compare a window of current data with the candidate's training data and log the drift "
-        "evidence (gatekeeper/drift.json, gatekeeper/drift_report.html) to an MLflow run.",
+        f"evidence ({DRIFT_SUMMARY_PATH}, {DRIFT_REPORT_PATH}) to an MLflow run.",
     )
     parser.add_argument("--model", required=True, help="candidate version: models:/NAME/VERSION (or models:/NAME@ALIAS)")
     parser.add_argument("--current", required=True, help="current window: .parquet or .csv path, a data-set version directory, or any MLflow artifact URI")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print("schema changes: " + ", ".join(f"{c.column} ({c.change})" for c in s.schema_changes))
     for note in s.notes:
         print(f"note: {note}")
-    print(f"evidence logged to run {outcome.run_id}: gatekeeper/drift.json, gatekeeper/drift_report.html")
+    print(f"evidence logged to run {outcome.run_id}: {DRIFT_SUMMARY_PATH}, {DRIFT_REPORT_PATH}")
     return 0
 
 

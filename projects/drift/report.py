@@ -79,13 +79,31 @@ def build_report(
     if sample_size < 1:
         raise DriftError(f"sample size must be a positive number of rows, got {sample_size}")
     from evidently.core.metric_types import render_widgets  # lazy: never at server import
-    from evidently.legacy.renderers.html_widgets import CounterData, counter, group_widget, table_data, text_widget
+    from evidently.legacy.renderers.html_widgets import group_widget, text_widget
 
-    tested = [c for c in verdict.columns if c.method in TEST_METHODS]
     notes: list[str] = []
     ref_s = sample_table(reference, sample_size)
     cur_s = sample_table(current, sample_size)
     sampled = len(reference) > len(ref_s) or len(current) > len(cur_s)
+    widgets = _verdict_widgets(verdict, title)
+    charts, classification = _chart_widgets(ref_s, cur_s, verdict, label, prediction, sampled, notes)
+    widgets.append(text_widget(title="About this report", text=_about(ref_s, cur_s, sampled, notes)))
+    if charts:
+        widgets.append(group_widget(title="evidently", widgets=charts))
+    page = render_widgets(widgets, as_iframe=False)
+    ensure_self_contained(page)
+    return ReportResult(
+        html=page,
+        sample_rows={"reference": len(ref_s), "current": len(cur_s)},
+        classification=classification,
+        notes=notes,
+    )
+
+
+def _verdict_widgets(verdict: Verdict, title: str) -> list[Any]:
+    """The evidence itself: counters, the full-data verdict of every column, the schema changes."""
+    from evidently.legacy.renderers.html_widgets import CounterData, counter, table_data
+
     widgets = [
         counter(
             title=title,
@@ -112,21 +130,32 @@ def build_report(
                 data=[[s.column, s.change, s.detail] for s in verdict.schema_changes],
             )
         )
-    # The charts are decoration: the verdicts above stand without them, so an evidently failure
-    # becomes a note in the report and the summary rather than a failed check.
-    drift_widgets: list[Any] = []
+    return widgets
+
+
+def _chart_widgets(ref_s, cur_s, verdict, label, prediction, sampled, notes) -> tuple[list[Any], dict[str, Any] | None]:
+    """evidently's charts on the samples, and classification quality when there is a label and a prediction.
+
+    The charts are decoration: the verdicts stand without them, so an evidently failure becomes a
+    note in the report and the summary rather than a failed check.
+    """
+    tested = [c for c in verdict.columns if c.method in TEST_METHODS]
+    charts: list[Any] = []
     try:
-        drift_widgets += _drift_widgets(ref_s, cur_s, verdict, tested, prediction=prediction, sampled=sampled,
-                                        notes=notes)  # fmt: skip
+        charts += _drift_widgets(ref_s, cur_s, verdict, tested, prediction=prediction, sampled=sampled, notes=notes)
     except Exception as exc:
         notes.append(f"evidently could not draw the drift charts: {type(exc).__name__}: {exc}")
     classification = None
     if label is not None and prediction is not None:
         try:
-            widgets_, classification = _classification_widgets(cur_s, label, prediction, notes)
-            drift_widgets += widgets_
+            quality, classification = _classification_widgets(cur_s, label, prediction, notes)
+            charts += quality
         except Exception as exc:
             notes.append(f"evidently could not compute classification quality: {type(exc).__name__}: {exc}")
+    return charts, classification
+
+
+def _about(ref_s, cur_s, sampled: bool, notes: list[str]) -> str:
     sample_text = (
         f"Charts below: evidently on a random sample of {len(ref_s)} reference and {len(cur_s)} current rows "
         f"(seed {SAMPLE_SEED}), with each column's full-data method and threshold. Their scores carry sampling "
@@ -135,17 +164,7 @@ def build_report(
         if sampled
         else "Charts below: evidently on the full tables (they are smaller than the sample size)."
     )
-    widgets.append(text_widget(title="About this report", text=" ".join([sample_text] + [f"Note: {n}" for n in notes])))
-    if drift_widgets:
-        widgets.append(group_widget(title="evidently", widgets=drift_widgets))
-    page = render_widgets(widgets, as_iframe=False)
-    ensure_self_contained(page)
-    return ReportResult(
-        html=page,
-        sample_rows={"reference": len(ref_s), "current": len(cur_s)},
-        classification=classification,
-        notes=notes,
-    )
+    return " ".join([sample_text] + [f"Note: {n}" for n in notes])
 
 
 def ensure_self_contained(page: str) -> None:

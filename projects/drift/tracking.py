@@ -26,17 +26,15 @@ import pandas as pd
 
 from projects.datasets import (DataError, content_hash, find_dataset_input, is_local, load_table, local_table_path,
                                log_dataset_input)
+from projects.model_uri import parse_model_uri
 from projects.run_scope import child_run
-
-from .report import DEFAULT_SAMPLE_SIZE, build_report
+from registry_hooks.contract import (DRIFT_REPORT_PATH, DRIFT_SUMMARY_PATH, TAG_CANDIDATE_NAME, TAG_CANDIDATE_VERSION,
+                                     TAG_DRIFT)
 from registry_hooks.drift_summary import DriftError, DriftSummary, TableInfo, utc_now_iso
+
+from .report import DEFAULT_SAMPLE_SIZE, ReportResult, build_report
 from .verdict import Verdict, compute_verdict
 
-SUMMARY_ARTIFACT = "gatekeeper/drift.json"
-REPORT_ARTIFACT = "gatekeeper/drift_report.html"
-TAG_DRIFT = "gatekeeper.drift"
-TAG_CANDIDATE_NAME = "gatekeeper.candidate.name"
-TAG_CANDIDATE_VERSION = "gatekeeper.candidate.version"
 TRAINING_CONTEXT = "training"
 _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :]")
 
@@ -45,7 +43,31 @@ _METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :]")
 class Candidate:
     name: str
     version: str
-    run_id: str | None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DriftTable:
+    """One side of a drift check: the rows, where they were read from, and the name they are logged
+    under (default: the source's file name, else the side, ``reference`` or ``current``)."""
+
+    frame: pd.DataFrame
+    source: str = ""
+    name: str | None = None
+
+    def named(self, side: str) -> str:
+        return self.name or _name(self.source, side)
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """What to compare: ``label`` (kept out of the feature drift), ``prediction`` (its own verdict),
+    ``columns`` (None: all), and how many rows per table the HTML charts draw on."""
+
+    label: str | None = None
+    prediction: str | None = None
+    columns: list[str] | None = None
+    sample_size: int = DEFAULT_SAMPLE_SIZE
 
 
 @dataclass
@@ -58,45 +80,35 @@ class DriftOutcome:
 # --- without MLflow -------------------------------------------------------------------------------
 
 
-def check_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    *,
-    candidate_name: str = "",
-    candidate_version: str = "",
-    reference_source: str = "",
-    current_source: str = "",
-    label: str | None = None,
-    prediction: str | None = None,
-    columns: list[str] | None = None,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-) -> DriftOutcome:
-    """Verdicts, HTML report and summary for two DataFrames; logs nothing."""
-    candidate = f"{candidate_name}/{candidate_version}" if candidate_name else ""
-    verdict, report = _evaluate(reference, current, label, prediction, columns, sample_size, candidate)
-    ref_info = TableInfo(_name(reference_source, "reference"), reference_source, content_hash(reference), len(reference))
-    cur_info = TableInfo(_name(current_source, "current"), current_source, content_hash(current), len(current))
-    summary = _summary(verdict, report, candidate_name, candidate_version, ref_info, cur_info, sample_size)
-    return DriftOutcome(summary, report.html)
+def check_drift(reference: DriftTable, current: DriftTable, candidate: Candidate | None = None,
+                options: DriftOptions = DriftOptions()) -> DriftOutcome:
+    """Verdicts, HTML report and summary for two tables; logs nothing."""
+    verdict, report = _judge(reference.frame, current.frame, options, candidate)
+    infos = [TableInfo(t.named(side), t.source, content_hash(t.frame), len(t.frame))
+             for side, t in (("reference", reference), ("current", current))]
+    return DriftOutcome(_summary(verdict, report, candidate, infos, options.sample_size), report.html)
 
 
-def _evaluate(reference, current, label, prediction, columns, sample_size, candidate=""):
-    if sample_size < 1:
-        raise DriftError(f"--sample-size must be a positive number of rows, got {sample_size}")
-    verdict = compute_verdict(reference, current, columns=columns, label=label, prediction=prediction)
-    title = f"Drift report: {candidate}" if candidate else "Drift report"
-    report = build_report(reference, current, verdict, label=label, prediction=prediction,
-                          sample_size=sample_size, title=title)  # fmt: skip
+def _judge(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOptions,
+           candidate: Candidate | None) -> tuple[Verdict, ReportResult]:
+    if options.sample_size < 1:
+        raise DriftError(f"--sample-size must be a positive number of rows, got {options.sample_size}")
+    verdict = compute_verdict(reference, current, columns=options.columns, label=options.label,
+                              prediction=options.prediction)
+    title = f"Drift report: {candidate.name}/{candidate.version}" if candidate else "Drift report"
+    report = build_report(reference, current, verdict, label=options.label, prediction=options.prediction,
+                          sample_size=options.sample_size, title=title)  # fmt: skip
     return verdict, report
 
 
-def _summary(verdict: Verdict, report, name, version, ref_info, cur_info, sample_size) -> DriftSummary:
+def _summary(verdict: Verdict, report: ReportResult, candidate: Candidate | None, infos: list[TableInfo],
+             sample_size: int) -> DriftSummary:
     return DriftSummary(
-        candidate_name=str(name),
-        candidate_version=str(version),
+        candidate_name=candidate.name if candidate else "",
+        candidate_version=candidate.version if candidate else "",
         created_at=utc_now_iso(),
-        reference=ref_info,
-        current=cur_info,
+        reference=infos[0],
+        current=infos[1],
         columns=verdict.columns,
         schema_changes=verdict.schema_changes,
         prediction_drift=verdict.prediction_drift,
@@ -117,110 +129,57 @@ def _name(source: str, fallback: str) -> str:
 # --- with MLflow ----------------------------------------------------------------------------------
 
 
-def log_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    *,
-    candidate_name: str,
-    candidate_version: str,
-    reference_source: str,
-    current_source: str,
-    reference_name: str | None = None,
-    current_name: str | None = None,
-    label: str | None = None,
-    prediction: str | None = None,
-    columns: list[str] | None = None,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-) -> DriftOutcome:
+def log_drift(reference: DriftTable, current: DriftTable, candidate: Candidate,
+              options: DriftOptions = DriftOptions()) -> DriftOutcome:
     """Compute the drift evidence and log it into a new MLflow run (nested under an active one)."""
     import mlflow
 
-    verdict, report = _evaluate(reference, current, label, prediction, columns, sample_size,
-                                f"{candidate_name}/{candidate_version}")  # fmt: skip
-    with child_run(f"drift-{candidate_name}-v{candidate_version}", error=DriftError) as run:
-        logged = {}
-        for context, df, source, name in (
-            ("reference", reference, reference_source, reference_name),
-            ("current", current, current_source, current_name),
-        ):
-            with warnings.catch_warnings():  # MLflow's hints about source guessing and integer schemas
-                warnings.filterwarnings("ignore", message="(?s).*(interpreted in multiple ways|Inferred schema contains)")
-                logged[context] = log_dataset_input(
-                    df,
-                    source=source,
-                    name=name or _name(source, context),
-                    context=context,
-                    targets=label if label is not None and label in df.columns else None,
-                )
-        infos = {k: TableInfo(v.name, v.source, v.content_hash, v.n_rows) for k, v in logged.items()}
-        summary = _summary(verdict, report, candidate_name, candidate_version, infos["reference"], infos["current"],
-                           sample_size)  # fmt: skip
-        params = {"drift.reference": reference_source, "drift.current": current_source, "drift.sample_size": sample_size}
-        params.update({k: v for k, v in (("drift.label", label), ("drift.prediction", prediction)) if v is not None})
-        if columns is not None:
-            params["drift.columns"] = ",".join(map(str, columns))
-        mlflow.log_params({k: _clip(str(v)) for k, v in params.items()})
+    verdict, report = _judge(reference.frame, current.frame, options, candidate)
+    with child_run(f"drift-{candidate.name}-v{candidate.version}", error=DriftError) as run:
+        infos = [_log_input(side, table, options.label) for side, table in (("reference", reference), ("current", current))]
+        summary = _summary(verdict, report, candidate, infos, options.sample_size)
+        mlflow.log_params({k: _clip(str(v)) for k, v in _params(reference, current, options).items()})
         mlflow.log_metrics(_metrics(summary))
-        mlflow.log_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False), SUMMARY_ARTIFACT)
-        mlflow.log_text(report.html, REPORT_ARTIFACT)
-        mlflow.set_tags(
-            {TAG_DRIFT: "1", TAG_CANDIDATE_NAME: str(candidate_name), TAG_CANDIDATE_VERSION: str(candidate_version)}
-        )
+        mlflow.log_text(json.dumps(summary.to_dict(), indent=2, allow_nan=False), DRIFT_SUMMARY_PATH)
+        mlflow.log_text(report.html, DRIFT_REPORT_PATH)
+        mlflow.set_tags({TAG_DRIFT: "1", TAG_CANDIDATE_NAME: candidate.name, TAG_CANDIDATE_VERSION: candidate.version})
         return DriftOutcome(summary, report.html, run.info.run_id)
 
 
-def run_drift(
-    model_uri: str,
-    current: str,
-    *,
-    reference: str | None = None,
-    label: str | None = None,
-    prediction: str | None = None,
-    columns: list[str] | None = None,
-    sample_size: int = DEFAULT_SAMPLE_SIZE,
-) -> DriftOutcome:
-    """The CLI: drift of the window at ``current`` against the candidate's reference, logged to MLflow."""
+def _log_input(side: str, table: DriftTable, label: str | None) -> TableInfo:
+    with warnings.catch_warnings():  # MLflow's hints about source guessing and integer schemas
+        warnings.filterwarnings("ignore", message="(?s).*(interpreted in multiple ways|Inferred schema contains)")
+        logged = log_dataset_input(table.frame, source=table.source, name=table.named(side), context=side,
+                                   targets=label if label is not None and label in table.frame.columns else None)
+    return TableInfo(logged.name, logged.source, logged.content_hash, logged.n_rows)
+
+
+def _params(reference: DriftTable, current: DriftTable, options: DriftOptions) -> dict[str, object]:
+    params: dict[str, object] = {"drift.reference": reference.source, "drift.current": current.source,
+                                 "drift.sample_size": options.sample_size}
+    params.update({k: v for k, v in (("drift.label", options.label), ("drift.prediction", options.prediction))
+                   if v is not None})
+    if options.columns is not None:
+        params["drift.columns"] = ",".join(map(str, options.columns))
+    return params
+
+
+def run_drift(model_uri: str, current: str, *, reference: str | None = None, label: str | None = None,
+              prediction: str | None = None, columns: list[str] | None = None,
+              sample_size: int = DEFAULT_SAMPLE_SIZE) -> DriftOutcome:
+    """The CLI: drift of the window at ``current`` against the candidate's reference, logged to MLflow.
+
+    Its parameters are the ``drift`` entry point's, one for one (``retrain`` calls it the same way).
+    """
     candidate = resolve_candidate(model_uri)
     if reference is not None:
-        reference_source = _absolute(reference)
-        reference_df = load_window(reference_source, "reference")
-        reference_name = None
+        source = _absolute(reference)
+        reference_table = DriftTable(load_window(source, "reference"), source)
     else:
-        reference_source, reference_df, reference_name = default_reference(candidate)
+        reference_table = default_reference(candidate)
     current_source = _absolute(current)
-    current_df = load_window(current_source, "current")
-    return log_drift(
-        reference_df,
-        current_df,
-        candidate_name=candidate.name,
-        candidate_version=candidate.version,
-        reference_source=reference_source,
-        current_source=current_source,
-        reference_name=reference_name,
-        label=label,
-        prediction=prediction,
-        columns=columns,
-        sample_size=sample_size,
-    )
-
-
-def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/NAME/VERSION`` -> (name, version, None); ``models:/NAME@ALIAS`` -> (name, None, alias)."""
-    if not model_uri.startswith("models:/"):
-        raise DriftError(f"--model must look like models:/NAME/VERSION, got {model_uri!r}")
-    body = model_uri[len("models:/") :].strip("/")
-    if "@" in body:
-        name, alias = body.rsplit("@", 1)
-        if name and alias:
-            return name, None, alias
-    elif "/" in body:
-        name, version = body.rsplit("/", 1)
-        if name and version.isdigit():
-            return name, version, None
-    raise DriftError(
-        f"--model must name one registered version, models:/NAME/VERSION (a number) or models:/NAME@ALIAS; "
-        f"got {model_uri!r}"
-    )
+    return log_drift(reference_table, DriftTable(load_window(current_source, "current"), current_source), candidate,
+                     DriftOptions(label, prediction, columns, sample_size))
 
 
 def resolve_candidate(model_uri: str) -> Candidate:
@@ -228,13 +187,16 @@ def resolve_candidate(model_uri: str) -> Candidate:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    name, version, alias = parse_model_uri(model_uri)
+    try:
+        uri = parse_model_uri(model_uri)
+    except ValueError as exc:
+        raise DriftError(f"--model {exc}") from None
     client = MlflowClient()
     try:
-        if alias is not None:
-            model_version = client.get_model_version_by_alias(name, alias)
+        if uri.alias is not None:
+            model_version = client.get_model_version_by_alias(uri.name, uri.alias)
         else:
-            model_version = client.get_model_version(name, version)
+            model_version = client.get_model_version(uri.name, uri.version)
     except MlflowException as exc:
         problem = "not found in" if exc.error_code == "RESOURCE_DOES_NOT_EXIST" else "cannot be read from"
         raise DriftError(
@@ -243,7 +205,7 @@ def resolve_candidate(model_uri: str) -> Candidate:
     return Candidate(model_version.name, str(model_version.version), model_version.run_id or None)
 
 
-def default_reference(candidate: Candidate) -> tuple[str, pd.DataFrame, str]:
+def default_reference(candidate: Candidate) -> DriftTable:
     """The table the candidate was trained on, as its training run logged it (and verified by hash)."""
     from mlflow.exceptions import MlflowException
 
@@ -274,7 +236,7 @@ def default_reference(candidate: Candidate) -> tuple[str, pd.DataFrame, str]:
             f"(content hash {digest[:12]}... != logged {logged.content_hash[:12]}...): restore it, or pass "
             "--reference to compare against another table on purpose"
         )
-    return logged.source, df, logged.name
+    return DriftTable(df, logged.source, logged.name)
 
 
 def load_window(uri: str, side: str) -> pd.DataFrame:

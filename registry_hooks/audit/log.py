@@ -21,8 +21,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from registry_hooks.audit.models import SqlDecision
+from registry_hooks.contract import AUDIT_VERSION_TABLE
+from registry_hooks.transactions import retrying
 
-VERSION_TABLE = "alembic_version_gatekeeper"
 APPROVING_ACTIONS = ("promote", "override", "rollback")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x6761746B  # "gatk": serialises concurrent start-ups on PostgreSQL
@@ -35,33 +36,29 @@ def _alembic_config(engine: Engine) -> Config:
     return config
 
 
-def migrate(engine: Engine, attempts: int = 20) -> None:
+def migrate(engine: Engine) -> None:
     """Bring the gatekeeper tables to the newest revision, safely from several workers at once.
 
     Must run after MLflow created its own tables (an empty database that first gets ours makes
-    ``mlflow db upgrade`` fail). PostgreSQL serialises workers with an advisory lock; SQLite
-    workers that race on the DDL retry until one of them has finished.
+    ``mlflow db upgrade`` fail). PostgreSQL serialises workers with an advisory lock; a SQLite
+    worker that meets another one's DDL (a lock, a table that now exists, a version row inserted
+    first) looks again after a short pause (``transactions.retrying``); any other error stops
+    the start-up.
     """
     config = _alembic_config(engine)
     head = ScriptDirectory.from_config(config).get_current_head()
-    last_error: Exception | None = None
-    for attempt in range(attempts):
-        try:
-            with engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
-                current = MigrationContext.configure(
-                    connection, opts={"version_table": VERSION_TABLE}
-                ).get_current_revision()
-                if current == head:
-                    return
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-                return
-        except Exception as exc:  # another worker is mid-migration: wait for it and look again
-            last_error = exc
-            time.sleep(0.2 * (attempt + 1))
-    raise RuntimeError(f"could not migrate the gatekeeper tables: {last_error}") from last_error
+    retrying(lambda: _upgrade(engine, config, head))
+
+
+def _upgrade(engine: Engine, config: Config, head: str) -> None:
+    """One attempt: read the revision the database has, and upgrade it to ``head`` if it is older."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+        current = MigrationContext.configure(connection, opts={"version_table": AUDIT_VERSION_TABLE}).get_current_revision()
+        if current != head:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
 
 
 @dataclass

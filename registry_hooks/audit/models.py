@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Text
 from sqlalchemy.orm import declarative_base
 
+from registry_hooks.contract import DECISIONS_TABLE
+
 Base = declarative_base()
 
 
@@ -16,7 +18,7 @@ class SqlDecision(Base):
     policy text in force.
     """
 
-    __tablename__ = "gatekeeper_decisions"
+    __tablename__ = DECISIONS_TABLE
 
     id = Column(Integer, primary_key=True, autoincrement=True)
     created_at = Column(BigInteger, nullable=False)  # milliseconds since the epoch, like MLflow

@@ -12,9 +12,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from projects.datasets import CONTENT_HASH_TAG
 from projects.drift import DriftSummary
 from projects.drift.__main__ import main
+from registry_hooks.contract import INPUT_TAG_CONTENT_HASH
 
 EXTERNAL = re.compile(r"""<(?:script|link)[^>]+(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.IGNORECASE)
 REPO = Path(__file__).resolve().parents[2]
@@ -52,11 +52,11 @@ def test_cli_logs_the_evidence_against_the_training_dataset(mlflow_store, tmp_pa
     assert "drift/color/score" in metrics and metrics["dataset_drift"] == 0
     # both tables logged as inputs, the reference being exactly what the training run logged
     training = client.get_run(mlflow_store["train_run_id"]).inputs.dataset_inputs[0]
-    training_hash = {t.key: t.value for t in training.tags}[CONTENT_HASH_TAG]
+    training_hash = {t.key: t.value for t in training.tags}[INPUT_TAG_CONTENT_HASH]
     inputs = {}
     for dataset_input in run.inputs.dataset_inputs:
         tag = {t.key: t.value for t in dataset_input.tags}
-        inputs[tag["mlflow.data.context"]] = tag[CONTENT_HASH_TAG]
+        inputs[tag["mlflow.data.context"]] = tag[INPUT_TAG_CONTENT_HASH]
     assert set(inputs) == {"reference", "current"} and inputs["reference"] == training_hash
     summary = DriftSummary.from_dict(json.loads(artifact(client, run.info.run_id, "gatekeeper/drift.json", tmp_path)))
     assert (summary.candidate_name, summary.candidate_version) == ("churn", "1")

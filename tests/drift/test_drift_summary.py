@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from projects.drift import DriftError, DriftSummary
-from projects.drift.tracking import check_drift
+from projects.drift.tracking import Candidate, DriftOptions, DriftTable, check_drift
 
 CONTRACT_KEYS = {
     "format", "candidate", "created_at", "reference", "current", "n_columns", "n_drifted", "share_drifted",
@@ -23,8 +23,8 @@ def document(windows):
     reference, current = windows
     current = current.drop(columns=["num_same"])  # one schema change
     outcome = check_drift(
-        reference, current, candidate_name="churn", candidate_version="3",
-        reference_source="/data/train.parquet", current_source="/data/window.parquet", sample_size=2000,
+        DriftTable(reference, "/data/train.parquet"), DriftTable(current, "/data/window.parquet"),
+        Candidate("churn", "3"), DriftOptions(sample_size=2000),
     )  # fmt: skip
     return json.loads(json.dumps(outcome.summary.to_dict(), allow_nan=False))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugins.run_context import TAG_COMMIT, TAG_DATASET, TAG_STEP
 from projects.scenes import generate, save_version
+from registry_hooks.contract import TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_PIPELINE_STEP
 from tests.pipeline.test_run_context import REGISTRATION_FAILURE, is_commit_of_this_repository
 
 mlflow = pytest.importorskip("mlflow")
@@ -121,7 +121,7 @@ def test_scenes_writes_a_version_and_the_project_run_names_it(project, scenes_ru
     assert version.parent == project.root / "scenes" and version.name == manifest["content_hash"]
     assert (manifest["n"], manifest["mix"]["name"], manifest["seed"]) == (200, "summer", 3)
     assert (version / "data.parquet").is_file()
-    assert run.data.tags[TAG_DATASET] == manifest["content_hash"]
+    assert run.data.tags[TAG_DATASET_VERSION] == manifest["content_hash"]
     assert project.load_json(run, "data/manifest.json") == manifest
 
 
@@ -191,11 +191,11 @@ def test_retrain_steps_carry_the_run_context_tags(project, tune_run):
     assert "=== retrain summary ===" in output
     steps = project.children(cycle)
     assert set(steps) == {"train", f"drift-{MODEL}-retrain-v1", f"evaluate {MODEL}-retrain v1"}
-    dataset = cycle.data.tags[TAG_DATASET]
+    dataset = cycle.data.tags[TAG_DATASET_VERSION]
     for name, step in steps.items():
         tags = step.data.tags
-        assert name.startswith(tags[TAG_STEP]) and tags[TAG_DATASET] == dataset, (name, tags)
-        assert is_commit_of_this_repository(tags[TAG_COMMIT]), tags[TAG_COMMIT]
+        assert name.startswith(tags[TAG_PIPELINE_STEP]) and tags[TAG_DATASET_VERSION] == dataset, (name, tags)
+        assert is_commit_of_this_repository(tags[TAG_GIT_COMMIT]), tags[TAG_GIT_COMMIT]
     # tune's default data is the very training set retrain builds with the same mix, size and seed
     (tuned,) = (project.root / "tune-data" / "train").iterdir()
     assert tuned.name == dataset

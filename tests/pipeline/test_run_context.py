@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.run_context import DATASET_ENV, STEP_ENV, TAG_COMMIT, TAG_DATASET, TAG_STEP
+from registry_hooks.contract import DATASET_ENV, STEP_ENV, TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_PIPELINE_STEP
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRATION_FAILURE = "Failure attempting to register context provider"
@@ -47,8 +47,8 @@ def test_a_run_in_a_fresh_process_gets_step_dataset_and_commit(first_import, tmp
     assert result.returncode == 0, result.stderr
     assert REGISTRATION_FAILURE not in result.stderr
     tags = json.loads(result.stdout.strip().splitlines()[-1])
-    assert tags[TAG_STEP] == "evaluate" and tags[TAG_DATASET] == "abc123"
-    assert is_commit_of_this_repository(tags[TAG_COMMIT]), tags[TAG_COMMIT]
+    assert tags[TAG_PIPELINE_STEP] == "evaluate" and tags[TAG_DATASET_VERSION] == "abc123"
+    assert is_commit_of_this_repository(tags[TAG_GIT_COMMIT]), tags[TAG_GIT_COMMIT]
 
 
 def test_outside_git_and_without_the_variables_no_tags_are_invented(tmp_path):
@@ -58,7 +58,7 @@ def test_outside_git_and_without_the_variables_no_tags_are_invented(tmp_path):
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     tags = json.loads(result.stdout.strip().splitlines()[-1])
-    assert not {TAG_STEP, TAG_DATASET, TAG_COMMIT} & set(tags)
+    assert not {TAG_PIPELINE_STEP, TAG_DATASET_VERSION, TAG_GIT_COMMIT} & set(tags)
 
 
 def test_the_provider_is_mlflows_kind_and_built_once():

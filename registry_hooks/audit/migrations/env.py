@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from registry_hooks.audit.models import Base
+from registry_hooks.contract import AUDIT_VERSION_TABLE
 
-VERSION_TABLE = "alembic_version_gatekeeper"
 config = context.config
 
 
@@ -26,7 +26,7 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata, version_table=VERSION_TABLE)
+    context.configure(connection=connection, target_metadata=Base.metadata, version_table=AUDIT_VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()
 

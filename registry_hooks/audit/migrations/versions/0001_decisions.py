@@ -1,5 +1,8 @@
 """Create the append-only decisions table.
 
+A migration is history: it names the table as it was created, not through
+``registry_hooks.contract`` (renaming the table there would need a new migration).
+
 Revision ID: 0001_decisions
 Revises:
 Create Date: 2026-11-29
