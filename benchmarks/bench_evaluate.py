@@ -32,7 +32,7 @@ included.
    (a CNN predict run on a shared 2-core machine varies by ~10 %, as much as the budget).
 
    Two model kinds: a scikit-learn logistic regression on the tests' tabular task
-   (``tests.support.evidence``: 6 features, a ``weather`` slice; 5 reps) whose inference is almost
+   (``benchmarks/evidence.py``: 6 features, a ``weather`` slice; 5 reps) whose inference is almost
    free, so nearly all of (b) is overhead -- the fixed and per-row costs of the evidence; and the
    road-scenes CNN (``projects.train.train``, a couple of quick epochs, width 16 as in retrain) on
    ``projects.scenes.generate`` tables, the pipeline's real case (1 rep by default: ~3 min).
@@ -54,15 +54,14 @@ included.
    memory. (``ru_maxrss`` is not used: in a child started by a big parent it reports at least
    the parent's RSS.)
 
-No assertions: it prints figures, whether the budget was met, and a markdown table for the README.
+No assertions: it prints figures and writes them to ``benchmarks/results/evaluate.json``, from which
+the README's rows are generated (``benchmarks/readme_tables.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
-import functools
 import gc
 import io
 import json
@@ -74,12 +73,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
-from _common import machine_lines, markdown_table, median, own_peak_rss_mb  # noqa: E402
+from _common import ResultFile, machine_lines, markdown_table, median, own_peak_rss_mb  # noqa: E402
+
+from benchmarks.evaluate_probes import PHASE_ORDER, PREDICT, RssSampler, timed_phases  # noqa: E402
 
 BATCH = 20_000  # evaluate's default batch size
 SK_MODEL, CNN_MODEL = "bench-sklearn", "bench-cnn"
@@ -95,151 +97,11 @@ defaults:
   drift: {required: false}
 """
 PIP = ["scikit-learn", "pandas", "numpy"]
+PACKAGES = ("scikit-learn", "pandas", "pyarrow")
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-# -- phase timers (wrapping package functions from the outside) --------------------------------
-
-
-class Phases:
-    """Accumulates seconds per call path ("first pass > content hash") while patches are active."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.stack: list[str] = []
-        self._undo: list[tuple[object, str, object]] = []
-
-    def _add(self, key: str, seconds: float) -> None:
-        path = " > ".join([*self.stack, key])
-        self.seconds[path] = self.seconds.get(path, 0.0) + seconds
-
-    def wrap(self, owner: object, attr: str, key: str) -> None:
-        original = getattr(owner, attr)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            self.stack.append(key)
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                self.stack.pop()
-                self._add(key, elapsed)
-
-        setattr(owner, attr, timed)
-        self._undo.append((owner, attr, original))
-
-    def wrap_generator(self, owner: object, attr: str, key_for) -> None:
-        """Time every ``next()`` of the generator ``owner.attr(...)`` returns (reading batches)."""
-        original = getattr(owner, attr)
-
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            key = key_for(*args, **kwargs)
-            iterator = iter(original(*args, **kwargs))
-            while True:
-                start = time.perf_counter()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    self._add(key, time.perf_counter() - start)
-                    return
-                self._add(key, time.perf_counter() - start)
-                yield item
-
-        setattr(owner, attr, timed)
-        self._undo.append((owner, attr, original))
-
-    def restore(self) -> None:
-        for owner, attr, original in reversed(self._undo):
-            setattr(owner, attr, original)
-        self._undo.clear()
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class RssSampler:
-    """Samples this process's RSS every few ms in a thread: the peak, and the phase it happened in."""
-
-    def __init__(self, phases: Phases | None = None, interval: float = 0.005):
-        import threading
-
-        self.phases, self.interval = phases, interval
-        self.start_mb = rss_mb()
-        self.peak_mb, self.peak_phase = self.start_mb, "before"
-        self.per_phase: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            value = rss_mb()
-            stack = list(self.phases.stack) if self.phases is not None else []
-            phase = stack[0] if stack else "other"
-            self.per_phase[phase] = max(self.per_phase.get(phase, 0.0), value)
-            if value > self.peak_mb:
-                self.peak_mb, self.peak_phase = value, " > ".join(stack) or "other"
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-# the phases, in the order they happen; (patch target, attribute, label)
-PHASE_ORDER = [
-    "the one pass: read, hash, keep keys, score",
-    "baseline lookup (gate)",
-    "load both models",
-    "read batches",
-    "score",
-    "outcomes (per-example fields)",
-    "statistics (overall + slices)",
-    "log dataset input",
-    "log evidence (outcomes.arrow)",
-    "artifacts (charts, tables)",
-    "gate preview (explain)",
-]
-
-
-@contextlib.contextmanager
-def timed_phases() -> Phases:
-    import mlflow.pyfunc
-
-    import projects.datasets
-    import projects.evaluate.core as core
-    import projects.evaluate.report as report
-    import registry_hooks.evidence
-
-    phases = Phases()
-    phases.wrap(core, "_read_and_score", PHASE_ORDER[0])
-    phases.wrap(projects.datasets.StreamingHash, "update", "content hash")
-    phases.wrap(core, "_baseline", PHASE_ORDER[1])
-    phases.wrap(core.Scorer, "__init__", PHASE_ORDER[2])
-    phases.wrap(core.Scorer, "score", PHASE_ORDER[4])
-    phases.wrap(mlflow.pyfunc.PyFuncModel, "predict", "predict")
-    phases.wrap_generator(core, "iter_table", lambda *a, **k: PHASE_ORDER[3])
-    phases.wrap(core, "outcomes", PHASE_ORDER[5])
-    phases.wrap(core, "compare_all", PHASE_ORDER[6])
-    phases.wrap(core, "log_dataset_input", PHASE_ORDER[7])
-    phases.wrap(registry_hooks.evidence, "log_evidence", PHASE_ORDER[8])
-    phases.wrap(report, "log_artifacts", PHASE_ORDER[9])
-    phases.wrap(core, "_preview", PHASE_ORDER[10])
-    try:
-        yield phases
-    finally:
-        phases.restore()
 
 
 # -- models and data ---------------------------------------------------------------------------
@@ -255,7 +117,7 @@ def register_sklearn(model, columns: list[str]) -> str:
     import mlflow
     from mlflow.models import infer_signature
 
-    from tests.support.evidence import make_data
+    from benchmarks.evidence import make_data
 
     sample = make_data(50, seed=5)[columns]
     with mlflow.start_run(run_name=f"train {SK_MODEL}"):
@@ -348,11 +210,10 @@ def overhead_case(kind: str, name: str, versions: list[str], frame, data: str, s
         "overhead_with_load": median(overheads_load), "overhead_inside": median(inside),
         "rss_before": median([b["rss_before"] for b in runs_b]), "rss_peak": median([b["rss_peak"] for b in runs_b]),
         "peak_phase": runs_b[-1]["peak_phase"],
-        "phases": phases, "verdict": runs_b[-1]["verdict"], "baseline": runs_b[-1]["baseline"],
+        "phases": phases, "predict_inside": phases.get(PREDICT, 0.0), "verdict": runs_b[-1]["verdict"],
+        "baseline": runs_b[-1]["baseline"],
     }
 
-
-PREDICT = f"{PHASE_ORDER[0]} > {PHASE_ORDER[4]} > predict"
 
 
 def profile_case(name: str, version: str, data: str, slices: list[str], top: int) -> str:
@@ -447,47 +308,11 @@ def write_repeated_scenes(frame, rows: int, path: Path) -> None:
     pq.write_table(table, path, **parquet_options(table.column_names))
 
 
-# -- main --------------------------------------------------------------------------------------
+# -- report ------------------------------------------------------------------------------------
 
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.2f} s" if seconds < 100 else f"{seconds:.0f} s"
-
-
-def print_overhead(cases: list[dict]) -> None:
-    print("\n## Overhead of evaluate on top of the two models' inference "
-          f"(medians of {', '.join(str(c['reps']) for c in cases)} reps)\n")
-    header = ["", *[f"{c['kind']}, {c['rows']:,} rows" for c in cases]]
-    rows = [
-        ["(a) both models' predict, evaluate's calls", *[fmt_s(c["predict"]) for c in cases]],
-        ["    loading both models (pyfunc)", *[fmt_s(c["load"]) for c in cases]],
-        ["(b) evaluate, wall", *[fmt_s(c["evaluate"]) for c in cases]],
-        ["overhead b - a", *[fmt_s(c["evaluate"] - c["predict"]) for c in cases]],
-        ["overhead (b - a) / a", *[f"{pct(c['overhead'])} (reps {pct(c['overhead_min'])}..{pct(c['overhead_max'])})"
-                                   for c in cases]],
-        ["overhead, loading counted as the models'", *[pct(c["overhead_with_load"]) for c in cases]],
-        ["overhead inside (b): (b - its predict) / its predict", *[pct(c["overhead_inside"]) for c in cases]],
-        ["budget < 10 %", *[f"{'met' if c['overhead'] < 0.10 else 'NOT met'} by (b - a) / a, "
-                            f"{'met' if c['overhead_inside'] < 0.10 else 'NOT met'} inside (b)" for c in cases]],
-        ["gate preview of v2 vs v1", *[f"{c['verdict']} (baseline v{c['baseline'][1] if c['baseline'] else None})" for c in cases]],
-        ["RSS before (b) -> sampled peak during (b)", *[f"{c['rss_before']:.0f} -> {c['rss_peak']:.0f} MB (+{c['rss_peak'] - c['rss_before']:.0f}; "
-                                                         f"at {c['peak_phase'].split(' > ')[-1]})" for c in cases]],
-    ]
-    print(markdown_table(header, rows))
-    print("\n## Where evaluate's time goes (medians; '>' = inside the phase above; seconds and % of (b))\n")
-    header = ["phase", *[c["kind"] for c in cases]]
-    rows = []
-    for phase in PHASE_ORDER:
-        subs = sorted({k for c in cases for k in c["phases"] if k.startswith(phase + " > ")})
-        rows.append([phase, *[_cell(c, c["phases"].get(phase, 0.0)) for c in cases]])
-        for sub in subs:
-            rows.append(["  > " + sub.split(" > ", 1)[1], *[_cell(c, c["phases"].get(sub, 0.0)) for c in cases]])
-    top = lambda c: sum(v for k, v in c["phases"].items() if " > " not in k)  # noqa: E731
-    rows.append(["other (setup, run creation, params, metrics, child run)", *[_cell(c, c["evaluate"] - top(c)) for c in cases]])
-    rows.append(["total (b)", *[_cell(c, c["evaluate"]) for c in cases]])
-    rows.append(["everything but predict (≈ overhead)",
-                 *[_cell(c, c["evaluate"] - c["phases"].get(PREDICT, 0.0)) for c in cases]])
-    print(markdown_table(header, rows))
 
 
 def pct(fraction: float) -> str:
@@ -498,14 +323,77 @@ def _cell(case: dict, seconds: float) -> str:
     return f"{seconds:.3f} s ({100 * seconds / case['evaluate']:.1f} %)"
 
 
-def main() -> None:
+def print_overhead(cases: list[dict]) -> None:
+    print("\n## Overhead of evaluate on top of the two models' inference "
+          f"(medians of {', '.join(str(c['reps']) for c in cases)} reps)\n")
+    header = ["", *[f"{c['kind']}, {c['rows']:,} rows" for c in cases]]
+    rows = [
+        ["(a) both models' predict, evaluate's calls", *[fmt_s(c["predict"]) for c in cases]],
+        ["    loading both models (pyfunc)", *[fmt_s(c["load"]) for c in cases]],
+        ["(b) evaluate, wall", *[fmt_s(c["evaluate"]) for c in cases]],
+        ["overhead (b - a) / a", *[f"{pct(c['overhead'])} (reps {pct(c['overhead_min'])}..{pct(c['overhead_max'])})"
+                                   for c in cases]],
+        ["overhead, loading counted as the models'", *[pct(c["overhead_with_load"]) for c in cases]],
+        ["overhead inside (b): (b - its predict) / its predict", *[pct(c["overhead_inside"]) for c in cases]],
+        ["gate preview of v2 vs v1", *[f"{c['verdict']} (baseline {c['baseline']})" for c in cases]],
+        ["RSS before (b) -> sampled peak during (b)", *[f"{c['rss_before']:.0f} -> {c['rss_peak']:.0f} MB "
+                                                         f"(at {c['peak_phase'].split(' > ')[-1]})" for c in cases]],
+    ]
+    print(markdown_table(header, rows))
+    print("\n## Where evaluate's time goes (medians; '>' = inside the phase above; seconds and % of (b))\n")
+    rows = []
+    for phase in PHASE_ORDER:
+        rows.append([phase, *[_cell(c, c["phases"].get(phase, 0.0)) for c in cases]])
+        for sub in sorted({k for c in cases for k in c["phases"] if k.startswith(phase + " > ")}):
+            rows.append(["  > " + sub.split(" > ", 1)[1], *[_cell(c, c["phases"].get(sub, 0.0)) for c in cases]])
+    top = lambda c: sum(v for k, v in c["phases"].items() if " > " not in k)  # noqa: E731
+    rows.append(["other (setup, run creation, params, metrics, child run)", *[_cell(c, c["evaluate"] - top(c)) for c in cases]])
+    rows.append(["everything but predict (≈ overhead)", *[_cell(c, c["evaluate"] - c["predict_inside"]) for c in cases]])
+    print(markdown_table(["phase", *[c["kind"] for c in cases]], rows))
+
+
+def print_memory(memory: list[dict], reads: list[dict]) -> None:
+    print("\n## Peak memory of evaluate, fresh process per case\n")
+    header = ["table", "rows", "on disk", "in memory (pandas)", "row groups", "batch", "RSS after imports", "peak RSS",
+              "peak reached in", "evaluate took"]
+    print(markdown_table(header, [[m["case"], f"{m['rows']:,}", f"{m['file_mb']:.0f} MB", f"{m['memory_mb']:.0f} MB",
+                                   str(m["row_groups"]), f"{m['batch_size']:,}", f"{m['before_mb']:.0f} MB",
+                                   f"{m['peak_mb']:.0f} MB", m["peak_phase"], fmt_s(m["seconds"])] for m in memory]))
+    if reads:
+        print("\n## Memory of evaluate's first pass alone (read every column in batches, hash, keep keys), fresh process each\n")
+        print(markdown_table(["rows", "on disk", "row groups", "RSS after imports", "peak RSS", "took"],
+                             [[f"{r['rows']:,}", f"{r['file_mb']:.0f} MB", str(r["row_groups"]), f"{r['before_mb']:.0f} MB",
+                               f"{r['peak_mb']:.0f} MB", fmt_s(r["seconds"])] for r in reads]))
+    for m in memory:
+        print(f"- {m['case']}, {m['rows']:,} rows, batch {m['batch_size']:,}: sampled RSS per phase (MB) "
+              + ", ".join(f"{k} {m['per_phase_mb'][k]:.0f}" for k in ["other", *PHASE_ORDER] if k in m["per_phase_mb"]))
+
+
+# -- the run, step by step -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    rows: int
+    cnn_rows: int
+    reps: int
+    cnn_reps: int
+    memory_rows: int
+    scenes_memory_rows: int
+    scenes_batch_sizes: tuple[int, ...]
+    read_rows: tuple[int, ...]
+    cnn: bool
+    profile: bool
+    keep: bool
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, one rep for the CNN: a smoke run")
     parser.add_argument("--rows", type=int, default=None, help="rows of the overhead tables (default 100000; quick 20000)")
     parser.add_argument("--cnn-rows", type=int, default=None, help="rows of the CNN overhead table (default: --rows; quick 10000)")
     parser.add_argument("--reps", type=int, default=None, help="reps of the scikit-learn case (default 5; quick 3)")
-    parser.add_argument("--cnn-reps", type=int, default=None,
-                        help="reps of the CNN case (default 1: one rep is ~4 min at 100k rows on 2 cores)")
+    parser.add_argument("--cnn-reps", type=int, default=1, help="reps of the CNN case (default 1: ~4 min at 100k rows on 2 cores)")
     parser.add_argument("--memory-rows", type=int, default=None, help="tabular rows for peak memory (default 1000000)")
     parser.add_argument("--scenes-memory-rows", type=int, default=None,
                         help="scenes rows for peak memory (default 40000: two 20k batches; quick 10000; 0 skips)")
@@ -520,185 +408,156 @@ def main() -> None:
                              "(default 40000,100000,200000; quick 10000,20000; '' skips)")
     parser.add_argument("--child-memory", help=argparse.SUPPRESS)
     parser.add_argument("--child-first-pass", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child_memory:
-        memory_child(args.child_memory)
-        return
-    if args.child_first_pass:
-        first_pass_child(args.child_first_pass)
-        return
-    quick = args.quick
-    rows = args.rows or (20_000 if quick else 100_000)
-    cnn_rows = args.cnn_rows or (10_000 if quick else rows)
-    reps = args.reps or (3 if quick else 5)
-    cnn_reps = args.cnn_reps or 1
-    memory_rows = args.memory_rows or (200_000 if quick else 1_000_000)
-    read_text = args.read_rows if args.read_rows is not None else ("10000,20000" if quick else "40000,100000,200000")
-    read_rows = [int(n) for n in read_text.split(",") if n.strip()]
-    scenes_memory_rows = args.scenes_memory_rows if args.scenes_memory_rows is not None else (10_000 if quick else 40_000)
+    return parser.parse_args()
 
-    began = time.perf_counter()
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    quick, rows = args.quick, args.rows or (20_000 if args.quick else 100_000)
+    read_text = args.read_rows if args.read_rows is not None else ("10000,20000" if quick else "40000,100000,200000")
+    return Settings(
+        rows=rows, cnn_rows=args.cnn_rows or (10_000 if quick else rows), reps=args.reps or (3 if quick else 5),
+        cnn_reps=args.cnn_reps, memory_rows=args.memory_rows or (200_000 if quick else 1_000_000),
+        scenes_memory_rows=args.scenes_memory_rows if args.scenes_memory_rows is not None else (10_000 if quick else 40_000),
+        scenes_batch_sizes=tuple(int(b) for b in args.scenes_batch_sizes.split(",") if b.strip()),
+        read_rows=tuple(int(n) for n in read_text.split(",") if n.strip()),
+        cnn=not args.no_cnn, profile=args.profile, keep=args.keep,
+    )
+
+
+def enter_workdir() -> Path:
+    """A temporary directory holding the tracking database, the policy and every run's artifacts."""
+    import logging
+    import warnings
+
     workdir = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     os.environ.update(MLFLOW_TRACKING_URI=f"sqlite:///{workdir}/mlflow.db", GATEKEEPER_POLICY=str(write_policy(workdir)),
                       MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    os.chdir(workdir)  # run artifacts land under the temporary directory
-    for line in machine_lines(("mlflow", "torch", "scikit-learn", "pandas", "pyarrow", "numpy")):
-        print(line)
+    os.chdir(workdir)
     print(f"workdir {workdir}; tracking {os.environ['MLFLOW_TRACKING_URI']}", flush=True)
-
-    import warnings
-
     warnings.filterwarnings("ignore")
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     import mlflow
 
     mlflow.set_experiment("bench-evaluate")
-    cases, memory, profiles, reads = [], [], {}, []
+    return workdir
+
+
+def sklearn_step(workdir: Path, settings: Settings, profiles: dict) -> tuple[dict, dict]:
+    """The logistic-regression case: its overhead at ``rows``, then its peak memory at ``memory_rows``."""
+    from benchmarks.evidence import FEATURES, make_data, models
+
+    t0 = time.perf_counter()
+    small = workdir / "sk_small.parquet"
+    make_data(2000, seed=12).to_parquet(small, index=False)
+    table = make_data(settings.rows, seed=11)
+    data = workdir / f"sk_{settings.rows}.parquet"
+    table.to_parquet(data, index=False)
+    v1 = register_sklearn(models()["weak"][0], FEATURES[:2])
+    verdict = first_release(SK_MODEL, v1, str(small), "label", SK_SLICES)
+    v2 = register_sklearn(models()["strong"][0], FEATURES)
+    log(f"scikit-learn: v{v1} (2 features) promoted ({verdict}), v{v2} (6 features) registered; "
+        f"{settings.rows:,}-row table written ({time.perf_counter() - t0:.1f} s)")
+    case = overhead_case("scikit-learn", SK_MODEL, [v2, v1], table, str(data), SK_SLICES, settings.reps)
+    if settings.profile:
+        profiles["scikit-learn"] = profile_case(SK_MODEL, v2, str(data), SK_SLICES, 25)
+    del table
+    big = workdir / f"sk_{settings.memory_rows}.parquet"
+    frame = make_data(settings.memory_rows, seed=13)
+    frame.to_parquet(big, index=False)
+    facts = table_facts(big, frame)
+    del frame
+    gc.collect()
+    log(f"scikit-learn peak memory at {settings.memory_rows:,} rows ...")
+    memory = {"case": "scikit-learn, tabular (9 columns)", **facts,
+              **measure_memory(workdir, f"models:/{SK_MODEL}/{v2}", big, SK_SLICES)}
+    big.unlink()
+    return case, memory
+
+
+def cnn_versions(workdir: Path) -> tuple[str, str]:
+    """Two quickly trained road-scenes CNNs; the first promoted through the gate on a small table."""
+    from projects.retrain import evaluation_mix
+    from projects.scenes import generate
+    from projects.train import train
+    from projects.train_config import Hyperparameters, Runtime, TrainConfig, Tracking
+
+    t0 = time.perf_counter()
+    trained = [train(generate(n_train, "summer", seed), TrainConfig(
+        Hyperparameters(epochs=epochs, seed=seed), Tracking(registered_model=CNN_MODEL, run_name=f"train {CNN_MODEL}"),
+        Runtime(progress=False))) for seed, (n_train, epochs) in enumerate([(1500, 1), (3000, 2)], start=1)]
+    c1, c2 = str(trained[0].version), str(trained[1].version)
+    log(f"CNN: v{c1} (val acc {trained[0].best_val_accuracy:.3f}) and v{c2} "
+        f"(val acc {trained[1].best_val_accuracy:.3f}) trained in {time.perf_counter() - t0:.1f} s")
+    small = workdir / "cnn_small.parquet"
+    generate(2000, evaluation_mix(), 9_999).to_parquet(small, index=False)
+    log(f"CNN: v{c1} {first_release(CNN_MODEL, c1, str(small), 'label', CNN_SLICES)}")
+    return c1, c2
+
+
+def cnn_step(workdir: Path, settings: Settings, profiles: dict) -> tuple[dict, list[dict], list[dict]]:
+    """The road-scenes CNN: overhead at ``cnn_rows``, then memory (first pass alone, and whole runs per batch size)."""
+    from projects.retrain import evaluation_mix
+    from projects.scenes import generate, write_parquet
+
+    c1, c2 = cnn_versions(workdir)
+    scenes = generate(settings.cnn_rows, evaluation_mix(), 10_000)
+    data = workdir / f"cnn_{settings.cnn_rows}.parquet"
+    write_parquet(scenes, data)  # as save_version stores the pipeline's data
+    case = overhead_case("road-scenes CNN", CNN_MODEL, [c2, c1], scenes, str(data), CNN_SLICES, settings.cnn_reps)
+    if settings.profile:
+        profiles["road-scenes CNN"] = profile_case(CNN_MODEL, c2, str(data), CNN_SLICES, 25)
+    if not settings.scenes_memory_rows:
+        return case, [], []
+    big = workdir / f"cnn_memory_{settings.scenes_memory_rows}.parquet"
+    write_repeated_scenes(scenes, settings.scenes_memory_rows, big)
+    facts = table_facts(big) | {"memory_mb": scenes.memory_usage(index=False, deep=True).sum() / 2**20
+                                * settings.scenes_memory_rows / len(scenes)}
+    reads = []
+    for n in settings.read_rows:
+        path = workdir / f"cnn_read_{n}.parquet"
+        write_repeated_scenes(scenes, n, path)
+        log(f"evaluate's first pass alone on {n:,} scenes rows ...")
+        reads.append({**table_facts(path), **measure_memory(workdir, "", path, CNN_SLICES, BATCH, "--child-first-pass")})
+        path.unlink()
+    del scenes
+    gc.collect()
+    memory = []
+    for batch_size in settings.scenes_batch_sizes:
+        log(f"CNN peak memory at {settings.scenes_memory_rows:,} rows, batch size {batch_size:,} ...")
+        memory.append({"case": "road-scenes CNN (3085 columns)", **facts,
+                       **measure_memory(workdir, f"models:/{CNN_MODEL}/{c2}", big, CNN_SLICES, batch_size)})
+    big.unlink()
+    return case, memory, reads
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child_memory or args.child_first_pass:
+        memory_child(args.child_memory) if args.child_memory else first_pass_child(args.child_first_pass)
+        return
+    settings = settings_from(args)
+    record = ResultFile("evaluate", PACKAGES)
+    for line in machine_lines(PACKAGES):
+        print(line)
+    workdir = enter_workdir()
+    profiles: dict[str, str] = {}
     try:
-        # --- scikit-learn -------------------------------------------------------------------
-        from tests.support.evidence import FEATURES, make_data, models
-
-        t0 = time.perf_counter()
-        small = workdir / "sk_small.parquet"
-        make_data(2000, seed=12).to_parquet(small, index=False)
-        table = make_data(rows, seed=11)
-        data = workdir / f"sk_{rows}.parquet"
-        table.to_parquet(data, index=False)
-        v1 = register_sklearn(models()["weak"][0], FEATURES[:2])
-        verdict = first_release(SK_MODEL, v1, str(small), "label", SK_SLICES)
-        v2 = register_sklearn(models()["strong"][0], FEATURES)
-        log(f"scikit-learn: v{v1} (2 features) promoted ({verdict}), v{v2} (6 features) registered; "
-            f"{rows:,}-row table written ({time.perf_counter() - t0:.1f} s)")
-        cases.append(overhead_case("scikit-learn", SK_MODEL, [v2, v1], table, str(data), SK_SLICES, reps))
-        if args.profile:
-            profiles["scikit-learn"] = profile_case(SK_MODEL, v2, str(data), SK_SLICES, 25)
-        del table
-        gc.collect()
-
-        big = workdir / f"sk_{memory_rows}.parquet"
-        frame = make_data(memory_rows, seed=13)
-        frame.to_parquet(big, index=False)
-        facts = table_facts(big, frame)
-        del frame
-        gc.collect()
-        log(f"scikit-learn peak memory at {memory_rows:,} rows ...")
-        memory.append({"case": "scikit-learn, tabular (9 columns)", **facts,
-                       **measure_memory(workdir, f"models:/{SK_MODEL}/{v2}", big, SK_SLICES)})
-        big.unlink()
-
-        # --- road-scenes CNN ----------------------------------------------------------------
-        if not args.no_cnn:
-            from projects.retrain import evaluation_mix
-            from projects.scenes import generate, write_parquet
-            from projects.train import train
-
-            t0 = time.perf_counter()
-            trained = []
-            for seed, (n_train, epochs) in enumerate([(1500, 1), (3000, 2)], start=1):
-                result = train(generate(n_train, "summer", seed), registered_model=CNN_MODEL, epochs=epochs, seed=seed,
-                               run_name=f"train {CNN_MODEL}", progress=False)
-                trained.append(result)
-            c1, c2 = str(trained[0].version), str(trained[1].version)
-            log(f"CNN: v{c1} (val acc {trained[0].best_val_accuracy:.3f}) and v{c2} "
-                f"(val acc {trained[1].best_val_accuracy:.3f}) trained in {time.perf_counter() - t0:.1f} s")
-            small = workdir / "cnn_small.parquet"
-            generate(2000, evaluation_mix(), 9_999).to_parquet(small, index=False)
-            verdict = first_release(CNN_MODEL, c1, str(small), "label", CNN_SLICES)
-            t0 = time.perf_counter()
-            scenes = generate(cnn_rows, evaluation_mix(), 10_000)
-            data = workdir / f"cnn_{cnn_rows}.parquet"
-            write_parquet(scenes, data)  # as save_version stores the pipeline's data
-            log(f"CNN: v{c1} promoted ({verdict}); {cnn_rows:,} scenes generated and written in "
-                f"{time.perf_counter() - t0:.1f} s")
-            cases.append(overhead_case("road-scenes CNN", CNN_MODEL, [c2, c1], scenes, str(data), CNN_SLICES, cnn_reps))
-            if args.profile:
-                profiles["road-scenes CNN"] = profile_case(CNN_MODEL, c2, str(data), CNN_SLICES, 25)
-            if scenes_memory_rows:
-                big = workdir / f"cnn_memory_{scenes_memory_rows}.parquet"
-                if scenes_memory_rows == cnn_rows:
-                    shutil.copy(data, big)
-                else:
-                    write_repeated_scenes(scenes, scenes_memory_rows, big)
-                facts = table_facts(big)
-                facts["memory_mb"] = (scenes.memory_usage(index=False, deep=True).sum() / 2**20) * scenes_memory_rows / len(scenes)
-                for n in read_rows:
-                    path = workdir / f"cnn_read_{n}.parquet"
-                    write_repeated_scenes(scenes, n, path)
-                    log(f"evaluate's first pass alone on {n:,} scenes rows ...")
-                    reads.append({**table_facts(path), **measure_memory(workdir, "", path, CNN_SLICES, BATCH, "--child-first-pass")})
-                    path.unlink()
-                del scenes
-                gc.collect()
-                for batch_size in (int(b) for b in args.scenes_batch_sizes.split(",") if b.strip()):
-                    log(f"CNN peak memory at {scenes_memory_rows:,} rows, batch size {batch_size:,} ...")
-                    memory.append({"case": "road-scenes CNN (3085 columns)", **facts,
-                                   **measure_memory(workdir, f"models:/{CNN_MODEL}/{c2}", big, CNN_SLICES, batch_size)})
-                big.unlink()
+        sk_case, sk_memory = sklearn_step(workdir, settings, profiles)
+        cnn_case, cnn_memory, reads = cnn_step(workdir, settings, profiles) if settings.cnn else (None, [], [])
     finally:
         os.chdir(REPO)
-        if args.keep:
+        if settings.keep:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
+    cases = [c for c in (sk_case, cnn_case) if c is not None]
     print_overhead(cases)
-    if profiles:
-        for kind, text in profiles.items():
-            print(f"\n## cProfile, one evaluation, {kind} (top entries by cumulative time; profiling inflates Python calls)\n")
-            print(text)
-    print("\n## Peak memory of evaluate, fresh process per case\n")
-    header = ["table", "rows", "on disk", "in memory (pandas)", "row groups", "batch", "RSS after imports", "peak RSS",
-              "peak - imports", "peak reached in", "evaluate took"]
-    print(markdown_table(header, [[m["case"], f"{m['rows']:,}", f"{m['file_mb']:.0f} MB", f"{m['memory_mb']:.0f} MB",
-                                   str(m["row_groups"]), f"{m['batch_size']:,}", f"{m['before_mb']:.0f} MB",
-                                   f"{m['peak_mb']:.0f} MB", f"{m['peak_mb'] - m['before_mb']:.0f} MB",
-                                   m["peak_phase"], fmt_s(m["seconds"])] for m in memory]))
-    if reads:
-        print("\n## Memory of evaluate's first pass alone (read every column in batches of 20k, hash, keep keys), "
-              "scenes tables, fresh process each\n")
-        print(markdown_table(["rows", "on disk", "row groups", "RSS after imports", "peak RSS", "peak - imports", "took"],
-                             [[f"{r['rows']:,}", f"{r['file_mb']:.0f} MB", str(r["row_groups"]), f"{r['before_mb']:.0f} MB",
-                               f"{r['peak_mb']:.0f} MB", f"{r['peak_mb'] - r['before_mb']:.0f} MB", fmt_s(r["seconds"])]
-                              for r in reads]))
-        if len(reads) > 1 and reads[0]["rows"] >= 2 * BATCH:
-            slope = (reads[-1]["peak_mb"] - reads[0]["peak_mb"]) / (reads[-1]["rows"] - reads[0]["rows"]) * 1024
-            print(f"\n({slope:.1f} KB more peak per row from {reads[0]['rows']:,} to {reads[-1]['rows']:,} rows, "
-                  f"batches of {BATCH:,} throughout; a scenes row is 3.0 KB of pixels)")
-    print("\nsampled RSS maximum per phase (MB), and the slowest phases (s), of each case:")
-    for m in memory:
-        print(f"- {m['case']}, {m['rows']:,} rows, batch {m['batch_size']:,}:\n  RSS: "
-              + ", ".join(f"{k} {m['per_phase_mb'][k]:.0f}" for k in ["other", *PHASE_ORDER] if k in m["per_phase_mb"])
-              + "\n  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(m["phase_seconds"].items(), key=lambda kv: -kv[1])[:5]))
-
-    command = "python benchmarks/bench_evaluate.py"
-    print("\n## For the README\n")
-    readme = []
-    for c in cases:
-        inside = c["evaluate"] - c["phases"].get(PREDICT, 0.0)
-        if "CNN" in c["kind"]:
-            what = f"`evaluate` overhead on the two models' inference, {c['rows'] // 1000}k rows, road-scenes CNN"
-            figure = (f"{pct(c['overhead_inside'])} measured inside the call ({fmt_s(inside)} of {fmt_s(c['evaluate'])} "
-                      f"is not the models' predict); {pct(c['overhead'])} as (evaluate − separate predict run) / predict "
-                      f"({fmt_s(c['evaluate'])} vs {fmt_s(c['predict'])})")
-        else:
-            what = f"`evaluate` on the two models, {c['rows'] // 1000}k rows, scikit-learn logistic regression"
-            figure = (f"{fmt_s(c['evaluate'])} for {fmt_s(c['predict'])} of inference ({pct(c['overhead'])}): "
-                      "inference is nearly free, this is the evidence's own cost")
-        readme.append([what, figure, "< 10 %" if "CNN" in c["kind"] else "", f"`{command}`" if not readme else "same"])
-    for m in memory:
-        batch = f", batch {m['batch_size']:,}" if "CNN" in m["case"] else ""
-        readme.append([f"`evaluate` peak memory, {m['rows']:,} rows, {m['case'].split(' (')[0]}{batch} "
-                       f"({m['file_mb']:.0f} MB Parquet, {m['memory_mb']:.0f} MB in pandas)",
-                       f"{m['peak_mb']:,.0f} MB peak RSS ({m['before_mb']:.0f} MB after imports), {fmt_s(m['seconds'])}",
-                       "reported", "same"])
-    print("| what | figure | target | command |\n|---|---|---|---|")
-    for row in readme:
-        print("| " + " | ".join(row) + " |")
-    print(f"\nreproduce: .venv/bin/python benchmarks/bench_evaluate.py{' --quick' if quick else ''}")
-    print(f"benchmark took {time.perf_counter() - began:.0f} s in all; {machine_lines(())[0]}")
+    for kind, text in profiles.items():
+        print(f"\n## cProfile, one evaluation, {kind} (top entries by cumulative time; profiling inflates Python calls)\n")
+        print(text)
+    print_memory([sk_memory, *cnn_memory], reads)
+    record.write({"settings": asdict(settings), "overhead": cases, "memory": [sk_memory, *cnn_memory], "first_pass": reads})
 
 
 if __name__ == "__main__":

@@ -16,17 +16,44 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from plugins.run_context import DATASET_ENV, STEP_ENV
 from projects.cli_types import integer_at_least
+from projects.train_config import Hyperparameters, Tracking, TrainConfig
 
 DEFAULT_POLICY = Path(__file__).with_name("road_scenes_policy.yaml")
 DRIFT_COLUMNS = ["weather", "light", "img_brightness", "img_contrast", "img_saturation", "img_sharpness",
                  "img_mean_r", "img_mean_g", "img_mean_b"]
 SLICES = ["weather", "light", "label_name"]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """What one cycle does: the retrain entry point's parameters, one field each (``data_dir``, where
+    the content-addressed versions are kept, is an argument of ``retrain``: it changes no result).
+
+    ``epochs`` and ``seed`` are the training run's and every tuning trial's (``hyperparameters``);
+    ``seed`` also seeds the training set and the production window. ``tune_trials`` 0 skips tuning;
+    ``tune_storage`` is an optuna RDB URL shared by several tune processes, ``''`` in memory.
+    """
+
+    registered_model: str = "road-scenes"
+    mix: str = "summer"
+    current: str = "summer"
+    train_size: int = 8000
+    eval_size: int = 3000
+    window_size: int = 3000
+    epochs: int = 15
+    seed: int = 0
+    tune_trials: int = 0
+    tune_storage: str = ""
+
+    def hyperparameters(self, **tuned) -> Hyperparameters:
+        """What the train step trains with (``tuned``: the study's best values), and tuning starts from."""
+        return Hyperparameters(epochs=self.epochs, seed=self.seed, **tuned)
 
 
 @dataclass
@@ -81,23 +108,40 @@ def _step(name: str, result: CycleResult) -> Iterator[None]:
         os.environ.pop(STEP_ENV, None)
 
 
-def _versions(data_dir: Path, mix: str, train_size: int, eval_size: int, current: str, window_size: int, seed: int):
+def _versions(config: RetrainConfig, data_dir: Path):
     from projects.scenes import generate, save_version, training_version
 
-    train_path, train_manifest = training_version(data_dir, mix, train_size, seed)
-    eval_path, _ = save_version(generate(eval_size, evaluation_mix(), 10_000), data_dir / "eval")
-    window_path, _ = save_version(generate(window_size, current, 20_000 + seed), data_dir / "windows")
+    train_path, train_manifest = training_version(data_dir, config.mix, config.train_size, config.seed)
+    eval_path, _ = save_version(generate(config.eval_size, evaluation_mix(), 10_000), data_dir / "eval")
+    window_path, _ = save_version(generate(config.window_size, config.current, 20_000 + config.seed), data_dir / "windows")
     return train_path, train_manifest, eval_path, window_path
 
 
-def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", current: str = "summer",
-            train_size: int = 8000, eval_size: int = 3000, window_size: int = 3000, epochs: int = 15,
-            seed: int = 0, tune_trials: int = 0, tune_storage: str | None = None, data_dir: str = "data",
-            tracking_uri: str | None = None, out=sys.stdout) -> CycleResult:
+def _tune_and_train(config: RetrainConfig, train_dir: Path, content_hash: str, result: CycleResult) -> None:
+    """The tune step (when ``tune_trials``) and the train step, which registers the candidate version."""
+    from projects.train import train
+
+    tuned = {}
+    if config.tune_trials:
+        with _step("tune", result):
+            from projects.tune import TuneConfig, tune
+
+            study = TuneConfig(study_name=f"{config.registered_model}-{content_hash[:12]}", trials=config.tune_trials,
+                               storage=config.tune_storage, base=config.hyperparameters())
+            found = tune(str(train_dir), study)
+            tuned, result.runs["tune"] = found.best_params, found.run_id
+    with _step("train", result):
+        training = TrainConfig(config.hyperparameters(**tuned), Tracking(registered_model=config.registered_model))
+        trained = train(str(train_dir), training)
+        result.version, result.runs["train"] = str(trained.version), trained.run_id
+
+
+def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", tracking_uri: str | None = None,
+            out=sys.stdout) -> CycleResult:
     """Run one cycle; returns what happened (also printed as a summary)."""
     import mlflow
 
-    from projects import drift, evaluate, train as training
+    from projects import drift, evaluate
     from projects.run_scope import child_run
     from projects.scenes import DATA_FILE
     from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
@@ -109,29 +153,15 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
     gate = GatekeeperClient(uri)
     # Under `mlflow run` a child of the project's run: its params are the command line's as typed
     # (train_size=8000.0), these are the values used (8000), and MLflow refuses to change a param.
-    with child_run(f"retrain {registered_model}", error=RuntimeError) as parent:
+    with child_run(f"retrain {config.registered_model}", error=RuntimeError) as parent:
         result = CycleResult(parent.info.run_id)
-        mlflow.log_params({"registered_model": registered_model, "mix": mix, "current": current, "train_size": train_size,
-                           "eval_size": eval_size, "window_size": window_size, "epochs": epochs, "seed": seed,
-                           "tune_trials": tune_trials})
+        mlflow.log_params({k: v for k, v in asdict(config).items() if k != "tune_storage"})  # a URL, not a setting
         with _step("data", result):
-            train_dir, manifest, eval_dir, window_dir = _versions(Path(data_dir), mix, train_size, eval_size, current,
-                                                                  window_size, seed)
+            train_dir, manifest, eval_dir, window_dir = _versions(config, Path(data_dir))
         os.environ[DATASET_ENV] = manifest["content_hash"]
         mlflow.set_tags({"gatekeeper.dataset.version": manifest["content_hash"], "gatekeeper.pipeline.step": "retrain"})
-        params: dict[str, Any] = {}
-        if tune_trials:
-            with _step("tune", result):
-                from projects.tune import tune
-
-                tuned = tune(str(train_dir), trials=tune_trials, epochs=epochs, storage=tune_storage, seed=seed,
-                             study_name=f"{registered_model}-{manifest['content_hash'][:12]}")
-                params, result.runs["tune"] = tuned.best_params, tuned.run_id
-        with _step("train", result):
-            trained = training.train(str(train_dir), registered_model=registered_model, epochs=epochs, seed=seed,
-                                     run_name="train", **params)
-            result.version, result.runs["train"] = str(trained.version), trained.run_id
-        model_uri = f"models:/{registered_model}/{result.version}"
+        _tune_and_train(config, train_dir, manifest["content_hash"], result)
+        model_uri = f"models:/{config.registered_model}/{result.version}"
         with _step("drift", result):
             drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
             result.runs["drift"] = drifted.run_id
@@ -142,9 +172,9 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
             result.runs["evaluate"] = evaluated.run_id
         with _step("gate", result):
             try:
-                decision = gate.promote(registered_model, result.version)
+                decision = gate.promote(config.registered_model, result.version)
             except PromotionRefused as refused:
-                decision = gate.history(registered_model, limit=1)[0] | {"summary": str(refused)}
+                decision = gate.history(config.registered_model, limit=1)[0] | {"summary": str(refused)}
             except GatekeeperError as exc:  # the gate could not be asked: that is a failed step
                 raise RuntimeError(f"the gate could not be asked to promote {model_uri}: {exc}") from exc
             result.verdict = decision.get("verdict", "unknown")
@@ -153,7 +183,7 @@ def retrain(*, registered_model: str = "road-scenes", mix: str = "summer", curre
             mlflow.log_text("\n".join(result.reasons), "gate/reasons.txt")
         mlflow.log_metrics({f"seconds/{step}": seconds for step, seconds in result.timings.items()})
     os.environ.pop(DATASET_ENV, None)
-    _print_summary(result, registered_model, uri, out)
+    _print_summary(result, config.registered_model, uri, out)
     return result
 
 
@@ -184,6 +214,8 @@ def _print_summary(result: CycleResult, name: str, uri: str, out) -> None:
 def main(argv: list[str] | None = None) -> int:
     from projects.scenes import mix_name
 
+    # One option per MLproject parameter: the entry point's public surface. The values reach the
+    # cycle only through the RetrainConfig built below.
     parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--registered-model", default="road-scenes")
     parser.add_argument("--mix", type=mix_name, default="summer", help="training data mix")
@@ -197,10 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-storage", default="", help="optuna RDB URL shared by several tune processes")
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(argv)
+    config = RetrainConfig(**{f.name: getattr(args, f.name) for f in fields(RetrainConfig)})
     try:
-        retrain(registered_model=args.registered_model, mix=args.mix, current=args.current, train_size=args.train_size,
-                eval_size=args.eval_size, window_size=args.window_size, epochs=args.epochs, seed=args.seed,
-                tune_trials=args.tune_trials, tune_storage=args.tune_storage or None, data_dir=args.data_dir)
+        retrain(config, data_dir=args.data_dir)
     except Exception as exc:  # noqa: BLE001 - a failed step: one clear line and a non-zero exit
         print(f"retrain: a step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -3,8 +3,14 @@
 Function::
 
     from projects.train import train
-    result = train("data/scenes/<hash>", registered_model="road-scenes", epochs=10)
+    from projects.train_config import Hyperparameters, TrainConfig, Tracking
+    config = TrainConfig(Hyperparameters(epochs=10), Tracking(registered_model="road-scenes"))
+    result = train("data/scenes/<hash>", config)
     result.run_id, result.model_uri, result.version, result.best_val_accuracy, result.epochs_run
+
+The settings of a run are one ``TrainConfig`` (``projects.train_config``), built once by each
+entry point: this module's CLI from its arguments, ``tune`` per trial, ``retrain`` for its train
+step.
 
 CLI (an MLflow Projects entry point; prints the result as JSON on stdout)::
 
@@ -43,64 +49,22 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from projects.cli_types import whole_number
+from projects.train_config import DEFAULT_REGISTERED_MODEL, Hyperparameters, Runtime, Tracking, TrainConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import torch
 
-DEFAULT_REGISTERED_MODEL = "road-scenes"
-DATASET_NAME = "road-scenes"
 EpochCallback = Callable[[int, float, float], bool]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """All hyperparameters of a training run; ``validate`` says what is wrong with a value."""
-
-    epochs: int = 12
-    lr: float = 3e-3
-    batch_size: int = 128
-    width: int = 16
-    dropout: float = 0.2
-    weight_decay: float = 1e-4
-    patience: int = 3
-    val_fraction: float = 0.15
-    seed: int = 0
-    hflip: bool = True
-
-    def validate(self) -> TrainConfig:
-        problems = []
-
-        def integer(name: str, minimum: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                problems.append(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-        def number(name: str, ok: Callable[[float], bool], what: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-                problems.append(f"{name} must be {what}, got {value!r}")
-
-        integer("epochs", 1)
-        integer("batch_size", 1)
-        integer("width", 1)
-        integer("patience", 0)
-        integer("seed", 0)
-        number("lr", lambda v: v > 0, "> 0")
-        number("dropout", lambda v: 0 <= v < 1, "in [0, 1)")
-        number("weight_decay", lambda v: v >= 0, ">= 0")
-        number("val_fraction", lambda v: 0 < v < 1, "in (0, 1)")
-        if not isinstance(self.hflip, bool):
-            problems.append(f"hflip must be a bool, got {self.hflip!r}")
-        if problems:
-            raise ValueError("invalid training parameters: " + "; ".join(problems))
-        return self
 
 
 @dataclass(frozen=True)
@@ -207,11 +171,9 @@ def seed_everything(seed: int) -> None:
 
 def fit(
     model,
-    x_train,
-    y_train,
-    x_val,
-    y_val,
-    config: TrainConfig,
+    train_set: tuple[torch.Tensor, torch.Tensor],
+    val_set: tuple[torch.Tensor, torch.Tensor],
+    hyperparameters: Hyperparameters,
     *,
     device=None,
     on_epoch: EpochCallback | None = None,
@@ -220,60 +182,40 @@ def fit(
 ) -> dict:
     """The training loop, without MLflow: AdamW, cosine learning rate, early stopping.
 
-    ``x_*`` are (n, 3072) uint8 tensors, ``y_*`` int64 label tensors. Leaves the best weights in
-    ``model`` (in eval mode) and returns ``{"history", "best_epoch", "best_val_loss",
-    "best_val_accuracy", "epochs_run", "stop_reason"}``.
+    ``train_set`` and ``val_set`` are ``(x, y)`` pairs: (n, 3072) uint8 pixels and int64 labels.
+    Leaves the best weights in ``model`` (in eval mode) and returns ``{"history", "best_epoch",
+    "best_val_loss", "best_val_accuracy", "epochs_run", "stop_reason"}``.
     """
     import copy
 
     import torch
-    import torch.nn.functional as F
     from tqdm.auto import tqdm
 
     device = device or pick_device()
     model.to(device)
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    x_val, y_val = x_val.to(device), y_val.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    stopper = EarlyStopping(config.patience)
+    (x_train, y_train), (x_val, y_val) = ((x.to(device), y.to(device)) for x, y in (train_set, val_set))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hyperparameters.lr, weight_decay=hyperparameters.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=hyperparameters.epochs)
+    generator = torch.Generator(device="cpu").manual_seed(hyperparameters.seed)
+    stopper = EarlyStopping(hyperparameters.patience)
     best_state, best_accuracy = copy.deepcopy(model.state_dict()), float("nan")
     history: list[dict] = []
     stop_reason = "epochs"
-    n = len(x_train)
 
-    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=None if progress is None else not progress)
+    bar = tqdm(range(hyperparameters.epochs), desc="train", unit="epoch", disable=None if progress is None else not progress)
     for epoch in bar:
         started = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        flips = torch.rand(n, generator=generator).to(device) < 0.5
-        total_loss = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            xb = x_train[idx].reshape(-1, 3, 32, 32)
-            if config.hflip:
-                xb = torch.where(flips[idx].view(-1, 1, 1, 1), xb.flip(3), xb)
-            loss = F.cross_entropy(model.logits(xb), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(idx)
+        train_loss = _train_one_epoch(model, (x_train, y_train), optimizer, generator, hyperparameters)
         scheduler.step()
-        val_loss, val_accuracy, _ = evaluate(model, x_val, y_val)
-        metrics = {
-            "train_loss": total_loss / n,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "epoch_seconds": time.perf_counter() - started,
-        }
+        val_loss, val_accuracy, _ = loss_accuracy_predictions(model, x_val, y_val)
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy,
+                   "epoch_seconds": time.perf_counter() - started}
         history.append({"epoch": epoch, **metrics})
         if log_epoch is not None:
             log_epoch(epoch, metrics)
         if stopper.step(epoch, val_loss):
             best_state, best_accuracy = copy.deepcopy(model.state_dict()), val_accuracy
-        bar.set_postfix(train_loss=f"{metrics['train_loss']:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_accuracy:.3f}")
+        bar.set_postfix(train_loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_accuracy:.3f}")
         if on_epoch is not None and on_epoch(epoch, val_loss, val_accuracy):
             stop_reason = "callback"
             break
@@ -293,7 +235,33 @@ def fit(
     }
 
 
-def evaluate(model, x, y, batch_size: int = 1024) -> tuple[float, float, Any]:
+def _train_one_epoch(model, train_set, optimizer, generator, hyperparameters: Hyperparameters) -> float:
+    """One pass over ``train_set`` in an order drawn from ``generator`` (so a seed fixes it), each
+    image flipped left-right with probability 1/2 when ``hflip``; returns the mean training loss.
+    The flips are drawn even without ``hflip``, so switching it off leaves the order unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    x, y = train_set
+    n = len(x)
+    model.train()
+    order = torch.randperm(n, generator=generator).to(x.device)
+    flips = torch.rand(n, generator=generator).to(x.device) < 0.5
+    total_loss = 0.0
+    for start in range(0, n, hyperparameters.batch_size):
+        idx = order[start : start + hyperparameters.batch_size]
+        xb = x[idx].reshape(-1, 3, 32, 32)
+        if hyperparameters.hflip:
+            xb = torch.where(flips[idx].view(-1, 1, 1, 1), xb.flip(3), xb)
+        loss = F.cross_entropy(model.logits(xb), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(idx)
+    return total_loss / n
+
+
+def loss_accuracy_predictions(model, x, y, batch_size: int = 1024) -> tuple[float, float, Any]:
     """Mean cross-entropy, accuracy and predicted labels of ``model`` on (x, y)."""
     import torch
     import torch.nn.functional as F
@@ -323,76 +291,52 @@ def model_signature():
     )
 
 
-def train(
-    data: str | os.PathLike | pd.DataFrame,
-    *,
-    registered_model: str | None = DEFAULT_REGISTERED_MODEL,
-    epochs: int = TrainConfig.epochs,
-    lr: float = TrainConfig.lr,
-    batch_size: int = TrainConfig.batch_size,
-    width: int = TrainConfig.width,
-    dropout: float = TrainConfig.dropout,
-    weight_decay: float = TrainConfig.weight_decay,
-    patience: int = TrainConfig.patience,
-    val_fraction: float = TrainConfig.val_fraction,
-    seed: int = TrainConfig.seed,
-    hflip: bool = TrainConfig.hflip,
-    source: str | None = None,
-    dataset_name: str = DATASET_NAME,
-    experiment: str | None = None,
-    run_name: str | None = "train",
-    on_epoch: EpochCallback | None = None,
-    log_model: bool = True,
-    device: str | None = None,
-    num_threads: int | None = None,
-    progress: bool | None = None,
-) -> TrainResult:
-    """Train on ``data`` (a scenes table, a path/URI to one, or a data-set version directory).
+@dataclass(frozen=True)
+class _Table:
+    """A validated scenes table and its train/validation split: what one training run reads."""
 
-    ``source`` names where an in-memory DataFrame came from, logged with the dataset input: a
-    path or a URI MLflow's dataset sources resolve (``s3://``, ``runs:/``...), default
-    ``in-memory``;
-    ``experiment`` is only used when no run is active; ``log_model=False`` skips logging and
-    registering the model (for tuning trials). See the module docstring for what is logged.
-    """
-    config = TrainConfig(
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        width=width,
-        dropout=dropout,
-        weight_decay=weight_decay,
-        patience=patience,
-        val_fraction=val_fraction,
-        seed=seed,
-        hflip=hflip,
-    ).validate()
-    if registered_model is not None and not str(registered_model).strip():
-        registered_model = None
+    frame: pd.DataFrame
+    source: str
+    manifest: dict | None  # the data-set version's, when the table is a stored version
+    x: np.ndarray
+    y: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
 
-    import mlflow
+    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
+
+
+def _load(data: str | os.PathLike | pd.DataFrame, tracking: Tracking, hyperparameters: Hyperparameters) -> _Table:
+    """Read and check the table before any run exists, so bad data leaves nothing behind."""
     import numpy as np
     import pandas as pd
-    import torch
 
-    from projects.datasets import DataError, load_table, log_dataset_input
-    from projects.model import RoadSceneNet
-    from projects.run_scope import child_run
-    from projects.scenes import CLASS_NAMES, pixels, validate
+    from projects.datasets import load_table
+    from projects.scenes import pixels, validate
 
     manifest = None
     if isinstance(data, pd.DataFrame):
-        df = data
-        source = source or "in-memory"
+        frame, source = data, tracking.source or "in-memory"
     else:
         source, manifest = resolve_data(data)
-        df = load_table(source)
-    validate(df)
-    x_all = pixels(df)
-    y_all = df["label"].to_numpy(dtype=np.int64)
-    train_idx, val_idx = _split(y_all, config.val_fraction, config.seed)
+        frame = load_table(source)
+    validate(frame)
+    y = frame["label"].to_numpy(dtype=np.int64)
+    train_idx, val_idx = _split(y, hyperparameters.val_fraction, hyperparameters.seed)
+    return _Table(frame, source, manifest, pixels(frame), y, train_idx, val_idx)
 
-    threads = num_threads or default_num_threads()
+
+@contextmanager
+def _reproducible_torch(runtime: Runtime, seed: int) -> Iterator[tuple[torch.device, int]]:
+    """Threads, deterministic kernels and seeds for one run; yields (device, threads). The process's
+    previous torch settings come back afterwards: tune trains many times in one process, and
+    whoever called train keeps the settings it had."""
+    import torch
+
+    threads = runtime.num_threads or default_num_threads()
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -401,78 +345,116 @@ def train(
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-    device_ = pick_device(device)
-    seed_everything(config.seed)
-
-    if mlflow.active_run() is None and experiment and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(experiment)
     try:
-        with child_run(run_name, error=DataError) as run:
-            mlflow.log_params(
-                {
-                    **asdict(config),
-                    "optimizer": "AdamW",
-                    "lr_schedule": "cosine",
-                    "n_train": len(train_idx),
-                    "n_val": len(val_idx),
-                    "device": device_.type,
-                    "num_threads": threads,
-                    "registered_model": registered_model or "",
-                }
-            )
-            logged = log_dataset_input(df, source=source, name=dataset_name, context="training")
-            if manifest is not None:
-                mlflow.log_dict(manifest, "data/manifest.json")
-
-            model = RoadSceneNet(width=config.width, dropout=config.dropout)
-            outcome = fit(
-                model,
-                torch.from_numpy(x_all[train_idx]),
-                torch.from_numpy(y_all[train_idx]),
-                torch.from_numpy(x_all[val_idx]),
-                torch.from_numpy(y_all[val_idx]),
-                config,
-                device=device_,
-                on_epoch=on_epoch,
-                log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-                progress=progress,
-            )
-            model.cpu().eval()
-            _, _, val_pred = evaluate(model, torch.from_numpy(x_all[val_idx]), torch.from_numpy(y_all[val_idx]))
-            y_val = y_all[val_idx]
-            val_pred = val_pred.numpy()
-            recalls = {
-                f"val_recall_{name}": float((val_pred[y_val == k] == k).mean())
-                for k, name in enumerate(CLASS_NAMES)
-                if (y_val == k).any()
-            }
-            mlflow.log_metrics(
-                {
-                    "best_val_loss": outcome["best_val_loss"],
-                    "best_val_accuracy": outcome["best_val_accuracy"],
-                    "best_epoch": outcome["best_epoch"],
-                    "epochs_run": outcome["epochs_run"],
-                    **recalls,
-                }
-            )
-            mlflow.set_tag("stop_reason", outcome["stop_reason"])
-
-            model_uri, version = None, None
-            if log_model:
-                info = mlflow.pytorch.log_model(
-                    model,
-                    name="model",
-                    signature=model_signature(),
-                    input_example=x_all[val_idx[:2]] if len(val_idx) >= 2 else x_all[:2],
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pandas"],
-                )
-                model_uri = info.model_uri
-                if registered_model:
-                    version = int(mlflow.register_model(model_uri, registered_model).version)
+        device = pick_device(runtime.device)
+        seed_everything(seed)
+        yield device, threads
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
         torch.backends.cudnn.benchmark = previous_benchmark
+
+
+def _log_inputs(config: TrainConfig, table: _Table, device: torch.device, threads: int) -> str:
+    """Params, the dataset input and the data-set manifest; returns the table's content hash."""
+    import mlflow
+
+    from projects.datasets import log_dataset_input
+
+    mlflow.log_params(
+        {
+            **asdict(config.hyperparameters),
+            "optimizer": "AdamW",
+            "lr_schedule": "cosine",
+            "n_train": len(table.train_idx),
+            "n_val": len(table.val_idx),
+            "device": device.type,
+            "num_threads": threads,
+            "registered_model": config.tracking.model_name or "",
+        }
+    )
+    logged = log_dataset_input(table.frame, source=table.source, name=config.tracking.dataset_name, context="training")
+    if table.manifest is not None:
+        mlflow.log_dict(table.manifest, "data/manifest.json")
+    return logged.content_hash
+
+
+def _log_outcome(model, outcome: dict, table: _Table) -> None:
+    """The best epoch's figures and the restored weights' recall per class on the validation rows."""
+    import mlflow
+
+    from projects.scenes import CLASS_NAMES
+
+    _, _, val_pred = loss_accuracy_predictions(model, *table.tensors(table.val_idx))
+    y_val, val_pred = table.y[table.val_idx], val_pred.numpy()
+    recalls = {
+        f"val_recall_{name}": float((val_pred[y_val == k] == k).mean())
+        for k, name in enumerate(CLASS_NAMES)
+        if (y_val == k).any()
+    }
+    best = {key: outcome[key] for key in ("best_val_loss", "best_val_accuracy", "best_epoch", "epochs_run")}
+    mlflow.log_metrics({**best, **recalls})
+    mlflow.set_tag("stop_reason", outcome["stop_reason"])
+
+
+def _log_model(model, tracking: Tracking, table: _Table) -> tuple[str, int | None]:
+    """Log the model (and register a version when ``tracking`` names a registered model)."""
+    import mlflow
+    import torch
+
+    example_rows = table.val_idx[:2] if len(table.val_idx) >= 2 else slice(0, 2)
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=model_signature(),
+        input_example=table.x[example_rows],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pandas"],
+    )
+    if not tracking.model_name:
+        return info.model_uri, None
+    return info.model_uri, int(mlflow.register_model(info.model_uri, tracking.model_name).version)
+
+
+def train(
+    data: str | os.PathLike | pd.DataFrame,
+    config: TrainConfig = TrainConfig(),
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train on ``data`` (a scenes table, a path/URI to one, or a data-set version directory).
+
+    Invalid hyperparameters and data fail before any run is created. ``on_epoch`` is a hook, not a
+    setting (tune's pruner); see the module docstring for it and for what is logged.
+    """
+    hyperparameters = config.hyperparameters.validate()
+    tracking = config.tracking
+
+    import mlflow
+
+    from projects.datasets import DataError
+    from projects.model import RoadSceneNet
+    from projects.run_scope import child_run
+
+    table = _load(data, tracking, hyperparameters)
+    if mlflow.active_run() is None and tracking.experiment and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(tracking.experiment)
+    with _reproducible_torch(config.runtime, hyperparameters.seed) as (device, threads), \
+            child_run(tracking.run_name, error=DataError) as run:
+        data_hash = _log_inputs(config, table, device, threads)
+        model = RoadSceneNet(width=hyperparameters.width, dropout=hyperparameters.dropout)
+        outcome = fit(
+            model,
+            table.tensors(table.train_idx),
+            table.tensors(table.val_idx),
+            hyperparameters,
+            device=device,
+            on_epoch=on_epoch,
+            log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+            progress=config.runtime.progress,
+        )
+        model.cpu().eval()
+        _log_outcome(model, outcome, table)
+        model_uri, version = _log_model(model, tracking, table) if tracking.log_model else (None, None)
 
     return TrainResult(
         run_id=run.info.run_id,
@@ -483,8 +465,8 @@ def train(
         best_val_loss=outcome["best_val_loss"],
         best_epoch=outcome["best_epoch"],
         stop_reason=outcome["stop_reason"],
-        registered_model=registered_model if version is not None else None,
-        data_hash=logged.content_hash,
+        registered_model=tracking.model_name if version is not None else None,
+        data_hash=data_hash,
         history=outcome["history"],
         model=model,
     )
@@ -528,7 +510,10 @@ def _data_arg(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
+    """Every parameter of a training run, one option each: the command line is the entry point's
+    public surface (MLproject's ``train`` and ``mlflow run -P`` name them). Each option's ``dest``
+    is its field's name, so ``config_from_args`` moves the values into a TrainConfig in one place."""
+    d = Hyperparameters()
     p = argparse.ArgumentParser(
         prog="python -m projects.train",
         description="Train the road-scenes CNN on a scenes table, log it to MLflow and register it.",
@@ -545,13 +530,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=_type(whole_number, lambda v: v >= 0, "an integer >= 0"), default=d.patience)
     p.add_argument("--val-fraction", type=_type(float, lambda v: 0 < v < 1, "a number in (0, 1)"), default=d.val_fraction)
     p.add_argument("--seed", type=_type(whole_number, lambda v: v >= 0, "an integer >= 0"), default=d.seed)
-    p.add_argument("--no-hflip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--no-hflip", dest="hflip", action="store_false", help="no random horizontal flips")
     p.add_argument("--experiment", default=None, help="MLflow experiment (when not run inside another run)")
     p.add_argument("--run-name", default="train")
     p.add_argument("--device", type=_device_arg, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--num-threads", type=_type(whole_number, lambda v: v >= 1, "an integer >= 1"), default=None, help="torch CPU threads (default: available cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const=False, default=None, help="no progress bar")
     return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The command line's values as the run's TrainConfig (built here only)."""
+    return TrainConfig(
+        Hyperparameters(**{f.name: getattr(args, f.name) for f in fields(Hyperparameters)}),
+        Tracking(
+            registered_model=None if args.no_register else args.registered_model,
+            experiment=args.experiment,
+            run_name=args.run_name,
+        ),
+        Runtime(device=args.device, num_threads=args.num_threads, progress=args.progress),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -560,25 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     from projects.datasets import DataError
 
     try:
-        result = train(
-            args.data,
-            registered_model=None if args.no_register else args.registered_model,
-            epochs=args.epochs,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            width=args.width,
-            dropout=args.dropout,
-            weight_decay=args.weight_decay,
-            patience=args.patience,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            hflip=not args.no_hflip,
-            experiment=args.experiment,
-            run_name=args.run_name,
-            device=args.device,
-            num_threads=args.num_threads,
-            progress=False if args.no_progress else None,
-        )
+        result = train(args.data, config_from_args(args))
     except DataError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(json.dumps(result.summary()))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from projects import train as training
 from projects.cli_types import integer_at_least
+from projects.train import resolve_data, train
+from projects.train_config import Hyperparameters, Runtime, Tracking, TrainConfig
 
 SEARCH_SPACE = {
     "lr": ("float_log", 3e-4, 1e-2),
@@ -31,6 +32,23 @@ SEARCH_SPACE = {
     "weight_decay": ("float_log", 1e-6, 1e-3),
     "batch_size": ("int_choice", (64, 128, 256)),
 }
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One study and this process's share of it.
+
+    ``trials`` is how many trials this process runs (others sharing ``storage``, an optuna RDB URL,
+    add theirs; None or ``''`` keeps the study in memory). ``base`` is every trial's starting point:
+    the trial replaces the ``SEARCH_SPACE`` hyperparameters and keeps the rest, its ``epochs`` (the
+    pruner may stop earlier) and its ``seed``, which also seeds the sampler.
+    """
+
+    study_name: str = "road-scenes"
+    trials: int = 10
+    storage: str | None = None
+    timeout: float | None = None
+    base: Hyperparameters = field(default_factory=lambda: Hyperparameters(epochs=6))
 
 
 @dataclass(frozen=True)
@@ -70,63 +88,86 @@ def _storage(url: str | None):
             time.sleep(0.5 * (attempt + 1))
 
 
-def tune(data: str | pd.DataFrame, *, trials: int = 10, epochs: int = 6, storage: str | None = None,
-         study_name: str = "road-scenes", seed: int = 0, source: str | None = None,
-         timeout: float | None = None) -> TuneResult:
-    """Run ``trials`` trials of the study (more may run in other processes sharing ``storage``)."""
+class _Objective:
+    """A trial: train once with the sampled hyperparameters, as a child run of the study's run;
+    report each epoch's validation accuracy to optuna and stop when its pruner says so."""
+
+    def __init__(self, frame: pd.DataFrame, source: str, base: Hyperparameters):
+        import mlflow
+
+        self.frame, self.source, self.base = frame, source, base
+        self.client = mlflow.MlflowClient()
+        self.pruned = 0
+
+    def config(self, trial) -> TrainConfig:
+        """The trial's training run: sampled values over ``base``, no model logged or registered."""
+        sampled = {name: _suggest(trial, name, spec) for name, spec in SEARCH_SPACE.items()}
+        return TrainConfig(
+            replace(self.base, **sampled),
+            Tracking(registered_model=None, log_model=False, source=self.source, run_name=f"trial {trial.number}"),
+            Runtime(progress=False),
+        )
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        def report(epoch: int, val_loss: float, val_accuracy: float) -> bool:
+            trial.report(val_accuracy, epoch)
+            return trial.should_prune()
+
+        result = train(self.frame, self.config(trial), on_epoch=report)
+        state = "PRUNED" if result.stop_reason == "callback" else "COMPLETE"
+        self.client.set_tag(result.run_id, "optuna.trial_number", str(trial.number))
+        self.client.set_tag(result.run_id, "trial_state", state)
+        if state == "PRUNED":
+            self.pruned += 1
+            raise optuna.TrialPruned()
+        return result.best_val_accuracy
+
+
+def _table(data: str | pd.DataFrame, source: str | None) -> tuple[pd.DataFrame, str]:
+    """The table and its source, read once for all trials."""
+    if isinstance(data, pd.DataFrame):
+        return data, source or "in-memory"
+    from projects.datasets import load_table
+
+    source = resolve_data(data)[0]
+    return load_table(source), source
+
+
+def tune(data: str | pd.DataFrame, config: TuneConfig = TuneConfig(), *, source: str | None = None) -> TuneResult:
+    """Run ``config.trials`` trials of the study (more may run in other processes sharing its storage).
+
+    ``source`` names where an in-memory DataFrame came from (see ``Tracking.source``).
+    """
     import mlflow
     import optuna
 
     from projects.run_scope import child_run
 
-    if trials < 1 or epochs < 1:
-        raise ValueError(f"trials and epochs must be >= 1, got trials={trials}, epochs={epochs}")
-    rdb = _storage(storage)  # a bad URL fails before any data is read
-    if isinstance(data, pd.DataFrame):
-        frame, source = data, source or "in-memory"
-    else:  # load once, not once per trial
-        from projects.datasets import load_table
-
-        source = training.resolve_data(data)[0]
-        frame = load_table(source)
+    if config.trials < 1 or config.base.epochs < 1:
+        raise ValueError(f"trials and epochs must be >= 1, got trials={config.trials}, epochs={config.base.epochs}")
+    rdb = _storage(config.storage)  # a bad URL fails before any data is read
+    frame, source = _table(data, source)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=rdb, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=config.study_name, storage=rdb, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=config.base.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
-    pruned = 0
-    client = mlflow.MlflowClient()
+    objective = _Objective(frame, source, config.base)
     # Under `mlflow run` a child of the project's run, whose params (storage="") would clash with these.
-    with child_run(f"tune {study_name}", error=ValueError) as parent:
-        mlflow.log_params({"study": study_name, "trials": trials, "epochs": epochs, "storage": storage or "memory", "seed": seed})
-
-        def objective(trial: optuna.Trial) -> float:
-            nonlocal pruned
-            params = {name: _suggest(trial, name, spec) for name, spec in SEARCH_SPACE.items()}
-
-            def report(epoch: int, val_loss: float, val_accuracy: float) -> bool:
-                trial.report(val_accuracy, epoch)
-                return trial.should_prune()
-
-            # train() logs into a child of the study's run: one nested run per trial.
-            result = training.train(frame, registered_model=None, log_model=False, epochs=epochs, seed=seed,
-                                    source=source, run_name=f"trial {trial.number}", on_epoch=report,
-                                    progress=False, **params)
-            state = "PRUNED" if result.stop_reason == "callback" else "COMPLETE"
-            client.set_tag(result.run_id, "optuna.trial_number", str(trial.number))
-            client.set_tag(result.run_id, "trial_state", state)
-            if state == "PRUNED":
-                pruned += 1
-                raise optuna.TrialPruned()
-            return result.best_val_accuracy
-
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+    with child_run(f"tune {config.study_name}", error=ValueError) as parent:
+        mlflow.log_params({"study": config.study_name, "trials": config.trials, "epochs": config.base.epochs,
+                           "storage": config.storage or "memory", "seed": config.base.seed})
+        # train() logs into a child of the study's run: one nested run per trial.
+        study.optimize(objective, n_trials=config.trials, timeout=config.timeout, catch=())
         best = study.best_trial
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metric("best_val_accuracy", best.value)
         mlflow.set_tag("gatekeeper.tune.best_params", str(best.params))
-    return TuneResult(parent.info.run_id, study_name, dict(best.params), float(best.value), trials, pruned)
+    return TuneResult(parent.info.run_id, config.study_name, dict(best.params), float(best.value), config.trials,
+                      objective.pruned)
 
 
 def _data(args: argparse.Namespace) -> str:
@@ -145,6 +186,8 @@ def _data(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     from projects.scenes import mix_name
 
+    # One option per MLproject parameter: the entry point's public surface. The study's values reach
+    # tune only through the TuneConfig built below (the data ones pick the table, see _data).
     parser = argparse.ArgumentParser(prog="tune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="", help="scenes table or data-set version directory (default: retrain's "
                         "training set for --mix, --train-size and --seed, kept in --data-dir)")
@@ -157,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", default="road-scenes")
     parser.add_argument("--seed", type=integer_at_least(0), default=0, help="sampler and training seed (and the default data's)")
     args = parser.parse_args(argv)
+    config = TuneConfig(study_name=args.study, trials=args.trials, storage=args.storage or None,
+                        base=Hyperparameters(epochs=args.epochs, seed=args.seed))
     try:
-        result = tune(_data(args), trials=args.trials, epochs=args.epochs, storage=args.storage or None,
-                      study_name=args.study, seed=args.seed)
+        result = tune(_data(args), config)
     except (ValueError, OSError) as exc:
         print(f"tune: {exc}", file=sys.stderr)
         return 2

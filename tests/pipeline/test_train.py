@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from projects import scenes
-from projects.datasets import CONTENT_HASH_TAG, DataError, content_hash, find_dataset_input
+from projects.datasets import DataError, content_hash, find_dataset_input
+from registry_hooks.contract import INPUT_TAG_CONTENT_HASH
 
 torch = pytest.importorskip("torch")
 mlflow = pytest.importorskip("mlflow")
 
 from projects.model import RoadSceneNet, predict_proba  # noqa: E402
-from projects.train import EarlyStopping, TrainConfig, fit, train  # noqa: E402
+from projects.train import EarlyStopping, fit, train  # noqa: E402
+from projects.train_config import Hyperparameters, Runtime, Tracking, TrainConfig  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -65,7 +67,8 @@ def small_version(tmp_path_factory):
 
 def test_train_logs_registers_and_the_pyfunc_model_serves_probabilities(tracking, small_version):
     df, path, manifest = small_version
-    result = train(path, registered_model="road-scenes", epochs=2, patience=5, batch_size=64, width=8, seed=1, progress=False)
+    config = TrainConfig(Hyperparameters(epochs=2, patience=5, batch_size=64, width=8, seed=1), Tracking(registered_model="road-scenes"), Runtime(progress=False))
+    result = train(path, config)
 
     assert result.epochs_run == 2 and result.stop_reason == "epochs"
     assert 0.0 <= result.best_val_accuracy <= 1.0 and result.best_epoch in (0, 1)
@@ -86,7 +89,7 @@ def test_train_logs_registers_and_the_pyfunc_model_serves_probabilities(tracking
     assert logged.source == str((path / scenes.DATA_FILE).resolve()) and logged.n_rows == len(df)
     assert logged.name == "road-scenes"
     dataset_tags = {t.key: t.value for t in run.inputs.dataset_inputs[0].tags}
-    assert dataset_tags[CONTENT_HASH_TAG] == manifest["content_hash"]
+    assert dataset_tags[INPUT_TAG_CONTENT_HASH] == manifest["content_hash"]
     assert mlflow.artifacts.load_dict(f"runs:/{result.run_id}/data/manifest.json") == manifest
 
     assert result.version == 1 and result.registered_model == "road-scenes"
@@ -116,7 +119,8 @@ def test_nested_run_and_callback_stop(tracking, small_version):
         return True
 
     with mlflow.start_run(run_name="retrain") as parent:
-        result = train(df, registered_model=None, log_model=False, epochs=5, width=8, on_epoch=stop_now, progress=False)
+        config = TrainConfig(Hyperparameters(epochs=5, width=8), Tracking(registered_model=None, log_model=False), Runtime(progress=False))
+        result = train(df, config, on_epoch=stop_now)
         assert mlflow.active_run().info.run_id == parent.info.run_id  # the parent is active again
     child = tracking.get_run(result.run_id)
     assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -131,9 +135,9 @@ def test_nested_run_and_callback_stop(tracking, small_version):
 def test_invalid_input_fails_before_any_run_is_created(tracking, small_version):
     before = _runs(tracking)
     with pytest.raises(ValueError, match="lr must be > 0"):
-        train(small_version[0], lr=-0.1)
+        train(small_version[0], TrainConfig(Hyperparameters(lr=-0.1)))
     with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
-        train(small_version[0], val_fraction=1.0)
+        train(small_version[0], TrainConfig(Hyperparameters(val_fraction=1.0)))
     with pytest.raises(DataError, match="not a scenes table"):
         train(small_version[0][["row_id", "label"]])
     assert _runs(tracking) == before
@@ -149,10 +153,10 @@ def _tensors(n=256, seed=0):
 def _fit(data, seed, **overrides):
     from projects.train import seed_everything
 
-    config = TrainConfig(epochs=2, batch_size=32, width=4, seed=seed, **overrides)
+    hyperparameters = Hyperparameters(epochs=2, batch_size=32, width=4, seed=seed, **overrides)
     seed_everything(seed)
-    model = RoadSceneNet(width=config.width)
-    outcome = fit(model, *data, config, device=torch.device("cpu"), progress=False)
+    model = RoadSceneNet(width=hyperparameters.width)
+    outcome = fit(model, data[:2], data[2:], hyperparameters, device=torch.device("cpu"), progress=False)
     return model, outcome
 
 
@@ -171,10 +175,10 @@ def test_early_stopping_restores_the_best_weights(monkeypatch):
     import projects.train as train_module
 
     scripted = iter([1.0, 0.5, 0.8, 0.9, 0.4, 0.3])  # best at epoch 1, then two bad epochs
-    real_evaluate = train_module.evaluate
+    real_scores = train_module.loss_accuracy_predictions
 
-    def fake_evaluate(model, x, y, batch_size=1024):
-        _, accuracy, pred = real_evaluate(model, x, y, batch_size)
+    def scripted_scores(model, x, y, batch_size=1024):
+        _, accuracy, pred = real_scores(model, x, y, batch_size)
         return next(scripted), accuracy, pred
 
     snapshots = {}
@@ -184,8 +188,10 @@ def test_early_stopping_restores_the_best_weights(monkeypatch):
         snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
         return False
 
-    monkeypatch.setattr(train_module, "evaluate", fake_evaluate)
-    outcome = fit(model, *_tensors(128), TrainConfig(epochs=6, patience=2, batch_size=32, width=4), on_epoch=snapshot, progress=False)
+    monkeypatch.setattr(train_module, "loss_accuracy_predictions", scripted_scores)
+    data = _tensors(128)
+    hyperparameters = Hyperparameters(epochs=6, patience=2, batch_size=32, width=4)
+    outcome = fit(model, data[:2], data[2:], hyperparameters, on_epoch=snapshot, progress=False)
     assert outcome["stop_reason"] == "patience" and outcome["epochs_run"] == 4
     assert outcome["best_epoch"] == 1 and outcome["best_val_loss"] == 0.5
     restored = model.state_dict()
