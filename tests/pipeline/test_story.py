@@ -13,7 +13,7 @@ import json
 import mlflow
 import pytest
 
-from projects.retrain import DEFAULT_POLICY, retrain
+from projects.retrain import DEFAULT_POLICY, RetrainConfig, retrain
 from gatekeeper_cli.client import GatekeeperClient
 from tests.support.servers import MlflowServer
 
@@ -24,17 +24,17 @@ def _story(server_url: str, data_dir) -> None:
     gate = GatekeeperClient(server_url)
     common = dict(tracking_uri=server_url, data_dir=str(data_dir), out=io.StringIO())
 
-    first = retrain(mix="summer", current="summer", **SIZES, **common)
+    first = retrain(RetrainConfig(mix="summer", current="summer", **SIZES), **common)
     assert first.verdict == "promote", first.reasons
     assert gate.baseline("road-scenes")["version"] == first.version
 
-    stale = retrain(mix="summer", current="rainy_season", seed=1, **SIZES, **common)
+    stale = retrain(RetrainConfig(mix="summer", current="rainy_season", seed=1, **SIZES), **common)
     assert stale.verdict != "promote"
     drift = json.loads(mlflow.artifacts.load_text(f"runs:/{stale.runs['drift']}/gatekeeper/drift.json"))
     drifted = {c["column"] for c in drift["columns"] if c["drifted"]}
     assert "weather" in drifted and any("critical column(s) drifted: weather" in r for r in stale.reasons)
 
-    fixed = retrain(mix="augmented", current="rainy_season", **SIZES, **common)
+    fixed = retrain(RetrainConfig(mix="augmented", current="rainy_season", **SIZES), **common)
     assert fixed.verdict == "promote", fixed.reasons
     record = gate.history("road-scenes", limit=1)[0]
     checks = {c["name"]: c for c in record["checks"]}
@@ -43,8 +43,8 @@ def _story(server_url: str, data_dir) -> None:
     rain = checks["slice:weather=rain:accuracy"]["numbers"]
     assert rain["improvement"] > 0, rain  # better in the rain, not only overall
 
-    worse = retrain(mix="augmented", current="rainy_season", seed=2, train_size=400, eval_size=2000,
-                    window_size=2000, epochs=1, **common)
+    worse = retrain(RetrainConfig(mix="augmented", current="rainy_season", seed=2, train_size=400, eval_size=2000,
+                                  window_size=2000, epochs=1), **common)
     assert worse.verdict == "refuse_worse", worse.reasons
     assert any("accuracy: candidate" in r and "does not improve" in r for r in worse.reasons)
     assert gate.baseline("road-scenes")["version"] == fixed.version
