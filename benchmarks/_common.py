@@ -1,13 +1,22 @@
-"""Small helpers shared by the benchmark scripts: machine facts, summary statistics, process memory."""
+"""Small helpers shared by the benchmark scripts: machine facts, result files, summary statistics, process memory."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+BASE_PACKAGES = ("mlflow", "torch", "numpy")
 
 
 def machine_lines(packages: tuple[str, ...]) -> list[str]:
@@ -29,6 +38,98 @@ def machine_lines(packages: tuple[str, ...]) -> list[str]:
         f"python {platform.python_version()} ({sys.executable})",
         ", ".join(versions),
     ]
+
+
+def _package_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for package in dict.fromkeys((*BASE_PACKAGES, *packages)):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float | None:
+    meminfo = Path("/proc/meminfo")
+    for line in meminfo.read_text().splitlines() if meminfo.exists() else []:
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20, 1)
+    return None
+
+
+def machine_facts(packages: tuple[str, ...] = ()) -> dict:
+    """What a timing depends on besides the code: cores, CPU, memory, interpreter, library versions."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(), "usable_cpus": usable, "cpu_model": _cpu_model(), "ram_gib": _ram_gib(),
+        "platform": f"{platform.machine()} {platform.system()} {platform.release()}",
+        "python": platform.python_version(), "packages": _package_versions(packages),
+    }
+
+
+def git_facts() -> dict:
+    """The commit measured, and the tracked files that differed from it (the figures include them)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "uncommitted": git("status", "--porcelain", "--untracked-files=no").splitlines()}
+
+
+class ResultFile:
+    """One benchmark run's record, ``benchmarks/results/<name>.json``: what was measured, how and where.
+
+    Created when the run starts (date, command line, load average at the start), written at the end
+    with the figures, so the README's tables (``benchmarks/readme_tables.py``) come from a
+    measurement and say under which load it was taken: the machine is shared, and a timing means
+    little without that.
+    """
+
+    def __init__(self, name: str, packages: tuple[str, ...] = ()):
+        self.path = RESULTS / f"{name}.json"
+        self.packages = packages
+        self.started = time.perf_counter()
+        self.record = {
+            "benchmark": name,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", _relative(sys.argv[0]), *sys.argv[1:]]),
+            "interpreter": sys.executable,
+            "load_average_start": load_average(),
+        }
+
+    def write(self, figures: dict) -> Path:
+        record = self.record | {
+            "load_average_end": load_average(),
+            "wall_seconds": round(time.perf_counter() - self.started, 1),
+            "machine": machine_facts(self.packages),
+            "git": git_facts(),
+            "figures": figures,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"written {self.path.relative_to(REPO)}", flush=True)
+        return self.path
+
+
+def _relative(script: str) -> str:
+    path = Path(script).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else script
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def median(values: list[float]) -> float:

@@ -35,8 +35,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import own_peak_rss_mb  # noqa: E402
+from _common import ResultFile, machine_lines, own_peak_rss_mb  # noqa: E402
+
 SIZES = (10_000, 100_000, 1_000_000)
+PACKAGES = ("evidently", "pandas", "scipy", "pyarrow")
 
 
 def make_table(n: int, seed: int, shifted: bool):
@@ -130,29 +132,46 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    result = ResultFile("drift", PACKAGES)
+    print(machine_lines(PACKAGES)[0])
+    rows = [(n, measure_size(n, args.seed, args.skip_full_above)) for n in (int(s) for s in args.sizes.split(","))]
+    print_table(rows)
+    result.write({"columns": 20, "seed": args.seed, "sizes": [size_figures(n, results) for n, results in rows]})
 
-    began = time.perf_counter()
-    print(_machine())
+
+def measure_size(n: int, seed: int, skip_full_above: int | None) -> dict[str, dict]:
+    """Every engine on one pair of freshly written ``n``-row tables."""
     workdir = Path(tempfile.mkdtemp(prefix="bench_drift_"))
-    rows = []
     try:
-        for n in (int(s) for s in args.sizes.split(",")):
+        t0 = time.perf_counter()
+        reference, current = workdir / f"reference_{n}.parquet", workdir / f"current_{n}.parquet"
+        make_table(n, seed, shifted=False).to_parquet(reference, index=False)
+        make_table(n, seed + 1, shifted=True).to_parquet(current, index=False)
+        gc.collect()
+        print(f"[{n:>9,} rows] data written in {time.perf_counter() - t0:.1f} s", flush=True)
+        results = {engine: measure(engine, reference, current) for engine in ("verdict", "report")}
+        if skip_full_above is None or n <= skip_full_above:
             t0 = time.perf_counter()
-            reference, current = workdir / f"reference_{n}.parquet", workdir / f"current_{n}.parquet"
-            make_table(n, args.seed, shifted=False).to_parquet(reference, index=False)
-            make_table(n, args.seed + 1, shifted=True).to_parquet(current, index=False)
-            gc.collect()
-            print(f"[{n:>9,} rows] data written in {time.perf_counter() - t0:.1f} s", flush=True)
-            results = {engine: measure(engine, reference, current) for engine in ("verdict", "report")}
-            if args.skip_full_above is None or n <= args.skip_full_above:
-                t0 = time.perf_counter()
-                results["full"] = measure("full", reference, current)
-                print(f"[{n:>9,} rows] evidently full preset done in {time.perf_counter() - t0:.1f} s", flush=True)
-            rows.append((n, results))
-            print(f"[{n:>9,} rows] done", flush=True)
+            results["full"] = measure("full", reference, current)
+            print(f"[{n:>9,} rows] evidently full preset done in {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    print(f"[{n:>9,} rows] done", flush=True)
+    return results
 
+
+def size_figures(n: int, results: dict[str, dict]) -> dict:
+    """One size's record: every engine's figures, and how many of its verdicts the full preset shares."""
+    full = results.get("full")
+    engines = {}
+    for engine, r in results.items():
+        engines[engine] = {k: v for k, v in r.items() if k not in ("engine", "drifted")} | {"columns": len(r["drifted"])}
+        if full is not None and engine != "full":
+            engines[engine]["same_verdicts_as_full"] = sum(full["drifted"].get(k) == v for k, v in r["drifted"].items())
+    return {"rows": n, "engines": engines}
+
+
+def print_table(rows: list[tuple[int, dict[str, dict]]]) -> None:
     print()
     print("rows x 20 columns | engine                     | seconds | peak RSS MB | loaded MB | verdicts = full preset")
     print("------------------+----------------------------+---------+-------------+-----------+-----------------------")
@@ -173,16 +192,6 @@ def main() -> None:
         report = results["report"]
         print(f"{'':>17} | (report: HTML {report['html_mb']:.1f} MB; evidently's own verdicts on the sample agree "
               f"on {report['sample_agrees']}/{len(report['drifted'])} columns)")  # fmt: skip
-    print(f"\nbenchmark took {time.perf_counter() - began:.0f} s in all; {_machine()}")
-
-
-def _machine() -> str:
-    """Cores, load and versions: timings on a shared machine mean little without them."""
-    from importlib import metadata
-
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("evidently", "numpy", "pandas", "scipy", "pyarrow"))
-    return f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {versions}"
-
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,9 @@ Exit status 1 when the plugin caused a 5xx or production moved.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,13 +28,13 @@ os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # the servers and
 
 from contextlib import ExitStack  # noqa: E402
 
-from _common import machine_lines  # noqa: E402
+from _common import ResultFile, machine_lines  # noqa: E402
+from benchmarks.evidence import GATE_POLICY  # noqa: E402
+from benchmarks.fuzz_pair import fuzz_pair  # noqa: E402
 from benchmarks.fuzz_requests import DEFAULT_SEED, generate, histogram_lines, run  # noqa: E402
-from tests.conftest import GATE_POLICY  # noqa: E402
-from tests.support.fuzz import fuzz_pair  # noqa: E402
-from tests.support.servers import postgres_database, postgres_problem  # noqa: E402
+from benchmarks.servers import postgres_database, postgres_problem  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "fuzz.json"
+PACKAGES = ("werkzeug", "uvicorn", "psycopg2-binary")
 TIME_BUDGET_S = 900
 
 
@@ -69,7 +67,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--sqlite-only", action="store_true")
     args = parser.parse_args()
-    for line in machine_lines(("mlflow", "werkzeug", "uvicorn", "psycopg2-binary")):
+    record = ResultFile("fuzz", PACKAGES)
+    for line in machine_lines(PACKAGES):
         print(line)
     backends = ["sqlite"]
     problem = postgres_problem()
@@ -78,22 +77,13 @@ def main() -> int:
     elif not args.sqlite_only:
         print(f"postgres skipped: {problem}")
     results = {}
-    started = time.perf_counter()
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix=f"bench-fuzz-{backend}-") as tmp:
             results[backend] = run_backend(backend, Path(tmp), args.requests, args.seed)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "command": f"python benchmarks/bench_fuzz.py --requests {args.requests} --seed {args.seed}",
-        "machine": machine_lines(("mlflow", "werkzeug", "uvicorn", "psycopg2-binary")),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "backends": results,
-    }, indent=2) + "\n")
-    print(f"written {RESULTS.relative_to(ROOT)}")
+    record.write({"requests": args.requests, "seed": args.seed, "backends": results})
     failed = [b for b, r in results.items()
               if r["plugin_caused_5xx_or_bad_errors"] or not r["production_unchanged"] or r["approving_decisions_added"]]
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,7 +26,8 @@ the plugin adds < 30 MB per worker and the worker never imports torch or evident
    points to show MLflow alone. torch/evidently are detected from the worker's
    mapped files and from ``PYTHONPROFILEIMPORTTIME`` output of the server processes.
 
-No assertions: it prints figures and whether each budget was met.
+No assertions: it prints figures and writes them to ``benchmarks/results/gate.json``, from which
+the README's gate table is generated (``benchmarks/readme_tables.py``).
 
     .venv/bin/python benchmarks/bench_gate.py [--quick] [--reps 30] [--requests 300] [--rounds 10]
 """
@@ -55,17 +56,16 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "GATEKEEPER_POLICY"):
 
 import warnings  # noqa: E402
 
-import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 
 from _common import (  # noqa: E402
-    children, cmdline, machine_lines, mapped_files, markdown_table, median, percentile, status_kib,
+    ResultFile, children, cmdline, machine_lines, mapped_files, markdown_table, median, percentile, status_kib,
 )
-from tests.support.evidence import Scored, log_evidence_run, make_data, register_version  # noqa: E402
-from tests.support.servers import MlflowServer  # noqa: E402
+from benchmarks.evidence import Scored, log_evidence_run, make_data, register_version  # noqa: E402
+from benchmarks.servers import MlflowServer  # noqa: E402
 
 MODEL = "bench-gate"
 PROTECTED_ALIAS = "champion"
@@ -75,6 +75,7 @@ LATENCY_BUDGET_MS = 50.0
 THROUGHPUT_BUDGET = 0.97
 MEMORY_BUDGET_MB = 30.0
 FORBIDDEN = ("torch", "evidently")
+PACKAGES = ("mlflow-gatekeeper", "pandas", "pyarrow", "scipy", "sqlalchemy", "uvicorn", "fastapi", "flask", "requests")
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$")  # PYTHONPROFILEIMPORTTIME
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
@@ -378,14 +379,19 @@ def measure_throughput(sides: list[Side], rounds: int, requests_total: int, thre
     return {"rps": rps, "per_op": per_op}
 
 
-# -- report -------------------------------------------------------------------------------------
+# -- run and report -----------------------------------------------------------------------------
 
 
-def fmt_ms(values: list[float]) -> str:
-    return f"{median(values):.1f} / {percentile(values, 90):.1f} ms" if values else "n/a"
+@dataclass(frozen=True)
+class Settings:
+    reps: int
+    examples: int
+    requests: int
+    rounds: int
+    threads: int
 
 
-def main() -> None:
+def parse_settings() -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 promotions, 2 throughput rounds (evidence stays 100k examples)")
     parser.add_argument("--reps", type=int, help="promotions timed per column (default 30, quick 5)")
@@ -394,153 +400,122 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="throughput rounds, each server once per round (default 10, quick 2)")
     parser.add_argument("--threads", type=int, default=4, help="client threads for throughput (default 4)")
     args = parser.parse_args()
-    reps = args.reps or (5 if args.quick else 30)
-    examples = args.examples or 100_000
-    requests_total = args.requests or (150 if args.quick else 300)
-    rounds = args.rounds or (2 if args.quick else 10)
+    return Settings(reps=args.reps or (5 if args.quick else 30), examples=args.examples or 100_000,
+                    requests=args.requests or (150 if args.quick else 300), rounds=args.rounds or (2 if args.quick else 10),
+                    threads=args.threads)
 
-    began = time.perf_counter()
-    header = machine_lines(("mlflow", "mlflow-gatekeeper", "numpy", "pandas", "pyarrow", "scipy", "sqlalchemy",
-                            "uvicorn", "fastapi", "flask", "requests"))
-    for line in header:
-        print(line)
-    print(f"settings: {reps} promotions/column, evidence of {examples} examples, throughput {rounds} rounds x "
-          f"{requests_total} requests from {args.threads} threads, 1 uvicorn worker per server, SQLite stores\n",
-          flush=True)
 
-    ev = evaluation(examples)
+def measure_all(settings: Settings) -> dict:
+    """Starts the three servers, runs 3 (memory after warm-up), 1 (latency) and 2 (throughput) on
+    them, and returns the raw measurements once they are stopped."""
+    ev = evaluation(settings.examples)
     with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp, ExitStack() as stack:
-        plain, gated, bare = start_servers(stack, Path(tmp))
-        for side in (plain, gated, bare):
+        sides = start_servers(stack, Path(tmp))
+        plain, gated, bare = sides
+        for side in sides:
             snapshot_memory(side, "idle")
-
-        # 3 (first): memory after the same warm-up on every server
-        first_promotion = {side.label: warm_up(side, ev) for side in (plain, gated, bare)}
-        for side in (plain, gated, bare):
+        first_promotion = {side.label: warm_up(side, ev) for side in sides}
+        for side in sides:
             snapshot_memory(side, "warm")
-        bare_plugin_modules = [m for m in imported_modules(bare) if m.split(".")[0] in ("plugins", "registry_hooks")]
         say(f"warm-up done; first promotion: plain {first_promotion['plain'] * 1000:.0f} ms, "
             f"gated (first release, cold) {first_promotion['gated'] * 1000:.0f} ms")
-
-        # 1. promotion latency
-        prepare_chain(plain, gated, reps, ev)
-        latency = measure_latency(plain, gated, reps)
-        say(f"latency: plain {fmt_ms(latency['plain'])}, gated {fmt_ms(latency['gated'])}, "
-            f"unprotected {fmt_ms(latency['unprotected'])}")
-
-        # 2. throughput of untouched calls
-        for side in (plain, gated, bare):
+        prepare_chain(plain, gated, settings.reps, ev)
+        latency = measure_latency(plain, gated, settings.reps)
+        for side in sides:
             build_fixture(side)
-        throughput = measure_throughput([plain, gated, bare], rounds, requests_total, args.threads)
-
-        for side in (plain, gated, bare):
+        throughput = measure_throughput(list(sides), settings.rounds, settings.requests, settings.threads)
+        for side in sides:
             snapshot_memory(side, "end")
-        imports = {side.label: forbidden_imports(side) for side in (plain, gated)}
-        extra = extra_mapped(gated, plain)
-        extra_modules = extra_imports(gated, plain)
-        import_lines = {side.label: len(imported_modules(side)) for side in (plain, gated)}
-    elapsed = time.perf_counter() - began  # servers stopped by now
+        return {
+            "sides": sides, "first_promotion": first_promotion, "latency": latency, "throughput": throughput,
+            "bare_plugin_modules": [m for m in imported_modules(bare) if m.split(".")[0] in ("plugins", "registry_hooks")],
+            "imports": {side.label: forbidden_imports(side) for side in (plain, gated)},
+            "import_lines": {side.label: len(imported_modules(side)) for side in (plain, gated)},
+            "extra_mapped": extra_mapped(gated, plain), "extra_modules": extra_imports(gated, plain),
+        }
 
-    # -- figures --------------------------------------------------------------------------------
+
+def _summary(values: list[float]) -> dict:
+    return {"n": len(values), "median": median(values), "p90": percentile(values, 90),
+            "min": min(values, default=float("nan")), "max": max(values, default=float("nan"))}
+
+
+def figures(measured: dict) -> dict:
+    """The record written to ``benchmarks/results/gate.json``: each measure, plain against gated."""
+    latency, rps = measured["latency"], measured["throughput"]["rps"]
     lp, lg, lu = latency["plain"], latency["gated"], latency["unprotected"]
-    paired = [g - p for g, p in zip(lg, lp)]
-    diff = median(lg) - median(lp)
-    rps = throughput["rps"]
     ratios = [g / p for g, p in zip(rps["gated"], rps["plain"])]
     control = [p / b for p, b in zip(rps["plain"], rps["bare"])]
-    ratio, control_ratio = median(ratios), median(control)
-    iqr = lambda values: f"{percentile(values, 25):.2f}–{percentile(values, 75):.2f}"  # noqa: E731
-    ratio_iqr = iqr(ratios)
-    mb = lambda kib: kib * 1024 / 1e6  # noqa: E731
+    memory = {when: {s.label: {key: s.memory[when][key] * 1024 / 1e6 for key in ("VmRSS", "RssAnon")}
+                     for s in measured["sides"]} for when in ("idle", "warm", "end")}
+    warm = {label: values["VmRSS"] for label, values in memory["warm"].items()}
+    forbidden = {name: hits for name, hits in measured["imports"]["gated"].items() if hits}
+    return {
+        "latency_ms": {"plain": _summary(lp), "gated": _summary(lg), "unprotected": _summary(lu),
+                       "gated_minus_plain_median": median(lg) - median(lp),
+                       "paired_difference_median": median([g - p for g, p in zip(lg, lp)]),
+                       "unprotected_minus_plain_median": median(lu) - median(lp), "errors": latency["errors"],
+                       "first_promotion": {k: v * 1000 for k, v in measured["first_promotion"].items()}},
+        "throughput_rps": {"per_round": rps, "median": {k: median(v) for k, v in rps.items()},
+                           "gated_over_plain": median(ratios), "gated_over_plain_iqr": _iqr(ratios),
+                           "plain_over_bare": median(control), "plain_over_bare_iqr": _iqr(control),
+                           "per_request_ms": {label: {op: _summary(v) for op, v in ops.items()}
+                                              for label, ops in measured["throughput"]["per_op"].items()}},
+        "memory_mb": memory, "added_vs_bare_mb": warm["gated"] - warm["bare"], "added_vs_plain_mb": warm["gated"] - warm["plain"],
+        "forbidden_imports": forbidden, "import_lines_logged": measured["import_lines"],
+        "plugin_modules_in_bare": len(measured["bare_plugin_modules"]),
+        "extra_mapped_files": measured["extra_mapped"], "extra_modules": measured["extra_modules"],
+        "budgets": {"latency_ms": LATENCY_BUDGET_MS, "throughput_ratio": THROUGHPUT_BUDGET, "memory_mb": MEMORY_BUDGET_MB},
+    }
 
-    def memory(when: str, key: str = "VmRSS") -> dict[str, float]:
-        return {s.label: mb(s.memory[when][key]) for s in (plain, gated, bare) if when in s.memory}
 
-    rss = memory("warm")
-    added_plain, added_bare = rss["gated"] - rss["plain"], rss["gated"] - rss["bare"]
-    forbidden_found = {name: imports["gated"][name] for name in FORBIDDEN if imports["gated"][name]}
+def _iqr(values: list[float]) -> list[float]:
+    return [percentile(values, 25), percentile(values, 75)]
 
+
+def print_report(result: dict) -> None:
+    lat, tp = result["latency_ms"], result["throughput_rps"]
     print("\n== 1. promotion latency: MlflowClient.set_registered_model_alias, ms ==")
-    print(markdown_table(
-        ["column", "n", "median", "p90", "min", "max"],
-        [[name, str(len(v)), f"{median(v):.1f}", f"{percentile(v, 90):.1f}", f"{min(v):.1f}" if v else "n/a",
-          f"{max(v):.1f}" if v else "n/a"] for name, v in (
-            (f"plain MLflow, '{PROTECTED_ALIAS}'", lp), (f"gated, '{PROTECTED_ALIAS}' (evidence {examples} ex.)", lg),
-            (f"gated, unprotected alias '{FREE_ALIAS}'", lu))],
-    ))
-    print(f"median(gated) - median(plain) = {diff:+.1f} ms; median of paired differences = {median(paired):+.1f} ms; "
-          f"gated/plain median ratio = {median(lg) / median(lp):.2f}x; unprotected - plain = {median(lu) - median(lp):+.1f} ms")
-    print(f"first (cold) gated promotion, first release: {first_promotion['gated'] * 1000:.0f} ms "
-          f"(plain first alias set {first_promotion['plain'] * 1000:.0f} ms)")
-    for error in latency["errors"]:
+    print(markdown_table(["column", "n", "median", "p90", "min", "max"],
+                         [[name, str(v["n"]), *(f"{v[k]:.1f}" for k in ("median", "p90", "min", "max"))]
+                          for name, v in ((f"plain MLflow, '{PROTECTED_ALIAS}'", lat["plain"]),
+                                          (f"gated, '{PROTECTED_ALIAS}'", lat["gated"]),
+                                          (f"gated, unprotected alias '{FREE_ALIAS}'", lat["unprotected"]))]))
+    print(f"median(gated) - median(plain) = {lat['gated_minus_plain_median']:+.1f} ms; median of paired differences = "
+          f"{lat['paired_difference_median']:+.1f} ms; unprotected - plain = {lat['unprotected_minus_plain_median']:+.1f} ms; "
+          f"first (cold) gated promotion {lat['first_promotion']['gated']:.0f} ms")
+    for error in lat["errors"]:
         print(f"ERROR {error}")
-
     print("\n== 2. throughput of untouched calls, requests/s (REST, same mix) ==")
-    print(markdown_table(
-        ["round", "bare", "plain", "gated", "gated/plain", "plain/bare (A/A)"],
-        [[str(i + 1), f"{b:.0f}", f"{p:.0f}", f"{g:.0f}", f"{r:.3f}", f"{c:.3f}"]
-         for i, (b, p, g, r, c) in enumerate(zip(rps["bare"], rps["plain"], rps["gated"], ratios, control))]
-        + [["median", *(f"{median(rps[k]):.0f}" for k in ("bare", "plain", "gated")), f"{ratio:.3f}",
-            f"{control_ratio:.3f}"]],
-    ))
-    print(f"interquartile range of the ratios: gated/plain {ratio_iqr}, plain/bare (A/A control) {iqr(control)}")
-    ops = throughput["per_op"]
-    print(markdown_table(
-        ["request (latency under load, ms)", "bare median / p90", "plain median / p90", "gated median / p90",
-         "gated/plain median"],
-        [[name, *(f"{median(ops[k][name]):.1f} / {percentile(ops[k][name], 90):.1f}" for k in ("bare", "plain", "gated")),
-          f"{median(ops['gated'][name]) / median(ops['plain'][name]):.2f}"] for name in ops["plain"]],
-    ))
-
+    rps = tp["per_round"]
+    print(markdown_table(["round", "bare", "plain", "gated", "gated/plain", "plain/bare (A/A)"],
+                         [[str(i + 1), f"{b:.0f}", f"{p:.0f}", f"{g:.0f}", f"{g / p:.3f}", f"{p / b:.3f}"]
+                          for i, (b, p, g) in enumerate(zip(rps["bare"], rps["plain"], rps["gated"]))]))
+    print(f"median ratios: gated/plain {tp['gated_over_plain']:.3f} (IQR {tp['gated_over_plain_iqr'][0]:.3f}–"
+          f"{tp['gated_over_plain_iqr'][1]:.3f}), plain/bare A/A control {tp['plain_over_bare']:.3f} "
+          f"(IQR {tp['plain_over_bare_iqr'][0]:.3f}–{tp['plain_over_bare_iqr'][1]:.3f})")
     print("\n== 3. memory of the uvicorn worker (MB = 10^6 bytes) ==")
-    rows = []
-    for when, text in (("idle", "just started"), ("warm", "after warm-up"), ("end", "at the end")):
-        for key in ("VmRSS", "RssAnon"):
-            values = memory(when, key)
-            rows.append([f"{key} {text}"] + [f"{values[k]:.1f}" if k in values else "—" for k in ("bare", "plain", "gated")]
-                        + [f"{values['gated'] - values['plain']:+.1f}",
-                           f"{values['gated'] - values['bare']:+.1f}" if "bare" in values else "—"])
-    print(markdown_table(["", "bare", "plain", "gated", "gated - plain", "gated - bare"], rows))
-    print("bare: MLflow with this package's entry points hidden; plain: ungated server in this venv, which imports "
-          f"the plugin's modules anyway (MLflow loads entry points eagerly). Plugin modules imported by bare: "
-          f"{len(bare_plugin_modules)} (expected 0)")
-    print(f"files mapped only by the gated worker (vs plain): {', '.join(extra) or 'none'}")
-    print(f"modules imported only by the gated server processes (vs plain), per package: {', '.join(extra_modules) or 'none'}")
-    for label in ("plain", "gated"):
-        hits = {name: len(v) for name, v in imports[label].items()}
-        print(f"{label}: torch/evidently in worker maps or server import log ({import_lines[label]} imports logged): {hits}")
-    for name, hits in forbidden_found.items():
-        print(f"  gated {name}: {'; '.join(hits[:5])}")
+    print(markdown_table(["", "bare", "plain", "gated"],
+                         [[f"{key} {when}", *(f"{result['memory_mb'][when][side][key]:.1f}" for side in ("bare", "plain", "gated"))]
+                          for when in ("idle", "warm", "end") for key in ("VmRSS", "RssAnon")]))
+    print(f"gated - bare after warm-up: {result['added_vs_bare_mb']:+.1f} MB; gated - plain: {result['added_vs_plain_mb']:+.1f} MB; "
+          f"plugin modules imported by bare: {result['plugin_modules_in_bare']} (expected 0)")
+    print(f"files mapped only by the gated worker: {', '.join(result['extra_mapped_files']) or 'none'}")
+    print(f"modules imported only by the gated server processes: {', '.join(result['extra_modules']) or 'none'}")
+    print(f"torch / evidently in the gated server: {result['forbidden_imports'] or 'neither'} "
+          f"({result['import_lines_logged']['gated']} imports logged)")
 
-    # -- README table ---------------------------------------------------------------------------
-    yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
-    print("\n== Performance (paste into README) ==\n")
-    print(markdown_table(
-        ["Measure", "Plain MLflow", "Gatekeeper", "Difference", "Budget", "Met"],
-        [
-            [f"Promotion latency: set `{PROTECTED_ALIAS}`, {examples // 1000}k-example evidence (median / p90)",
-             fmt_ms(lp), fmt_ms(lg), f"{diff:+.1f} ms", f"< {LATENCY_BUDGET_MS:.0f} ms", yes(diff < LATENCY_BUDGET_MS)],
-            [f"Unprotected alias set (median / p90)", fmt_ms(lp), fmt_ms(lu), f"{median(lu) - median(lp):+.1f} ms", "—", "—"],
-            [f"Throughput of untouched calls (median of {rounds} rotating rounds; ratio IQR {ratio_iqr})",
-             f"{median(rps['plain']):.0f} req/s", f"{median(rps['gated']):.0f} req/s", f"{ratio:.3f}×",
-             f"≥ {THROUGHPUT_BUDGET}", yes(ratio >= THROUGHPUT_BUDGET)],
-            [f"Noise floor (A/A): ungated with vs without the package installed; ratio IQR {iqr(control)}",
-             f"{median(rps['bare']):.0f} req/s (without)", f"{median(rps['plain']):.0f} req/s (with, ungated)",
-             f"{control_ratio:.3f}×", "≈ 1", "—"],
-            ["Worker RSS after warm-up, vs MLflow without the package", f"{rss['bare']:.0f} MB", f"{rss['gated']:.0f} MB",
-             f"{added_bare:+.1f} MB", f"< {MEMORY_BUDGET_MB:.0f} MB", yes(added_bare < MEMORY_BUDGET_MB)],
-            ["Worker RSS after warm-up, vs plain server with the package installed", f"{rss['plain']:.0f} MB",
-             f"{rss['gated']:.0f} MB", f"{added_plain:+.1f} MB", f"< {MEMORY_BUDGET_MB:.0f} MB",
-             yes(added_plain < MEMORY_BUDGET_MB)],
-            ["torch / evidently loaded by the server", "—", ", ".join(forbidden_found) or "neither", "", "neither",
-             yes(not forbidden_found) if import_lines["gated"] else "unknown (no import log)"],
-        ],
-    ))
-    print(f"\n{os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end), 1 uvicorn worker per server, SQLite stores, {reps} promotions per column, "
-          f"{rounds} x {requests_total} requests per server from {args.threads} client threads; "
-          f"mlflow {mlflow.__version__}, Python {sys.version.split()[0]}.")
-    print(f"Reproduce: .venv/bin/python benchmarks/bench_gate.py{' --quick' if args.quick else ''}")
-    print(f"total time {elapsed:.0f} s")
+
+def main() -> None:
+    settings = parse_settings()
+    record = ResultFile("gate", PACKAGES)
+    for line in machine_lines(PACKAGES):
+        print(line)
+    print(f"settings: {settings}, 1 uvicorn worker per server, SQLite stores\n", flush=True)
+    result = figures(measure_all(settings)) | {"settings": vars(settings)}
+    print_report(result)
+    record.write(result)
+
 
 if __name__ == "__main__":
     main()

@@ -27,8 +27,8 @@ variables unset: the embedded SQLite default, ``./mlflow.db`` and ``./data`` lan
   retrain process -- the polled peak of their sum, and GNU time's "Maximum resident set size"
   (the largest single process as ``wait4`` reports it).
 
-No assertions: it prints figures, the verdict line, whether the budget was met and a markdown
-table for the README.
+No assertions: it prints figures, the verdict line and whether the budget was met, and writes
+``benchmarks/results/retrain.json`` (the README's row is generated from it).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
-from _common import children, cmdline, machine_lines, markdown_table, median, status_kib  # noqa: E402
+from _common import ResultFile, children, cmdline, machine_lines, markdown_table, median, status_kib  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 QUICK = ["train_size=1000", "epochs=2", "eval_size=1000", "window_size=1000"]
@@ -55,6 +55,7 @@ STEPS = ["data", "tune", "train", "drift", "evaluate", "gate"]
 UNSET = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "GATEKEEPER_POLICY", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
          "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 BUDGET_S = 300.0
+PACKAGES = ("evidently", "optuna", "pandas", "pyarrow")
 
 
 def log(message: str) -> None:
@@ -219,7 +220,7 @@ def breakdown(cycle: dict) -> dict[str, float]:
     return {"start-up and teardown (total - steps)": outside, **parts, **steps}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: " + " ".join(f"-P {p}" for p in QUICK))
     parser.add_argument("-P", dest="params", action="append", default=[], metavar="KEY=VALUE",
@@ -229,20 +230,22 @@ def main() -> None:
                         help="apply the working tree's uncommitted changes (tracked files) to the clone")
     parser.add_argument("--show-output", action="store_true", help="print the whole output of each cycle")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories (paths printed)")
-    args = parser.parse_args()
-    params = (QUICK if args.quick else []) + args.params
-    if not Path("/usr/bin/time").exists():
-        raise SystemExit("needs GNU time at /usr/bin/time (apt-get install time)")
+    return parser.parse_args()
 
-    began = time.perf_counter()
-    for line in machine_lines(("mlflow", "torch", "evidently", "pandas", "pyarrow")):
-        print(line)
+
+def code_line(with_uncommitted: bool) -> str:
+    """Which code the clones run: the commit, and whether the working tree's changes are in it."""
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.splitlines()
-    print(f"code: commit {head}" + (f" + {len(dirty)} uncommitted change(s) applied" if args.with_uncommitted and dirty
-                                    else f" ({len(dirty)} uncommitted change(s) in the working tree NOT included)" if dirty else ""))
-    command = "mlflow run . -e retrain --env-manager local" + "".join(f" -P {p}" for p in params)
+    if not dirty:
+        return f"commit {head}"
+    if with_uncommitted:
+        return f"commit {head} + {len(dirty)} uncommitted change(s) applied"
+    return f"commit {head} ({len(dirty)} uncommitted change(s) in the working tree NOT included)"
+
+
+def run_cycles(args: argparse.Namespace, params: list[str], command: str) -> list[dict]:
     cycles = []
     for rep in range(args.reps):
         workdir = Path(tempfile.mkdtemp(prefix="bench_retrain_"))
@@ -258,52 +261,69 @@ def main() -> None:
                 print(f"kept {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+    return cycles
 
-    first = cycles[0]
+
+def summarise(cycles: list[dict]) -> dict:
+    """Medians over the cycles: wall time, each part of the breakdown, memory."""
+    parts = [breakdown(c) for c in cycles]
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    return {
+        "cycles": len(cycles), "total_seconds": median([c["total"] for c in cycles]),
+        "total_seconds_each": [c["total"] for c in cycles],
+        "seconds": {k: median([p.get(k, 0.0) for p in parts]) for k in keys},
+        "seconds_each": {k: [p.get(k, 0.0) for p in parts] for k in keys},
+        "retrain_peak_mb": median([c["retrain_peak_mb"] for c in cycles]),
+        "tree_sum_peak_mb": median([c["tree_sum_peak_mb"] for c in cycles]),
+        "gnu_time_max_rss_mb": median([c["gnu_time_max_rss_mb"] for c in cycles]),
+        "budget_seconds": BUDGET_S, "verdict": cycles[0]["verdict"], "reasons": cycles[0]["reasons"],
+        "cpu_percent": cycles[0]["cpu_percent"], "user_seconds": cycles[0]["user_s"], "system_seconds": cycles[0]["system_s"],
+    }
+
+
+def print_report(summary: dict, first: dict, command: str) -> None:
     print(f"\nimports in the clone resolve to: {first['code']}")
     print(f"run: {first['run_name']!r}; {first['candidate']}")
     print(first["verdict"])
     for reason in first["reasons"]:
         print(reason)
-    parts = [breakdown(c) for c in cycles]
-    keys = list(dict.fromkeys(k for p in parts for k in p))
-    total = median([c["total"] for c in cycles])
-    label = f"median of {len(cycles)}" if len(cycles) > 1 else "one cycle"
-    print(f"\n## {'Default retrain' if not params else 'Retrain'} cycle, by step ({label}; `{command}`)\n")
-    rows = [["**total wall**", f"**{total:.1f} s**", "100 %", " / ".join(f"{c['total']:.1f}" for c in cycles)]]
-    for key in keys:
-        values = [p.get(key, 0.0) for p in parts]
-        rows.append([key, f"{median(values):.2f} s", f"{100 * median(values) / total:.1f} %", " / ".join(f"{v:.2f}" for v in values)])
+    total = summary["total_seconds"]
+    label = f"median of {summary['cycles']}" if summary["cycles"] > 1 else "one cycle"
+    print(f"\n## Retrain cycle, by step ({label}; `{command}`)\n")
+    rows = [["**total wall**", f"**{total:.1f} s**", "100 %", " / ".join(f"{t:.1f}" for t in summary["total_seconds_each"])]]
+    for key, value in summary["seconds"].items():
+        rows.append([key, f"{value:.2f} s", f"{100 * value / total:.1f} %",
+                     " / ".join(f"{v:.2f}" for v in summary["seconds_each"][key])])
     rows.append(["budget < 5 min", "met" if total < BUDGET_S else "NOT met", "", ""])
     print(markdown_table(["step", "seconds", "share", "each cycle"], rows))
-
     print("\n## Memory and CPU\n")
-    rows = [
-        ["peak RSS, retrain process (VmHWM, polled)", f"{median([c['retrain_peak_mb'] for c in cycles]):.0f} MB"],
-        ["peak RSS, sum over the process tree (polled every 0.1 s)", f"{median([c['tree_sum_peak_mb'] for c in cycles]):.0f} MB"],
-        ["GNU time: maximum resident set size", f"{median([c['gnu_time_max_rss_mb'] for c in cycles]):.0f} MB"],
+    print(markdown_table(["what", "figure"], [
+        ["peak RSS, retrain process (VmHWM, polled)", f"{summary['retrain_peak_mb']:.0f} MB"],
+        ["peak RSS, sum over the process tree (polled every 0.1 s)", f"{summary['tree_sum_peak_mb']:.0f} MB"],
+        ["GNU time: maximum resident set size", f"{summary['gnu_time_max_rss_mb']:.0f} MB"],
         ["GNU time: wall / CPU / user / system", f"{first['gnu_time_wall']} / {first['cpu_percent']} / "
                                                  f"{first['user_s']:.1f} s / {first['system_s']:.1f} s"],
-    ]
-    print(markdown_table(["what", "figure"], rows))
+    ]))
     print("\nprocesses of the first cycle (peak RSS, command):")
     for hwm, cmd in first["processes"]:
         print(f"  {hwm:8.0f} MB  {cmd}")
 
-    steps = {k: median([p.get(k, 0.0) for p in parts]) for k in keys}
-    shown = ", ".join(f"{k} {steps[k]:.2f} s" if steps[k] < 10 else f"{k} {steps[k]:.0f} s"
-                      for k in STEPS if k in steps)
-    start_up = steps["start-up and teardown (total - steps)"]
-    memory = median([c["retrain_peak_mb"] for c in cycles]) / 1024
-    what = "default `retrain` cycle (8k images, 15 epochs max)" if not params else f"`retrain` cycle ({' '.join(params)})"
-    print("\n## For the README\n")
-    print("| what | figure | target | command |\n|---|---|---|---|")
-    print(f"| {what} | {total:.0f} s wall: start-up {start_up:.1f} s, {shown}; {memory:.1f} GB peak | < 5 min | "
-          f"`/usr/bin/time -v {command}` |")
-    print(f"\nreproduce: .venv/bin/python benchmarks/bench_retrain.py{' --quick' if args.quick else ''}"
-          f"{''.join(f' -P {p}' for p in args.params)}{f' --reps {args.reps}' if args.reps > 1 else ''}")
-    print(f"benchmark took {time.perf_counter() - began:.0f} s in all; {machine_lines(())[0]}")
 
+def main() -> None:
+    args = parse_args()
+    params = (QUICK if args.quick else []) + args.params
+    if not Path("/usr/bin/time").exists():
+        raise SystemExit("needs GNU time at /usr/bin/time (apt-get install time)")
+    record = ResultFile("retrain", PACKAGES)
+    for line in machine_lines(PACKAGES):
+        print(line)
+    code = code_line(args.with_uncommitted)
+    print(f"code: {code}")
+    command = "mlflow run . -e retrain --env-manager local" + "".join(f" -P {p}" for p in params)
+    cycles = run_cycles(args, params, command)
+    summary = summarise(cycles)
+    print_report(summary, cycles[0], command)
+    record.write(summary | {"cycle_command": command, "params": params, "code": code})
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn import metrics as skm
 
+from _common import ResultFile
 from registry_hooks import statistics as st
 
 RESAMPLES = 1000
@@ -97,63 +98,94 @@ NAIVE: dict[str, Callable] = {
 NAIVE_MACRO_F1 = lambda y, m, i: skm.f1_score(y, m.prediction[i], average="macro")  # noqa: E731
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="paired rows (default 1,000,000)")
-    parser.add_argument("--naive-resamples", type=int, default=2, help="resamples timed for the naive column")
-    args = parser.parse_args()
-    data = make_data(args.n)
-    st.compare("f1", make_data(1000)["binary"], n_resamples=10)  # warm imports and caches
+Row = dict  # label, method, resamples, seconds, budget_seconds, naive_seconds (None: no naive column)
 
-    rows: list[tuple[str, str, str, float, float, float | None]] = []
+
+def mean_metric_rows(data: dict[str, st.PairedOutcomes]) -> list[Row]:
+    """The closed-form tests (McNemar, paired t): best of 3."""
+    rows = []
     for label, metric, kwargs in (
         ("accuracy", "accuracy", {}),
         ("accuracy, margin 0.01", "accuracy", {"margin": 0.01}),
         ("log_loss", "log_loss", {}),
     ):
         seconds, result = timed(lambda: st.compare(metric, data["binary"], **kwargs), repeats=3)
-        rows.append((label, result.method, "-", seconds, MEAN_BUDGET_S, None))
+        rows.append(_row(label, result.method, "-", seconds, MEAN_BUDGET_S, None))
+    return rows
 
+
+def resampled_rows(data: dict[str, st.PairedOutcomes], naive_resamples: int) -> list[Row]:
+    """The permutation and bootstrap tests at ``RESAMPLES``, next to the naive row-by-row resampling."""
     resampled = [(m, m, "binary", NAIVE[m]) for m in ("f1", "precision", "recall", "balanced_accuracy", "roc_auc")]
     resampled.append(("f1 macro, 5 classes", "f1", "multiclass", NAIVE_MACRO_F1))
     resampled.append(("rmse", "rmse", "regression", NAIVE["rmse"]))
+    rows = []
     for label, metric, kind, naive in resampled:
         seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=RESAMPLES), repeats=1)
         permute = result.method == "paired-permutation"
-        naive_s = naive_seconds_per_resample(data[kind], naive, args.naive_resamples, permute) * RESAMPLES
-        rows.append((label, result.method, str(RESAMPLES), seconds, RESAMPLING_BUDGET_S, naive_s))
+        naive_s = naive_seconds_per_resample(data[kind], naive, naive_resamples, permute) * RESAMPLES
+        rows.append(_row(label, result.method, str(RESAMPLES), seconds, RESAMPLING_BUDGET_S, naive_s))
+    return rows
 
-    # What the per-example bootstrap of roc_auc / rmse would cost at this n,
-    # i.e. why they switch to the large-sample test above the draw limit.
-    exact_resamples = 10
+
+EXACT_RESAMPLES = 10
+
+
+def forced_bootstrap_rows(data: dict[str, st.PairedOutcomes], naive_resamples: int) -> list[Row]:
+    """What the per-example bootstrap of roc_auc / rmse would cost at this n, i.e. why they switch to
+    the large-sample test above the draw limit (timed on ``EXACT_RESAMPLES``, extrapolated)."""
     limit = st.EXACT_BOOTSTRAP_MAX_DRAWS
     st.EXACT_BOOTSTRAP_MAX_DRAWS = math.inf
+    rows = []
     try:
         for metric, kind in (("roc_auc", "binary"), ("rmse", "regression")):
-            seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=exact_resamples), repeats=1)
-            seconds *= RESAMPLES / exact_resamples
-            naive_s = naive_seconds_per_resample(data[kind], NAIVE[metric], args.naive_resamples) * RESAMPLES
-            rows.append((f"{metric}, forced per-row bootstrap", result.method, f"{RESAMPLES}*", seconds,
-                         RESAMPLING_BUDGET_S, naive_s))
+            seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=EXACT_RESAMPLES), repeats=1)
+            seconds *= RESAMPLES / EXACT_RESAMPLES
+            naive_s = naive_seconds_per_resample(data[kind], NAIVE[metric], naive_resamples) * RESAMPLES
+            rows.append(_row(f"{metric}, forced per-row bootstrap", result.method, f"{RESAMPLES}*", seconds,
+                             RESAMPLING_BUDGET_S, naive_s))
     finally:
         st.EXACT_BOOTSTRAP_MAX_DRAWS = limit
+    return rows
 
-    print(f"n = {args.n:,} paired rows; naive = the same resampling row by row, timed on "
-          f"{args.naive_resamples} resamples")
+
+def _row(label: str, method: str, resamples: str, seconds: float, budget: float, naive: float | None) -> Row:
+    return {"label": label, "method": method, "resamples": resamples, "seconds": seconds, "budget_seconds": budget,
+            "naive_seconds": naive}
+
+
+def print_rows(rows: list[Row], n: int, naive_resamples: int) -> None:
+    print(f"n = {n:,} paired rows; naive = the same resampling row by row, timed on {naive_resamples} resamples")
     columns = ("metric", "method", "resamples", "time", "budget", "ok", "naive", "speed-up")
     header = "{:<34} {:<17} {:>9} {:>9} {:>7} {:>3} {:>9} {:>9}".format(*columns)
     print(header)
     print("-" * len(header))
-    for label, method, resamples, seconds, budget, naive_s in rows:
+    for row in rows:
+        seconds, naive_s = row["seconds"], row["naive_seconds"]
         naive_text = f"{naive_s:8.2f}s" if naive_s is not None else f"{'-':>9}"
         ratio = f"{naive_s / seconds:8.1f}x" if naive_s is not None else f"{'-':>9}"
-        ok = "yes" if seconds <= budget else "NO"
-        print(f"{label:<34} {method:<17} {resamples:>9} {seconds:8.3f}s {budget:6.1f}s {ok:>3} {naive_text} {ratio}")
+        ok = "yes" if seconds <= row["budget_seconds"] else "NO"
+        print(f"{row['label']:<34} {row['method']:<17} {row['resamples']:>9} {seconds:8.3f}s "
+              f"{row['budget_seconds']:6.1f}s {ok:>3} {naive_text} {ratio}")
     print(
-        f"* extrapolated from {exact_resamples} resamples; with n * resamples > {limit:,}, compare() uses the "
-        "large-sample paired-z (DeLong / delta method) instead."
+        f"* extrapolated from {EXACT_RESAMPLES} resamples; with n * resamples > {st.EXACT_BOOTSTRAP_MAX_DRAWS:,}, "
+        "compare() uses the large-sample paired-z (DeLong / delta method) instead."
     )
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="paired rows (default 1,000,000)")
+    parser.add_argument("--naive-resamples", type=int, default=2, help="resamples timed for the naive column")
+    args = parser.parse_args()
+    result = ResultFile("statistics", ("scipy", "scikit-learn"))
+    data = make_data(args.n)
+    st.compare("f1", make_data(1000)["binary"], n_resamples=10)  # warm imports and caches
+    rows = mean_metric_rows(data) + resampled_rows(data, args.naive_resamples)
+    rows += forced_bootstrap_rows(data, args.naive_resamples)
+    print_rows(rows, args.n, args.naive_resamples)
+    result.write({"n": args.n, "resamples": RESAMPLES, "naive_resamples_timed": args.naive_resamples,
+                  "exact_resamples_timed": EXACT_RESAMPLES, "rows": rows})
 
 if __name__ == "__main__":
     main()

@@ -8,31 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import REQUIRE_POSTGRES_ENV, MlflowServer, postgres_database, postgres_problem
+from benchmarks.evidence import GATE_POLICY
+from benchmarks.servers import REQUIRE_POSTGRES_ENV, MlflowServer, postgres_database, postgres_problem
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-
-GATE_POLICY = """
-version: 1
-defaults:
-  targets: {stages: [Production], aliases: [champion]}
-  promote_to: {alias: champion, stage: Production}
-  primary: {metric: accuracy, margin: 0.0}
-  confidence: 0.95
-  secondary:
-    - {metric: log_loss, tolerance: 0.05}
-  slices: {columns: [weather], min_size: 30, tolerance: 0.05}
-  evidence: {max_age: 1d}
-models:
-  - pattern: "strict-*"
-    primary: {metric: accuracy, margin: 0.5}
-  - pattern: "no-override-*"
-    overrides: {allowed: false}
-  - pattern: "regress-*"
-    primary: {metric: mae, margin: 0.0}
-    secondary: [{metric: rmse, tolerance: 0.5}]
-"""
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
+from benchmarks.evidence import FEATURES, make_data, models
 from projects.evaluate import EvaluationError, evaluate
 from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
-from tests.support.evidence import FEATURES, make_data, models
 
 PIP = ["scikit-learn", "pandas", "numpy"]
 

@@ -11,9 +11,9 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from benchmarks.evidence import Scenario
+from benchmarks.servers import MlflowServer
 from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
-from tests.support.evidence import Scenario
-from tests.support.servers import MlflowServer
 
 
 @pytest.mark.parametrize(

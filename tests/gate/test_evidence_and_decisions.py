@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
+from benchmarks.evidence import Scenario, Scored, log_evidence_run, make_data, score
 from gatekeeper_cli.client import GatekeeperError, PromotionRefused
 from registry_hooks.evidence import MANIFEST_PATH, OUTCOMES_PATH
-from tests.support.evidence import Scenario, Scored, log_evidence_run, make_data, score
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ a JSON 4xx, production has not moved and the audit log gained no approving decis
 from __future__ import annotations
 
 from benchmarks.fuzz_requests import BODY_MUTATIONS, DEFAULT_SEED, QUERY_MUTATIONS, generate, histogram_lines, run
-from tests.support.fuzz import pair  # noqa: F401 - the module's gated+plain servers
 
 REQUESTS = 520
 TIME_BUDGET_S = 90

@@ -15,7 +15,7 @@ import requests
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 
-from tests.support.evidence import Scenario
+from benchmarks.evidence import Scenario
 
 PREFIXES = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"]
 PROMPT_TAG = "mlflow.prompt.is_prompt"

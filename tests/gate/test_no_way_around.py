@@ -12,7 +12,7 @@ import requests
 from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.exceptions import MlflowException
 
-from tests.support.evidence import Scenario
+from benchmarks.evidence import Scenario
 
 PREFIXES = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.support.evidence import Scenario
+from benchmarks.evidence import Scenario
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -15,9 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from benchmarks.evidence import Scenario, log_evidence_run, make_data, score
+from benchmarks.servers import MlflowServer
 from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
-from tests.support.evidence import Scenario, log_evidence_run, make_data, score
-from tests.support.servers import MlflowServer
 
 CLIENTS = 20
 

@@ -15,9 +15,9 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
+from benchmarks.evidence import Scenario
+from benchmarks.fuzz_pair import FuzzPair
 from plugins.params import json_object, parse_flag, parse_int, parse_text, parse_version
-from tests.support.evidence import Scenario
-from tests.support.fuzz import FuzzPair, pair  # noqa: F401 - the module's gated+plain servers
 
 PREFIXES = ["/api/2.0/mlflow", "/ajax-api/2.0/mlflow"]
 GATE = "/gatekeeper/api"

@@ -23,7 +23,7 @@ from projects.datasets import (
     iter_table,
     log_dataset_input,
 )
-from tests.support.evidence import make_data
+from benchmarks.evidence import make_data
 
 PARALLEL_RUNS = 8
 

@@ -13,9 +13,9 @@ import json
 import mlflow
 import pytest
 
+from benchmarks.servers import MlflowServer
 from projects.retrain import DEFAULT_POLICY, RetrainConfig, retrain
 from gatekeeper_cli.client import GatekeeperClient
-from tests.support.servers import MlflowServer
 
 SIZES = dict(train_size=4000, eval_size=2000, window_size=2000, epochs=10)
 

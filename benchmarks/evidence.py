@@ -1,4 +1,4 @@
-"""Small real models and the evidence they produce, for the gate tests.
+"""Small real models and the evidence they produce, for the gate tests and benchmarks.
 
 The models are real scikit-learn classifiers fitted on a generated task with a ``weather``
 slice; their per-example predictions go through the public ``log_evidence`` helper exactly as an
@@ -19,6 +19,29 @@ from projects.datasets import content_hash, log_dataset_input
 from registry_hooks.evidence import log_evidence
 
 FEATURES = [f"x{i}" for i in range(6)]
+
+# The policy the gated test and benchmark servers hold: the scenarios below are judged under it
+# (accuracy primary, a log-loss guard, the ``weather`` slice), and name patterns select stricter rules.
+GATE_POLICY = """
+version: 1
+defaults:
+  targets: {stages: [Production], aliases: [champion]}
+  promote_to: {alias: champion, stage: Production}
+  primary: {metric: accuracy, margin: 0.0}
+  confidence: 0.95
+  secondary:
+    - {metric: log_loss, tolerance: 0.05}
+  slices: {columns: [weather], min_size: 30, tolerance: 0.05}
+  evidence: {max_age: 1d}
+models:
+  - pattern: "strict-*"
+    primary: {metric: accuracy, margin: 0.5}
+  - pattern: "no-override-*"
+    overrides: {allowed: false}
+  - pattern: "regress-*"
+    primary: {metric: mae, margin: 0.0}
+    secondary: [{metric: rmse, tolerance: 0.5}]
+"""
 
 
 def make_data(n: int, seed: int) -> pd.DataFrame:

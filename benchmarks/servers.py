@@ -1,4 +1,4 @@
-"""Real ``mlflow server`` processes and real PostgreSQL databases for the tests.
+"""Real ``mlflow server`` processes and real PostgreSQL databases, for the tests and the benchmarks.
 
 Servers listen on 127.0.0.1 only, run in their own process group and are stopped by that PID
 (SIGTERM, then SIGKILL), so no test leaves a worker behind.

@@ -1,4 +1,4 @@
-"""A gated and a plain MLflow server holding the same model in production, for the fuzz test and benchmark.
+"""A gated and a plain MLflow server holding the same model in production, for the fuzz benchmark and tests.
 
 The gated server's production comes through the gate with real evidence (``Scenario.first_release``);
 the plain one is set directly. Both hold v1 as ``champion`` and in ``Production`` and a v2 without
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import pytest
 from mlflow import MlflowClient
 
+from benchmarks.evidence import Scenario
 from benchmarks.fuzz_requests import Target
+from benchmarks.servers import MlflowServer
 from registry_hooks.audit.log import APPROVING_ACTIONS
-from tests.support.evidence import Scenario
-from tests.support.servers import MlflowServer
 
 
 @dataclass
@@ -59,15 +58,3 @@ def fuzz_pair(workdir: Path, gated_uri: str, plain_uri: str, policy: Path, name:
         assert _plain_production(plain, name) == (production, candidate)
         yield FuzzPair(gated, plain, scenario, Target(name, production, candidate))
 
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def pair(request, tmp_path_factory, gate_policy) -> Iterator[FuzzPair]:
-    """A gated and a plain server on SQLite, then on PostgreSQL (one database each), per test module."""
-    workdir = tmp_path_factory.mktemp(f"pair-{request.param}")
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            uris = [f"sqlite:///{workdir}/{side}.db" for side in ("gated", "plain")]
-        else:
-            factory = request.getfixturevalue("postgres_uri_factory")
-            uris = [stack.enter_context(factory()) for _ in range(2)]
-        yield stack.enter_context(fuzz_pair(workdir, *uris, gate_policy))
