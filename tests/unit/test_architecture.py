@@ -65,14 +65,7 @@ def _violations(floor: str) -> list[str]:
     ]
 
 
-_BENCHMARKS_XFAIL = pytest.mark.xfail(
-    strict=False, reason="benchmarks still import tests.support (another helper is moving it)")
-
-
-@pytest.mark.parametrize("floor", [
-    *FLOORS[:-1],
-    pytest.param("benchmarks", marks=_BENCHMARKS_XFAIL),
-])
+@pytest.mark.parametrize("floor", FLOORS)
 def test_a_floor_imports_only_the_floors_below_it(floor):
     assert _violations(floor) == []
 
