@@ -225,14 +225,8 @@ def fit(
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    return {
-        "history": history,
-        "best_epoch": stopper.best_epoch,
-        "best_val_loss": stopper.best,
-        "best_val_accuracy": best_accuracy,
-        "epochs_run": len(history),
-        "stop_reason": stop_reason,
-    }
+    return {"history": history, "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
+            "best_val_accuracy": best_accuracy, "epochs_run": len(history), "stop_reason": stop_reason}
 
 
 def _train_one_epoch(model, train_set, optimizer, generator, hyperparameters: Hyperparameters) -> float:
