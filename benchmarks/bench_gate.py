@@ -49,9 +49,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+from registry_hooks.contract import POLICY_ENV  # noqa: E402
+
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "GATEKEEPER_POLICY"):
+for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", POLICY_ENV):
     os.environ.pop(_var, None)
 
 import warnings  # noqa: E402
@@ -64,7 +66,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from _common import (  # noqa: E402
     ResultFile, children, cmdline, machine_lines, mapped_files, markdown_table, median, percentile, status_kib,
 )
-from benchmarks.evidence import Scored, log_evidence_run, make_data, register_version  # noqa: E402
+from benchmarks.evidence import Comparison, Scored, log_evidence_run, make_data, register_version  # noqa: E402
 from benchmarks.servers import MlflowServer  # noqa: E402
 
 MODEL = "bench-gate"
@@ -170,7 +172,7 @@ def evaluation(n: int, seed: int = 11):
 
 def log_evidence_for(side: Side, candidate: str, baseline: str | None, ev) -> str:
     data, strong, weak = ev
-    return log_evidence_run(side.url, MODEL, candidate, baseline, data, strong, weak if baseline else None,
+    return log_evidence_run(side.url, Comparison(MODEL, candidate, baseline, strong, weak if baseline else None), data,
                             data_name=DATA_NAME)
 
 

@@ -48,11 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from _common import ResultFile, children, cmdline, machine_lines, markdown_table, median, status_kib  # noqa: E402
+from registry_hooks.contract import POLICY_ENV  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 QUICK = ["train_size=1000", "epochs=2", "eval_size=1000", "window_size=1000"]
 STEPS = ["data", "tune", "train", "drift", "evaluate", "gate"]
-UNSET = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "GATEKEEPER_POLICY", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
+UNSET = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", POLICY_ENV, "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
          "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 BUDGET_S = 300.0
 PACKAGES = ("evidently", "optuna", "pandas", "pyarrow")

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from projects.datasets import content_hash, log_dataset_input
-from registry_hooks.evidence import log_evidence
+from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, log_evidence
 
 FEATURES = [f"x{i}" for i in range(6)]
 
@@ -99,35 +99,35 @@ def register_version(client: MlflowClient, name: str) -> str:
     return version.version
 
 
-def log_evidence_run(
-    tracking_uri: str,
-    name: str,
-    candidate: str,
-    baseline: str | None,
-    data: pd.DataFrame,
-    candidate_scores: Scored,
-    baseline_scores: Scored | None,
-    *,
-    data_name: str = "eval",
-    slices: tuple[str, ...] = ("weather",),
-) -> str:
+@dataclass(frozen=True)
+class Comparison:
+    """What one evaluation run compares: ``candidate`` of model ``name`` against ``baseline`` (None:
+    a first release), each with its scores on the evaluation data."""
+
+    name: str
+    candidate: str
+    baseline: str | None
+    candidate_scores: Scored
+    baseline_scores: Scored | None = None
+
+
+def log_evidence_run(tracking_uri: str, comparison: Comparison, data: pd.DataFrame, *, data_name: str = "eval",
+                     slices: tuple[str, ...] = ("weather",)) -> str:
     """One finished evaluation run holding gate evidence; returns its run id."""
+    c = comparison
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("evaluations")
     with mlflow.start_run() as run:
         logged = log_dataset_input(data, source=f"file:///generated/{data_name}.parquet", name=data_name, context="evaluation")
-        log_evidence(
-            candidate=(name, candidate),
-            baseline=(name, baseline) if baseline else None,
-            data_name=data_name,
-            data_content_hash=logged.content_hash,
-            task="classification",
+        outcomes = ExampleOutcomes(
             row_id=data["row_id"],
             label=data["label"],
-            candidate_outcomes=candidate_scores.as_outcomes(),
-            baseline_outcomes=baseline_scores.as_outcomes() if baseline_scores else None,
+            candidate=c.candidate_scores.as_outcomes(),
+            baseline=c.baseline_scores.as_outcomes() if c.baseline_scores else None,
             slices={column: data[column] for column in slices},
         )
+        log_evidence(candidate=(c.name, c.candidate), baseline=(c.name, c.baseline) if c.baseline else None,
+                     data=EvaluatedData(data_name, logged.content_hash), task="classification", outcomes=outcomes)
     assert logged.content_hash == content_hash(data)
     return run.info.run_id
 
@@ -149,10 +149,9 @@ class Scenario:
     def evidence(self, candidate: str, baseline: str | None, candidate_model: str = "strong",
                  baseline_model: str = "weak", data: pd.DataFrame | None = None, data_name: str = "eval") -> str:
         data = self.data if data is None else data
-        return log_evidence_run(
-            self.url, self.name, candidate, baseline, data, score(candidate_model, data),
-            score(baseline_model, data) if baseline else None, data_name=data_name,
-        )
+        scores = Comparison(self.name, candidate, baseline, score(candidate_model, data),
+                            score(baseline_model, data) if baseline else None)
+        return log_evidence_run(self.url, scores, data, data_name=data_name)
 
     def first_release(self, model: str = "weak") -> str:
         """v1 promoted to production through the gate (first-release evidence)."""

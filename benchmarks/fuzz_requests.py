@@ -31,8 +31,9 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from registry_hooks.contract import API_PREFIX, TAG_VERDICT
+
 MLFLOW_PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
-PLUGIN_PREFIX = "/gatekeeper/api"
 TIMEOUT_S = 60
 DEFAULT_SEED = 8
 
@@ -63,8 +64,8 @@ ROUTES = (
     Route("DELETE", "/registered-models/delete", lambda t: {"name": t.name}),
     Route("POST", "/registered-models/rename", lambda t: {"name": t.name, "new_name": t.name + "-moved"}),
     Route("POST", "/model-versions/set-tag",
-          lambda t: {"name": t.name, "version": t.production, "key": "gatekeeper.verdict", "value": "refuse"}),
-    Route("DELETE", "/model-versions/delete-tag", lambda t: {"name": t.name, "version": t.production, "key": "gatekeeper.verdict"}),
+          lambda t: {"name": t.name, "version": t.production, "key": TAG_VERDICT, "value": "refuse"}),
+    Route("DELETE", "/model-versions/delete-tag", lambda t: {"name": t.name, "version": t.production, "key": TAG_VERDICT}),
     Route("GET", "/explain", lambda t: {"name": t.name, "version": t.candidate}, plugin=True),
     Route("GET", "/history", lambda t: {"name": t.name, "limit": "5"}, plugin=True),
     Route("GET", "/policy", lambda t: {"name": t.name}, plugin=True),
@@ -276,7 +277,7 @@ QUERY_MUTATIONS = (m_bad_field, m_bad_version, m_null, m_missing, m_unknown_mode
 
 def all_routes() -> list[tuple[Route, str]]:
     """Every (route, prefix) pair: the gate's routes once, MLflow's gated routes under both prefixes."""
-    return [(r, PLUGIN_PREFIX) for r in ROUTES if r.plugin] + [
+    return [(r, API_PREFIX) for r in ROUTES if r.plugin] + [
         (r, prefix) for prefix in MLFLOW_PREFIXES for r in ROUTES if not r.plugin
     ]
 

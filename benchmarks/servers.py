@@ -19,6 +19,8 @@ from typing import Iterator
 
 import requests
 
+from registry_hooks.contract import POLICY_ENV, STORE_URI_PREFIX
+
 PG_DSN = dict(host="127.0.0.1", port=5432, user="postgres")
 REQUIRE_POSTGRES_ENV = "GATEKEEPER_REQUIRE_POSTGRES"
 
@@ -77,7 +79,7 @@ class MlflowServer:
             "--workers", str(workers),
         ]
         if gated:
-            command += ["--registry-store-uri", f"gatekeeper:{backend_uri}", "--app-name", "gatekeeper"]
+            command += ["--registry-store-uri", f"{STORE_URI_PREFIX}{backend_uri}", "--app-name", "gatekeeper"]
         if gunicorn:
             command += ["--gunicorn-opts", f"--control-socket {self.workdir / f'gunicorn-{self.port}.ctl'} --timeout 120"]
         self.command = command
@@ -88,9 +90,9 @@ class MlflowServer:
             MLFLOW_TRACKING_URI="",
             PYTHONUNBUFFERED="1",
         )
-        self.env.pop("GATEKEEPER_POLICY", None)
+        self.env.pop(POLICY_ENV, None)
         if policy is not None:
-            self.env["GATEKEEPER_POLICY"] = str(policy)
+            self.env[POLICY_ENV] = str(policy)
         self.env.update(env or {})
         self.process: subprocess.Popen | None = None
 

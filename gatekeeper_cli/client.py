@@ -1,6 +1,6 @@
 """A client for the gate's operations: over REST to a gated server, or in-process on a database.
 
-Against a server (``http(s)://``) it calls the ``/gatekeeper/api/`` routes with MLflow's own
+Against a server (``http(s)://``, ``databricks``: ``contract.is_server_uri``) it calls the ``/gatekeeper/api/`` routes with MLflow's own
 request helper, so ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` and the TLS settings work
 as they do for ``MlflowClient``. Against a database URI (the embedded SQLite default) it opens
 the gated store directly: the same gate, the same transaction, no server needed.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+
+from registry_hooks.contract import API_PREFIX, STORE_URI_PREFIX, is_server_uri
 
 
 class GatekeeperError(RuntimeError):
@@ -32,7 +34,7 @@ def _default_uri() -> str:
 class GatekeeperClient:
     def __init__(self, tracking_uri: str | None = None):
         self.tracking_uri = tracking_uri or _default_uri()
-        self.remote = self.tracking_uri.startswith(("http://", "https://"))
+        self.remote = is_server_uri(self.tracking_uri)
         self._store = None
 
     # -- transport -----------------------------------------------------------------------------
@@ -50,7 +52,7 @@ class GatekeeperClient:
 
         kwargs = {"params": params} if method == "GET" else {"json": params}
         try:
-            response = http_request(get_default_host_creds(self.tracking_uri), f"/gatekeeper/api/{route}", method,
+            response = http_request(get_default_host_creds(self.tracking_uri), f"{API_PREFIX}/{route}", method,
                                     max_retries=0, **kwargs)
         except MlflowException as exc:  # connection refused, retries exhausted: say so plainly
             raise GatekeeperError(f"cannot reach {self.tracking_uri}: {exc.message}") from exc
@@ -72,7 +74,7 @@ class GatekeeperClient:
         from plugins import build_store
 
         if self._store is None:
-            self._store = build_store(f"gatekeeper:{self.tracking_uri}", tracking_uri=self.tracking_uri)
+            self._store = build_store(f"{STORE_URI_PREFIX}{self.tracking_uri}", tracking_uri=self.tracking_uri)
         view = getattr(server_app, route)
         try:
             return json.loads(json.dumps(server_app.run_view(view, params, self._store), default=str))

@@ -7,7 +7,7 @@ module stays tiny and the store itself is imported only when a ``gatekeeper:`` U
 
 from __future__ import annotations
 
-URI_PREFIX = "gatekeeper:"
+from registry_hooks.contract import STORE_URI_PREFIX
 
 
 def build_store(store_uri: str, tracking_uri: str | None = None):
@@ -16,6 +16,6 @@ def build_store(store_uri: str, tracking_uri: str | None = None):
 
     from plugins.registry_store import GatekeeperStore
 
-    if not store_uri.startswith(URI_PREFIX):
+    if not store_uri.startswith(STORE_URI_PREFIX):
         raise MlflowException(f"gatekeeper store URIs look like 'gatekeeper:<database uri>', got {store_uri!r}")
-    return GatekeeperStore(store_uri[len(URI_PREFIX):], tracking_uri=tracking_uri)
+    return GatekeeperStore(store_uri[len(STORE_URI_PREFIX):], tracking_uri=tracking_uri)

@@ -20,9 +20,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
-from plugins.run_context import DATASET_ENV, STEP_ENV
 from projects.cli_types import integer_at_least
 from projects.train_config import Hyperparameters, Tracking, TrainConfig
+from registry_hooks.contract import (
+    DATASET_ENV,
+    DRIFT_REPORT_PATH,
+    POLICY_ENV,
+    STEP_ENV,
+    STORE_URI_PREFIX,
+    TAG_CANDIDATE_VERSION,
+    TAG_DATASET_VERSION,
+    TAG_PIPELINE_STEP,
+    TAG_VERDICT,
+    is_server_uri,
+)
 
 DEFAULT_POLICY = Path(__file__).with_name("road_scenes_policy.yaml")
 DRIFT_COLUMNS = ["weather", "light", "img_brightness", "img_contrast", "img_saturation", "img_sharpness",
@@ -80,19 +91,15 @@ def evaluation_mix():
     )
 
 
-def _embedded(tracking_uri: str) -> bool:
-    return not tracking_uri.startswith(("http://", "https://", "databricks"))
-
-
 def _configure(tracking_uri: str | None) -> str:
     """Point MLflow at the tracking URI; on an embedded database, gate the registry in-process too."""
     import mlflow
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     mlflow.set_tracking_uri(uri)
-    if _embedded(uri):
-        os.environ.setdefault("GATEKEEPER_POLICY", str(DEFAULT_POLICY))
-        mlflow.set_registry_uri(f"gatekeeper:{uri}")
+    if not is_server_uri(uri):
+        os.environ.setdefault(POLICY_ENV, str(DEFAULT_POLICY))
+        mlflow.set_registry_uri(f"{STORE_URI_PREFIX}{uri}")
     return uri
 
 
@@ -159,13 +166,13 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
         with _step("data", result):
             train_dir, manifest, eval_dir, window_dir = _versions(config, Path(data_dir))
         os.environ[DATASET_ENV] = manifest["content_hash"]
-        mlflow.set_tags({"gatekeeper.dataset.version": manifest["content_hash"], "gatekeeper.pipeline.step": "retrain"})
+        mlflow.set_tags({TAG_DATASET_VERSION: manifest["content_hash"], TAG_PIPELINE_STEP: "retrain"})
         _tune_and_train(config, train_dir, manifest["content_hash"], result)
         model_uri = f"models:/{config.registered_model}/{result.version}"
         with _step("drift", result):
             drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
             result.runs["drift"] = drifted.run_id
-            result.report_uri = f"runs:/{drifted.run_id}/gatekeeper/drift_report.html"
+            result.report_uri = f"runs:/{drifted.run_id}/{DRIFT_REPORT_PATH}"
         with _step("evaluate", result):
             evaluated = evaluate.evaluate(model_uri, str(eval_dir / DATA_FILE), "label", SLICES, data_name="road-scenes-eval",
                                           out=out)
@@ -179,7 +186,7 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
                 raise RuntimeError(f"the gate could not be asked to promote {model_uri}: {exc}") from exc
             result.verdict = decision.get("verdict", "unknown")
             result.reasons = list(decision.get("reasons", []))
-            mlflow.set_tags({"gatekeeper.verdict": result.verdict, "gatekeeper.candidate.version": result.version})
+            mlflow.set_tags({TAG_VERDICT: result.verdict, TAG_CANDIDATE_VERSION: result.version})
             mlflow.log_text("\n".join(result.reasons), "gate/reasons.txt")
         mlflow.log_metrics({f"seconds/{step}": seconds for step, seconds in result.timings.items()})
     os.environ.pop(DATASET_ENV, None)

@@ -24,6 +24,7 @@ import pandas as pd
 from projects.cli_types import integer_at_least
 from projects.train import resolve_data, train
 from projects.train_config import Hyperparameters, Runtime, Tracking, TrainConfig
+from registry_hooks.contract import TAG_TUNE_BEST_PARAMS
 
 SEARCH_SPACE = {
     "lr": ("float_log", 3e-4, 1e-2),
@@ -165,7 +166,7 @@ def tune(data: str | pd.DataFrame, config: TuneConfig = TuneConfig(), *, source:
         best = study.best_trial
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metric("best_val_accuracy", best.value)
-        mlflow.set_tag("gatekeeper.tune.best_params", str(best.params))
+        mlflow.set_tag(TAG_TUNE_BEST_PARAMS, str(best.params))
     return TuneResult(parent.info.run_id, config.study_name, dict(best.params), float(best.value), config.trials,
                       objective.pruned)
 

@@ -17,20 +17,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from registry_hooks.contract import (
+    ARTIFACT_DIR,
+    EVIDENCE_FORMAT,
+    EVIDENCE_MANIFEST_PATH,
+    EVIDENCE_OUTCOMES_PATH,
+    NO_BASELINE,
+    TAG_BASELINE_VERSION,
+    TAG_CANDIDATE_NAME,
+    TAG_CANDIDATE_VERSION,
+    TAG_DATA_HASH,
+    TAG_DATA_NAME,
+    TAG_EVIDENCE,
+)
 from registry_hooks.statistics import ModelOutcomes, PairedOutcomes
-
-FORMAT = "gatekeeper.evidence/1"
-ARTIFACT_DIR = "gatekeeper"
-MANIFEST_PATH = f"{ARTIFACT_DIR}/evidence.json"
-OUTCOMES_PATH = f"{ARTIFACT_DIR}/outcomes.arrow"
-
-TAG_EVIDENCE = "gatekeeper.evidence"
-TAG_CANDIDATE_NAME = "gatekeeper.candidate.name"
-TAG_CANDIDATE_VERSION = "gatekeeper.candidate.version"
-TAG_BASELINE_VERSION = "gatekeeper.baseline.version"
-TAG_DATA_HASH = "gatekeeper.data.hash"
-TAG_DATA_NAME = "gatekeeper.data.name"
-NO_BASELINE = "none"
 
 TASKS = ("classification", "regression")
 MODEL_FIELDS = ("prediction", "proba_label", "score", "loss")  # loss is for people; the gate recomputes
@@ -72,7 +72,7 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": EVIDENCE_FORMAT,
             "task": self.task,
             "candidate": {"name": self.candidate.name, "version": self.candidate.version},
             "baseline": (
@@ -85,7 +85,7 @@ class Manifest:
                 "source": self.data.source,
             },
             "created_at": self.created_at.isoformat(),
-            "outcomes": {"path": OUTCOMES_PATH.rsplit("/", 1)[1], "sha256": self.outcomes_sha256},
+            "outcomes": {"path": EVIDENCE_OUTCOMES_PATH.rsplit("/", 1)[1], "sha256": self.outcomes_sha256},
             "slice_columns": list(self.slice_columns),
             "evaluator": self.evaluator,
         }
@@ -110,11 +110,11 @@ def parse_manifest(raw: bytes | str) -> Manifest:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise EvidenceError(f"{MANIFEST_PATH} is not valid JSON: {exc}") from exc
+        raise EvidenceError(f"{EVIDENCE_MANIFEST_PATH} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise EvidenceError(f"{MANIFEST_PATH} must hold a JSON object")
-    if data.get("format") != FORMAT:
-        raise EvidenceError(f"{MANIFEST_PATH}: format must be {FORMAT!r}, got {data.get('format')!r}")
+        raise EvidenceError(f"{EVIDENCE_MANIFEST_PATH} must hold a JSON object")
+    if data.get("format") != EVIDENCE_FORMAT:
+        raise EvidenceError(f"{EVIDENCE_MANIFEST_PATH}: format must be {EVIDENCE_FORMAT!r}, got {data.get('format')!r}")
     task = _require(data, "task", str, "manifest")
     if task not in TASKS:
         raise EvidenceError(f"manifest.task must be one of {TASKS}, got {task!r}")
@@ -205,12 +205,13 @@ def _column_array(column, as_text: bool) -> np.ndarray:
     return column.to_numpy()
 
 
-def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
-    """Validate the outcomes table against its manifest and build the paired arrays."""
+def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
+    """The outcomes file's columns (all but ``row_id``) as arrays, once its bytes, rows and required
+    columns agree with the manifest."""
     digest = hashlib.sha256(raw).hexdigest()
     if digest != manifest.outcomes_sha256:
         raise EvidenceError(
-            f"{OUTCOMES_PATH} does not match the sha256 in its manifest (file {digest[:12]}…, "
+            f"{EVIDENCE_OUTCOMES_PATH} does not match the sha256 in its manifest (file {digest[:12]}…, "
             f"manifest {manifest.outcomes_sha256[:12]}…): the file was changed or truncated"
         )
     import pyarrow as pa
@@ -220,7 +221,7 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
     try:
         table = ipc.open_file(pa.BufferReader(raw)).read_all()
     except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise EvidenceError(f"{OUTCOMES_PATH} is not a readable Arrow IPC (Feather v2) file: {exc}") from exc
+        raise EvidenceError(f"{EVIDENCE_OUTCOMES_PATH} is not a readable Arrow IPC (Feather v2) file: {exc}") from exc
     for name in table.column_names:
         if (name in ("row_id", "label") or name.endswith(".prediction")) and table.column(name).null_count:
             raise EvidenceError(f"outcomes column '{name}' has {table.column(name).null_count} missing values")
@@ -242,6 +243,12 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
     for required in ("row_id", "label"):
         if required not in names:
             raise EvidenceError(f"outcomes lack column '{required}'")
+    return columns
+
+
+def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
+    """Validate the outcomes table against its manifest and build the paired arrays."""
+    columns = _read_columns(raw, manifest)
     label = columns["label"]
     if manifest.task == "regression":
         label = label.astype(np.float64)
@@ -307,19 +314,40 @@ def outcomes_table(
     return sink.getvalue().to_pybytes()
 
 
+@dataclass(frozen=True)
+class ExampleOutcomes:
+    """Per-example outcomes of one evaluation, as ``outcomes_table`` takes them: ``candidate`` and
+    ``baseline`` map ``prediction`` (required), ``proba_label``, ``score`` and ``loss`` to one
+    value per example; ``baseline`` is None for a first release."""
+
+    row_id: Sequence[Any]
+    label: Sequence[Any]
+    candidate: Mapping[str, Sequence[Any]]
+    baseline: Mapping[str, Sequence[Any]] | None = None
+    slices: Mapping[str, Sequence[Any]] | None = None
+
+    def to_arrow(self) -> bytes:
+        return outcomes_table(row_id=self.row_id, label=self.label, candidate=self.candidate,
+                              baseline=self.baseline, slices=self.slices)
+
+
+@dataclass(frozen=True)
+class EvaluatedData:
+    """The table an evaluation scored: its name, the full content hash its dataset input carries
+    (``gatekeeper.content_hash``) and where it was read from."""
+
+    name: str
+    content_hash: str
+    source: str = ""
+
+
 def log_evidence(
     *,
     candidate: tuple[str, str | int],
     baseline: tuple[str, str | int] | None,
-    data_name: str,
-    data_content_hash: str,
+    data: EvaluatedData,
     task: str,
-    row_id: Sequence[Any],
-    label: Sequence[Any],
-    candidate_outcomes: Mapping[str, Sequence[Any]],
-    baseline_outcomes: Mapping[str, Sequence[Any]] | None = None,
-    slices: Mapping[str, Sequence[Any]] | None = None,
-    data_source: str = "",
+    outcomes: ExampleOutcomes,
     evaluator: str = "custom",
     run_id: str | None = None,
 ) -> Manifest:
@@ -331,32 +359,34 @@ def log_evidence(
     """
     import mlflow
 
-    if (baseline is None) != (baseline_outcomes is None):
-        raise EvidenceError("give both baseline and baseline_outcomes, or neither (first release)")
+    if (baseline is None) != (outcomes.baseline is None):
+        raise EvidenceError("give both baseline and baseline outcomes, or neither (first release)")
     if task not in TASKS:
         raise EvidenceError(f"task must be one of {TASKS}, got {task!r}")
-    raw = outcomes_table(
-        row_id=row_id, label=label, candidate=candidate_outcomes, baseline=baseline_outcomes, slices=slices
-    )
+    raw = outcomes.to_arrow()
     manifest = Manifest(
         task=task,
         candidate=VersionRef(candidate[0], str(candidate[1])),
         baseline=VersionRef(baseline[0], str(baseline[1])) if baseline else None,
-        data=DataRef(name=data_name, content_hash=data_content_hash, n_rows=len(row_id), source=data_source),
+        data=DataRef(name=data.name, content_hash=data.content_hash, n_rows=len(outcomes.row_id), source=data.source),
         created_at=datetime.now(timezone.utc),
         outcomes_sha256=hashlib.sha256(raw).hexdigest(),
-        slice_columns=tuple(slices or ()),
+        slice_columns=tuple(outcomes.slices or ()),
         evaluator=evaluator,
     )
     parse_manifest(json.dumps(manifest.to_dict()))  # refuse to log what the gate would reject
-    client = mlflow.MlflowClient()
-    run_id = run_id or mlflow.active_run().info.run_id
-    client.log_text(run_id, json.dumps(manifest.to_dict(), indent=2), MANIFEST_PATH)
+    _write(mlflow.MlflowClient(), run_id or mlflow.active_run().info.run_id, manifest, raw)
+    return manifest
+
+
+def _write(client, run_id: str, manifest: Manifest, raw: bytes) -> None:
+    """The manifest and the outcomes as artifacts, then the tags the gate finds the run by."""
     import tempfile
     from pathlib import Path
 
+    client.log_text(run_id, json.dumps(manifest.to_dict(), indent=2), EVIDENCE_MANIFEST_PATH)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / OUTCOMES_PATH.rsplit("/", 1)[1]
+        path = Path(tmp) / EVIDENCE_OUTCOMES_PATH.rsplit("/", 1)[1]
         path.write_bytes(raw)
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     tags = {
@@ -364,9 +394,8 @@ def log_evidence(
         TAG_CANDIDATE_NAME: manifest.candidate.name,
         TAG_CANDIDATE_VERSION: manifest.candidate.version,
         TAG_BASELINE_VERSION: manifest.baseline.version if manifest.baseline else NO_BASELINE,
-        TAG_DATA_HASH: data_content_hash,
-        TAG_DATA_NAME: data_name,
+        TAG_DATA_HASH: manifest.data.content_hash,
+        TAG_DATA_NAME: manifest.data.name,
     }
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    return manifest

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from registry_hooks import names
+from registry_hooks.contract import POLICY_ENV
 from registry_hooks.sufficiency import BOOTSTRAP_RESOLUTION, FLOORS
-
-POLICY_ENV_VAR = "GATEKEEPER_POLICY"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -519,5 +518,5 @@ class Policy:
     @classmethod
     def from_environment(cls) -> Policy:
         """The policy named by ``GATEKEEPER_POLICY``, or the built-in defaults when it is unset."""
-        path = os.environ.get(POLICY_ENV_VAR, "").strip()
+        path = os.environ.get(POLICY_ENV, "").strip()
         return cls.load(path) if path else cls.from_dict({}, source="<built-in defaults>")

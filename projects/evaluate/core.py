@@ -2,18 +2,20 @@
 
 One MLflow run per evaluation holds the evidence (per-example outcomes in the gate's format,
 the data as a dataset input with its full content hash), the candidate's metrics under stable
-keys (``accuracy``, ``slice/weather=rain/accuracy``), the per-slice chart, confusion matrices and
+keys (``accuracy``, ``slice/weather:rain/accuracy``), the per-slice chart, confusion matrices and
 the tables of confident mistakes and disagreements. The champion's metrics go to a child run
 under the same keys, so the two line up column by column in MLflow's compare-runs view. The
-verdict preview comes from the gate itself (``explain``), or, against an ungated store, from the
-same ``registry_hooks.decision`` code with the local policy.
+verdict preview is the gate's judgement of the evidence just logged: the gate's own ``explain``,
+or, against an ungated server, ``registry_hooks.decision.decide`` run here on the same evidence
+with the policy ``GATEKEEPER_POLICY`` names.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -28,12 +30,16 @@ from projects.datasets import (
     table_columns,
 )
 from projects.evaluate import report
-from projects.evaluate.scoring import EvaluationError, Scorer, infer_task, outcomes
+from projects.evaluate.scoring import EvaluationError, Evaluated, Scorer, infer_task, outcomes
+from projects.model_uri import parse_model_uri
 from projects.run_scope import child_run
 from projects.table_input import TableInput, open_table
+from registry_hooks.baseline import FIRST_RELEASE, ProductionState, find_baseline, promote_targets
+from registry_hooks.contract import NO_BASELINE, TAG_DATA_REFERENCE, TAG_DATA_SOURCE
+from registry_hooks.decision import Baseline
+from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, VersionRef
 from registry_hooks.statistics import METRICS, ModelOutcomes, PairedOutcomes, compare
 
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 _SLICE_METRIC = {"classification": "accuracy", "regression": "mae"}
 
@@ -46,14 +52,36 @@ class EvaluationResult:
     n_rows: int
     data_hash: str
     metrics: dict[str, float]
-    preview: dict[str, Any] = field(default_factory=dict)
+    preview: dict[str, Any]
 
 
-def _parse_model_uri(uri: str) -> tuple[str, str]:
-    match = _MODEL_URI.match(uri or "")
-    if not match:
-        raise EvaluationError(f"model must look like models:/NAME/VERSION, got {uri!r}")
-    return match["name"], match["version"]
+@dataclass(frozen=True)
+class _Asked:
+    """What the caller asked for: the ``evaluate`` entry point's parameters."""
+
+    model: str
+    data: Any
+    label: str
+    slices: list[str] | None
+    task: str
+    batch_size: int
+    data_name: str | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An evaluation ready to score: checked inputs, the baseline, and one scorer per model."""
+
+    name: str
+    version: str
+    table: TableInput
+    label: str
+    slices: list[str]
+    task: str
+    batch_size: int
+    baseline: Baseline
+    candidate: Scorer
+    champion: Scorer | None
 
 
 def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> None:
@@ -64,8 +92,7 @@ def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> No
         raise EvaluationError(f"slice column(s) not in the data: {', '.join(missing)}")
 
 
-def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size: int, scorers: list[Scorer],
-                    out) -> tuple[pd.DataFrame, StreamingHash]:
+def _read_and_score(plan: _Plan, scorers: list[Scorer], out) -> tuple[pd.DataFrame, StreamingHash]:
     """One pass over the data: the full content hash streamed, labels, slices and row ids kept
     (small), every model scored on the same batch; one batch in memory at a time.
 
@@ -75,9 +102,10 @@ def _read_and_score(data: TableInput, label: str, slices: list[str], batch_size:
     6.6 % slower, 100k scenes, 2 cores). Instead the Parquet decoder uses all cores between
     predictions.
     """
+    data, label, slices = plan.table, plan.label, plan.slices
     hasher, parts = StreamingHash(), []
     keep = [label, *slices]
-    for batch in report.progress(iter_table(data.table, batch_size, arrow=True, threads=True), out):
+    for batch in report.progress(iter_table(data.table, plan.batch_size, arrow=True, threads=True), out):
         hasher.update(batch)
         parts.append(_select(batch, keep + (["row_id"] if "row_id" in _names(batch) else [])))
         features: dict[tuple[str, ...], pd.DataFrame] = {}  # models reading the same columns share one copy
@@ -164,6 +192,9 @@ def compare_all(paired: PairedOutcomes, metric_names: list[str], slices: dict[st
     return overall, per_slice
 
 
+# The parameters are the ``evaluate`` entry point's (MLproject, ``python -m projects.evaluate``),
+# one for one, plus where to track and where to print: callers pass them as they would on the
+# command line, so they stay flat here and are grouped (``_Asked``) right below.
 def evaluate(model: str, data, label: str, slices: list[str] | None = None, *, task: str = "auto",
              batch_size: int = 20_000, data_name: str | None = None, tracking_uri: str | None = None,
              out=sys.stdout) -> EvaluationResult:
@@ -173,81 +204,109 @@ def evaluate(model: str, data, label: str, slices: list[str] | None = None, *, t
     DataFrame or an ``mlflow.data`` PandasDataset (see ``projects.table_input``).
     Raises :class:`EvaluationError` for any input it cannot use, before anything is logged.
     """
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
     try:
-        return _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_uri, out)
+        return _evaluate(_Asked(model, data, label, slices, task, batch_size, data_name), out)
     except EvaluationError:
         raise
     except DataError as exc:
         raise EvaluationError(str(exc)) from exc
 
 
-def _evaluate(model, data, label, slices, task, batch_size, data_name, tracking_uri, out) -> EvaluationResult:
+def _evaluate(asked: _Asked, out) -> EvaluationResult:
     import mlflow
 
     from gatekeeper_cli.client import GatekeeperClient
-    from registry_hooks.evidence import log_evidence
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    name, version = _parse_model_uri(model)
     gate = GatekeeperClient(mlflow.get_tracking_uri())
-    client = mlflow.MlflowClient()
+    plan = _plan(asked, gate)
+    evaluated, hasher = _score(plan, out)
+    run_id, content_hash, metrics = _log(plan, evaluated, hasher)
+    preview = _preview(gate, plan.name, plan.version, plan.baseline)
+    report.print_summary(out, evaluated, preview)
+    baseline = (plan.name, plan.baseline.version) if evaluated.paired else None
+    return EvaluationResult(run_id, (plan.name, plan.version), baseline, evaluated.n_rows, content_hash, metrics, preview)
+
+
+def _plan(asked: _Asked, gate) -> _Plan:
+    """Check everything that can be checked before reading the data, and find the baseline."""
+    import mlflow
+
     try:
-        client.get_model_version(name, version)
+        uri = parse_model_uri(asked.model, alias=False)
+    except ValueError as exc:
+        raise EvaluationError(f"model {exc}") from None
+    name, version = uri.name, uri.version
+    try:
+        mlflow.MlflowClient().get_model_version(name, version)
     except Exception as exc:
         raise EvaluationError(f"model version {name} v{version} does not exist: {exc}") from exc
-    if slices is None:
-        slices = _policy_slices(gate, name)
-    table = open_table(data, data_name)
+    slices = _policy_slices(gate, name) if asked.slices is None else asked.slices
+    table = open_table(asked.data, asked.data_name)
     columns = dict(table_columns(table.table))
-    _check_columns(columns, label, slices)
-    task = infer_task(columns[label], task)
-    _check_label_type(columns[label], task)
-
-    baseline_version = _baseline(gate, name, version)
-    exclude = {label, "row_id", *slices}
+    _check_columns(columns, asked.label, slices)
+    task = infer_task(columns[asked.label], asked.task)
+    _check_label_type(columns[asked.label], task)
+    baseline = _baseline(gate, name, version)
+    exclude = {asked.label, "row_id", *slices}
     candidate = Scorer(f"models:/{name}/{version}", list(columns.items()), exclude)
-    champion = Scorer(f"models:/{name}/{baseline_version}", list(columns.items()), exclude) if baseline_version else None
-    scorers = [candidate] + ([champion] if champion else [])
-    keys, hasher = _read_and_score(table, label, slices, batch_size, scorers, out)
-    table.check_hash(hasher.hexdigest())
-    classes = None if task == "regression" else _classes(keys[label], candidate.n_probability_columns)
-    candidate_scores = candidate.scores(task, classes)
-    champion_scores = champion.scores(task, classes) if champion else None
+    champion = Scorer(f"models:/{name}/{baseline.version}", list(columns.items()), exclude) if baseline.version else None
+    return _Plan(name, version, table, asked.label, slices, task, asked.batch_size, baseline, candidate, champion)
 
-    y = keys[label].to_numpy()
-    cand_fields = outcomes(candidate_scores, y, task, classes)
-    base_fields = outcomes(champion_scores, y, task, classes) if champion else None
+
+def _score(plan: _Plan, out) -> tuple[Evaluated, StreamingHash]:
+    """Both models on the same rows in one pass, then the gate's comparisons overall and per slice."""
+    champion = plan.champion
+    keys, hasher = _read_and_score(plan, [plan.candidate] + ([champion] if champion else []), out)
+    plan.table.check_hash(hasher.hexdigest())
+    task, label = plan.task, keys[plan.label]
+    classes = None if task == "regression" else _classes(label, plan.candidate.n_probability_columns)
+    y = label.to_numpy()
+    cand_fields = outcomes(plan.candidate.scores(task, classes), y, task, classes)
+    base_fields = outcomes(champion.scores(task, classes), y, task, classes) if champion else None
     paired = PairedOutcomes(label=y, candidate=_model_outcomes(cand_fields),
                             baseline=_model_outcomes(base_fields or cand_fields))
-    slice_values = {c: keys[c].astype(str).to_numpy() for c in slices}
+    slice_values = {c: keys[c].astype(str).to_numpy() for c in plan.slices}
     metric_names = _metric_names(task, cand_fields, None if classes is None else len(classes))
     overall, per_slice = compare_all(paired, metric_names, slice_values, _SLICE_METRIC[task])
+    evaluated = Evaluated(plan.name, plan.version, plan.baseline.version if champion else None, keys, y, classes,
+                          cand_fields, base_fields, slice_values, overall, per_slice)
+    return evaluated, hasher
 
+
+def _log(plan: _Plan, evaluated: Evaluated, hasher: StreamingHash) -> tuple[str, str, dict[str, float]]:
+    """The evaluation run: data, parameters, metrics, the evidence, the artifacts and the champion's run."""
+    import mlflow
+
+    from registry_hooks.evidence import log_evidence  # looked up per call: the evaluate benchmark times it
+
+    name, version, table, paired = plan.name, plan.version, plan.table, evaluated.paired
     with child_run(f"evaluate {name} v{version}", error=EvaluationError) as run:
-        logged = log_dataset_input(keys.head(100), source=table.source, name=table.name, context="evaluation",
-                                   targets=label, digest=hasher.hexdigest(), n_rows=hasher.n_rows)
-        mlflow.log_params({"model": model, "candidate_version": version, "baseline_version": baseline_version or "none",
-                           "data": table.reference, "label": label, "slices": ",".join(slices), "task": task, "n_rows": hasher.n_rows})
-        mlflow.set_tags({"gatekeeper.data.source": table.source, "gatekeeper.data.reference": table.reference})
-        metrics = _metric_dict(overall, per_slice, side="candidate")
-        metrics.update({f"improvement/{m}": c.improvement for m, c in overall.items()} if champion else {})
+        logged = log_dataset_input(evaluated.keys.head(100), source=table.source, name=table.name, context="evaluation",
+                                   targets=plan.label, digest=hasher.hexdigest(), n_rows=hasher.n_rows)
+        mlflow.log_params({"model": f"models:/{name}/{version}", "candidate_version": version,
+                           "baseline_version": evaluated.baseline_version or NO_BASELINE, "data": table.reference,
+                           "label": plan.label, "slices": ",".join(plan.slices), "task": plan.task, "n_rows": hasher.n_rows})
+        mlflow.set_tags({TAG_DATA_SOURCE: table.source, TAG_DATA_REFERENCE: table.reference})
+        metrics = _metric_dict(evaluated.overall, evaluated.per_slice, side="candidate")
+        metrics.update({f"improvement/{m}": c.improvement for m, c in evaluated.overall.items()} if paired else {})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        log_evidence(candidate=(name, version), baseline=(name, baseline_version) if champion else None,
-                     data_name=table.name, data_content_hash=logged.content_hash, task=task,
-                     row_id=keys["row_id"].astype(str), label=y, candidate_outcomes=cand_fields,
-                     baseline_outcomes=base_fields, slices=slice_values, data_source=table.source,
+        log_evidence(candidate=(name, version), baseline=(name, evaluated.baseline_version) if paired else None,
+                     data=EvaluatedData(table.name, logged.content_hash, table.source), task=plan.task,
+                     outcomes=ExampleOutcomes(evaluated.keys["row_id"].astype(str), evaluated.label, evaluated.candidate,
+                                              evaluated.baseline, evaluated.slices),
                      evaluator="mlflow-gatekeeper evaluate")
-        report.log_artifacts(keys, y, cand_fields, base_fields, classes, overall, per_slice, slice_values, champion is not None)
-        if champion:
-            with mlflow.start_run(run_name=f"champion {name} v{baseline_version} on {table.name}", nested=True):
-                mlflow.log_params({"model": f"models:/{name}/{baseline_version}", "data": table.reference, "role": "champion"})
-                champion_metrics = _metric_dict(overall, per_slice, side="baseline")
+        report.log_artifacts(evaluated)
+        if paired:
+            with mlflow.start_run(run_name=f"champion {name} v{evaluated.baseline_version} on {table.name}", nested=True):
+                mlflow.log_params({"model": f"models:/{name}/{evaluated.baseline_version}", "data": table.reference,
+                                   "role": "champion"})
+                champion_metrics = _metric_dict(evaluated.overall, evaluated.per_slice, side="baseline")
                 mlflow.log_metrics({k: v for k, v in champion_metrics.items() if np.isfinite(v)})
-    preview = _preview(gate, name, version)
-    report.print_summary(out, name, version, baseline_version, hasher.n_rows, overall, per_slice, preview, champion is not None)
-    return EvaluationResult(run.info.run_id, (name, version), (name, baseline_version) if champion else None,
-                            hasher.n_rows, logged.content_hash, metrics, preview)
+    return run.info.run_id, logged.content_hash, metrics
 
 
 def slice_metric_key(column: str, value: str, metric: str) -> str:
@@ -272,43 +331,64 @@ def _policy_slices(gate, name: str) -> list[str]:
         return list(Policy.from_environment().for_model(name).slices.columns)
 
 
-def _baseline(gate, name: str, version: str) -> str | None:
-    """The production version by the gate's own rule; the candidate itself never is its baseline."""
+def _baseline(gate, name: str, version: str) -> Baseline:
+    """The version the candidate must beat, by the gate's own rule (``registry_hooks.baseline``):
+    asked of the gate, or, against an ungated server, applied here to what the registry shows."""
     from gatekeeper_cli.client import GatekeeperError
 
     try:
-        found = gate.baseline(name)["version"]
+        found = gate.baseline(name)
     except GatekeeperError as exc:
         if exc.status != 404:
             raise EvaluationError(f"cannot ask the gate for the production version of {name}: {exc}") from exc
-        found = _ungated_production(name)  # a plain MLflow server: the protected targets only
-    return None if found in (None, version) else found
+        return _ungated_baseline(name, version)
+    if found["version"] in (None, version):  # the candidate itself never is its baseline
+        return Baseline(None, FIRST_RELEASE)
+    return Baseline(found["version"], found["source"])
 
 
-def _ungated_production(name: str) -> str | None:
+def _ungated_baseline(name: str, version: str) -> Baseline:
+    """The rule on a plain MLflow registry: its aliases and stages under the local policy, no audit log."""
     import mlflow
 
     from registry_hooks.policy import Policy
 
     client, policy = mlflow.MlflowClient(), Policy.from_environment().for_model(name)
-    aliases = client.get_registered_model(name).aliases
-    for alias in policy.targets.aliases:
-        if alias in aliases:
-            return aliases[alias]
-    for stage in policy.targets.stages:
-        versions = [mv.version for mv in client.search_model_versions(f"name='{name}'") if mv.current_stage == stage]
-        if versions:
-            return max(versions, key=int)
-    return None
+    versions = client.search_model_versions(f"name='{name}'")
+    stages = {stage: [mv.version for mv in versions if mv.current_stage == stage] for stage in policy.targets.stages}
+    state = ProductionState.read(client.get_registered_model(name).aliases.items(), stages, policy.targets)
+    return find_baseline(version, promote_targets(policy), policy, state)
 
 
-def _preview(gate, name: str, version: str) -> dict[str, Any]:
+def _preview(gate, name: str, version: str, baseline: Baseline) -> dict[str, Any]:
+    """The decision a promotion would get now, on the evidence just logged (``Decision.to_dict``).
+
+    Where the registry is gated, the gate's own ``explain``. Against an ungated server (or a gate
+    that cannot be asked) the same judgement here: the evidence and drift runs found as the gate
+    finds them, against the baseline this evaluation used, ``decide``-d under the policy
+    ``GATEKEEPER_POLICY`` names (the built-in defaults when unset); ``judged_here`` says why.
+    """
     from gatekeeper_cli.client import GatekeeperError
 
     try:
         return gate.explain(name, version)
     except GatekeeperError as exc:
-        return {"verdict": "unknown", "reasons": [f"the gate could not preview: {exc}"], "checks": []}
+        why = "the registry is not gated" if exc.status == 404 else f"the gate could not be asked ({exc})"
+        return _judge_here(name, version, baseline) | {"judged_here": why}
+
+
+def _judge_here(name: str, version: str, baseline: Baseline) -> dict[str, Any]:
+    import mlflow
+
+    from plugins.evidence_source import EvidenceSource
+    from registry_hooks.decision import decide
+    from registry_hooks.policy import Policy
+
+    policy = Policy.from_environment().for_model(name)
+    source, candidate = EvidenceSource(mlflow.get_tracking_uri()), VersionRef(name, version)
+    decision = decide(policy, candidate, baseline, source.find_evidence(candidate, baseline.version),
+                      source.find_drift(candidate) if policy.drift.required else None, datetime.now(timezone.utc))
+    return decision.to_dict()
 
 
 __all__ = ["EvaluationError", "EvaluationResult", "DataError", "evaluate"]

@@ -12,6 +12,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from projects.evaluate.scoring import Evaluated
+
 ARTIFACT_DIR = "evaluation"
 TOP_K = 50
 
@@ -100,21 +102,22 @@ def _tables(keys: pd.DataFrame, label, cand: dict, base: dict | None) -> dict[st
     return tables
 
 
-def log_artifacts(keys, label, cand, base, classes, overall, per_slice, slice_values, paired: bool) -> None:
+def log_artifacts(evaluated: Evaluated) -> None:
     import mlflow
 
+    e = evaluated
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        if per_slice:
-            _slice_chart(per_slice, folder / "slices.png", paired)
-        if classes is not None:
-            _confusion_chart(label, cand, classes, folder / "confusion_candidate.png", "candidate")
-            if base is not None:
-                _confusion_chart(label, base, classes, folder / "confusion_champion.png", "champion")
-        for name, table in _tables(keys, label, cand, base).items():
+        if e.per_slice:
+            _slice_chart(e.per_slice, folder / "slices.png", e.paired)
+        if e.classes is not None:
+            _confusion_chart(e.label, e.candidate, e.classes, folder / "confusion_candidate.png", "candidate")
+            if e.baseline is not None:
+                _confusion_chart(e.label, e.baseline, e.classes, folder / "confusion_champion.png", "champion")
+        for name, table in _tables(e.keys, e.label, e.candidate, e.baseline).items():
             table.to_csv(folder / f"{name}.csv", index=False)
-        rows = [c.to_dict() | {"scope": "overall"} for c in overall.values()]
-        rows += [c.to_dict() | {"scope": f"{col}={val}"} for (col, val), c in per_slice.items()]
+        rows = [c.to_dict() | {"scope": "overall"} for c in e.overall.values()]
+        rows += [c.to_dict() | {"scope": f"{col}={val}"} for (col, val), c in e.per_slice.items()]
         pd.DataFrame(rows).to_csv(folder / "comparisons.csv", index=False)
         mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
 
@@ -123,18 +126,20 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def print_summary(out, name, version, baseline, n_rows, overall, per_slice, preview: dict[str, Any], paired: bool) -> None:
-    against = f"champion v{baseline}" if paired else "no production version (first release)"
-    print(f"\n{name} v{version} vs {against} on {n_rows} rows", file=out)
-    for metric, c in overall.items():
-        if paired:
+def print_summary(out, evaluated: Evaluated, preview: dict[str, Any]) -> None:
+    e = evaluated
+    against = f"champion v{e.baseline_version}" if e.paired else "no production version (first release)"
+    print(f"\n{e.name} v{e.version} vs {against} on {e.n_rows} rows", file=out)
+    for metric, c in e.overall.items():
+        if e.paired:
             print(f"  {metric:<12} candidate {_fmt(c.candidate)}  champion {_fmt(c.baseline)}  "
                   f"improvement {_fmt(c.improvement)} [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]", file=out)
         else:
             print(f"  {metric:<12} {_fmt(c.candidate)}", file=out)
-    for (column, value), c in sorted(per_slice.items()):
-        text = f"improvement {_fmt(c.improvement)} [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]" if paired else ""
+    for (column, value), c in sorted(e.per_slice.items()):
+        text = f"improvement {_fmt(c.improvement)} [{_fmt(c.ci_low)}, {_fmt(c.ci_high)}]" if e.paired else ""
         print(f"  {column}={value:<10} n={c.n:<7} {c.metric} {_fmt(c.candidate)}  {text}", file=out)
-    print(f"gate preview: {preview.get('verdict')}", file=out)
+    judged_here = f" (judged here under the local policy: {preview['judged_here']})" if "judged_here" in preview else ""
+    print(f"gate preview: {preview.get('verdict')}{judged_here}", file=out)
     for reason in preview.get("reasons", []):
         print(f"  - {reason}", file=out)

@@ -22,6 +22,36 @@ class EvaluationError(DataError):
     """Input the evaluation cannot use; the message says what to fix. No evidence is logged."""
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One evaluation's numbers, as the evidence, the artifacts and the printed summary need them.
+
+    ``keys`` holds each row's id, label and slice values; ``candidate`` / ``baseline`` each model's
+    per-example fields (``outcomes``); ``overall`` and ``per_slice`` the gate's comparisons
+    (``compare``, candidate against itself on a first release, when ``baseline`` is None).
+    """
+
+    name: str
+    version: str
+    baseline_version: str | None
+    keys: pd.DataFrame
+    label: np.ndarray
+    classes: np.ndarray | None
+    candidate: dict[str, np.ndarray]
+    baseline: dict[str, np.ndarray] | None
+    slices: dict[str, np.ndarray]
+    overall: dict
+    per_slice: dict
+
+    @property
+    def paired(self) -> bool:
+        return self.baseline is not None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.label)
+
+
 @dataclass
 class Scores:
     """One model's outputs on every row, accumulated batch by batch."""

@@ -252,3 +252,29 @@ def test_cli_with_mlprojects_empty_slices_uses_the_policy_and_reads_a_dataset_re
     assert len(runs) == 1 and runs["params.slices"][0] == "weather"
     assert runs["tags.mlflow.parentRunId"][0] == project_run.info.run_id  # a child of the project's run
     assert "metrics.slice/weather:rain/accuracy" in runs.columns
+
+
+def test_against_an_ungated_server_the_preview_is_the_gates_judgement_made_here(tmp_path, model_name, gate_policy,
+                                                                                 monkeypatch):
+    """A plain MLflow server has no gate to ask: the baseline comes from the gate's rule applied to
+    its registry (an alias counts in any case, as the gate counts it), and the preview is ``decide``
+    run here on the evidence just logged, under the policy ``GATEKEEPER_POLICY`` names."""
+    from benchmarks.servers import MlflowServer
+    from registry_hooks.contract import POLICY_ENV
+
+    monkeypatch.setenv(POLICY_ENV, str(gate_policy))
+    with MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", gated=False) as plain:
+        mlflow.set_tracking_uri(plain.url)
+        mlflow.set_experiment("evaluate-ungated")
+        path = tmp_path / "eval.parquet"
+        make_data(1500, seed=11).to_parquet(path)
+        strong = _register(model_name, sk_model=models()["strong"][0])
+        first = evaluate(f"models:/{model_name}/{strong}", str(path), "label", ["weather"])
+        assert first.baseline is None and first.preview["verdict"] == "promote"
+        assert first.preview["judged_here"] == "the registry is not gated"
+
+        mlflow.MlflowClient().set_registered_model_alias(model_name, "CHAMPION", strong)  # ungated: anyone may
+        weak = _register(model_name, sk_model=models()["weak"][0], columns=FEATURES[:2])
+        refused = evaluate(f"models:/{model_name}/{weak}", str(path), "label", ["weather"])
+    assert refused.baseline == (model_name, strong) and refused.preview["baseline"]["source"] == "alias 'champion'"
+    assert refused.preview["verdict"] == "refuse_worse" and refused.preview["evidence_run_ids"] == [refused.run_id]

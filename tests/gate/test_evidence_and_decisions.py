@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
 
-from benchmarks.evidence import Scenario, Scored, log_evidence_run, make_data, score
+from benchmarks.evidence import Comparison, Scenario, Scored, log_evidence_run, make_data, score
 from gatekeeper_cli.client import GatekeeperError, PromotionRefused
-from registry_hooks.evidence import MANIFEST_PATH, OUTCOMES_PATH
+from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH
 
 
 @pytest.fixture
@@ -65,9 +65,9 @@ def test_evidence_older_than_the_policy_allows_is_refused(scenario):
     v1 = scenario.first_release()
     v2 = scenario.version()
     run_id = scenario.evidence(v2, v1)
-    manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{MANIFEST_PATH}"))
+    manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{EVIDENCE_MANIFEST_PATH}"))
     manifest["created_at"] = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat()
-    _rewrite_artifact(run_id, MANIFEST_PATH, json.dumps(manifest).encode())
+    _rewrite_artifact(run_id, EVIDENCE_MANIFEST_PATH, json.dumps(manifest).encode())
     message = refused(scenario, v2)
     assert "stale evidence" in message and "72.0 h old" in message and "allows 24.0 h" in message
 
@@ -78,15 +78,15 @@ def test_garbled_evidence_is_a_refusal_with_a_reason(scenario, damage):
     v2 = scenario.version()
     run_id = scenario.evidence(v2, v1)
     if damage == "outcomes":
-        _rewrite_artifact(run_id, OUTCOMES_PATH, b"ARROW1 this is not an arrow file")
+        _rewrite_artifact(run_id, EVIDENCE_OUTCOMES_PATH, b"ARROW1 this is not an arrow file")
         expected = "does not match the sha256"
     elif damage == "manifest":
-        _rewrite_artifact(run_id, MANIFEST_PATH, b"{not json")
+        _rewrite_artifact(run_id, EVIDENCE_MANIFEST_PATH, b"{not json")
         expected = "is not valid JSON"
     else:
-        manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{MANIFEST_PATH}"))
+        manifest = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/{EVIDENCE_MANIFEST_PATH}"))
         manifest["data"]["content_hash"] = "abc123"
-        _rewrite_artifact(run_id, MANIFEST_PATH, json.dumps(manifest).encode())
+        _rewrite_artifact(run_id, EVIDENCE_MANIFEST_PATH, json.dumps(manifest).encode())
         expected = "full SHA-256"
     message = refused(scenario, v2)
     assert f"evidence run {run_id} is unusable" in message and expected in message
@@ -107,14 +107,14 @@ def test_evidence_run_without_artifacts_is_a_refusal(scenario):
 def test_evidence_whose_data_was_not_logged_is_refused(scenario):
     v1 = scenario.first_release()
     v2 = scenario.version()
-    from registry_hooks.evidence import log_evidence
+    from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, log_evidence
 
     data = scenario.data
+    outcomes = ExampleOutcomes(row_id=data["row_id"], label=data["label"], candidate=score("strong", data).as_outcomes(),
+                               baseline=score("weak", data).as_outcomes())
     with mlflow.start_run():
-        log_evidence(candidate=(scenario.name, v2), baseline=(scenario.name, v1), data_name="eval",
-                     data_content_hash="0" * 64, task="classification", row_id=data["row_id"], label=data["label"],
-                     candidate_outcomes=score("strong", data).as_outcomes(),
-                     baseline_outcomes=score("weak", data).as_outcomes())
+        log_evidence(candidate=(scenario.name, v2), baseline=(scenario.name, v1),
+                     data=EvaluatedData("eval", "0" * 64), task="classification", outcomes=outcomes)
     assert "cannot be verified" in refused(scenario, v2)
 
 
@@ -127,7 +127,7 @@ def test_better_overall_but_worse_on_a_rare_slice_is_refused(scenario):
     spoiled = fog & (np.arange(len(data)) % 2 == 0)  # wrong on half of the foggy examples
     broken = np.where(spoiled, 1 - data["label"].to_numpy(), strong.prediction)
     proba = np.where(spoiled, 0.05, strong.proba_label)
-    log_evidence_run(scenario.url, scenario.name, v2, v1, data, Scored(broken, proba), weak)
+    log_evidence_run(scenario.url, Comparison(scenario.name, v2, v1, Scored(broken, proba), weak), data)
     explained = scenario.gate.explain(scenario.name, v2)
     assert explained["verdict"] == "refuse_worse"
     by_name = {c["name"]: c for c in explained["checks"]}

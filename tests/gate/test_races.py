@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from benchmarks.evidence import Scenario, log_evidence_run, make_data, score
+from benchmarks.evidence import Comparison, Scenario, log_evidence_run, make_data, score
 from benchmarks.servers import MlflowServer
 from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
 
@@ -26,7 +26,7 @@ def _prepare(scenario: Scenario, baseline: str, data) -> list[str]:
     versions = [scenario.version() for _ in range(CLIENTS)]
     strong, weak = score("strong", data), score("weak", data)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda v: log_evidence_run(scenario.url, scenario.name, v, baseline, data, strong, weak), versions))
+        list(pool.map(lambda v: log_evidence_run(scenario.url, Comparison(scenario.name, v, baseline, strong, weak), data), versions))
     return versions
 
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
+from registry_hooks.contract import EVIDENCE_FORMAT
 from registry_hooks.evidence import (
-    FORMAT,
     DataRef,
     EvidenceError,
     Manifest,
@@ -30,7 +30,7 @@ N = 200
 
 def manifest_dict(raw: bytes, n_rows: int, *, task="classification", baseline=("churn", "1"), slices=()) -> dict:
     return {
-        "format": FORMAT,
+        "format": EVIDENCE_FORMAT,
         "task": task,
         "candidate": {"name": "churn", "version": "2"},
         "baseline": {"name": baseline[0], "version": baseline[1]} if baseline else None,
@@ -147,7 +147,7 @@ def test_manifest_to_dict_round_trips(classification):
     manifest = manifest_for(raw, 3, slices=("weather",))
     again = parse_manifest(json.dumps(manifest.to_dict()))
     assert again == manifest
-    assert manifest.to_dict()["format"] == FORMAT
+    assert manifest.to_dict()["format"] == EVIDENCE_FORMAT
     assert manifest.to_dict()["outcomes"] == {"path": "outcomes.arrow", "sha256": hashlib.sha256(raw).hexdigest()}
 
 
@@ -479,12 +479,12 @@ def test_nan_classes_are_an_evidence_error():
     import hashlib
     import json
 
-    from registry_hooks.evidence import FORMAT, EvidenceError, outcomes_table, parse_manifest, parse_outcomes
+    from registry_hooks.evidence import EvidenceError, outcomes_table, parse_manifest, parse_outcomes
 
     for label, prediction in (([0.0, float("nan"), 1.0], [0, 1, 1]), ([0, 1, 1], [0.0, float("nan"), 1.0])):
         raw = outcomes_table(row_id=range(3), label=label, candidate={"prediction": prediction})
         manifest = parse_manifest(json.dumps({
-            "format": FORMAT, "task": "classification", "candidate": {"name": "m", "version": "1"}, "baseline": None,
+            "format": EVIDENCE_FORMAT, "task": "classification", "candidate": {"name": "m", "version": "1"}, "baseline": None,
             "data": {"name": "d", "content_hash": "0" * 64, "n_rows": 3}, "created_at": "2024-06-01T00:00:00+00:00",
             "outcomes": {"sha256": hashlib.sha256(raw).hexdigest()},
         }))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from registry_hooks.contract import POLICY_ENV
 from registry_hooks.policy import (
-    POLICY_ENV_VAR,
     AbsoluteThreshold,
     DriftRules,
     EvidenceRules,
@@ -127,7 +127,7 @@ def defaults(**section) -> dict:
 
 
 def test_builtin_defaults_when_env_var_unset(monkeypatch):
-    monkeypatch.delenv(POLICY_ENV_VAR, raising=False)
+    monkeypatch.delenv(POLICY_ENV, raising=False)
     policy = Policy.from_environment()
     assert policy.source == "<built-in defaults>"
     assert policy.overrides == ()
@@ -143,20 +143,20 @@ def test_builtin_defaults_when_env_var_unset(monkeypatch):
 
 
 def test_blank_env_var_means_builtin_defaults(monkeypatch):
-    monkeypatch.setenv(POLICY_ENV_VAR, "   ")
+    monkeypatch.setenv(POLICY_ENV, "   ")
     assert Policy.from_environment().source == "<built-in defaults>"
 
 
 def test_env_var_names_the_policy_file(monkeypatch, tmp_path):
     path = write(tmp_path, "policy.yaml", POLICY_YAML)
-    monkeypatch.setenv(POLICY_ENV_VAR, str(path))
+    monkeypatch.setenv(POLICY_ENV, str(path))
     policy = Policy.from_environment()
     assert policy.source == str(path)
     assert policy.default == EXPECTED_DEFAULT
 
 
 def test_env_var_naming_a_missing_file_is_an_error(monkeypatch, tmp_path):
-    monkeypatch.setenv(POLICY_ENV_VAR, str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv(POLICY_ENV, str(tmp_path / "absent.yaml"))
     with pytest.raises(PolicyError, match="cannot read policy file .*absent.yaml"):
         Policy.from_environment()
 
