@@ -28,17 +28,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.special import expit, ndtri
 
-from registry_hooks.decision import (
-    FAIL_INSUFFICIENT,
-    FAIL_WORSE,
-    PROMOTE,
-    REFUSE_INSUFFICIENT,
-    REFUSE_WORSE,
-    Baseline,
-    Decision,
-    EvidenceFinding,
-    decide,
-)
+from registry_hooks.checks import Kind, Outcome
+from registry_hooks.decision import Baseline, Decision, EvidenceFinding, Verdict, decide
 from registry_hooks.evidence import (
     DataRef,
     EvidenceError,
@@ -58,8 +49,7 @@ FIRST_RELEASE = Baseline(None, "none (first release)")
 DATA_HASH = hashlib.sha256(b"benchmarks.simulate").hexdigest()
 RUN_ID = "simulated-run"
 
-FAILING = (FAIL_WORSE, FAIL_INSUFFICIENT)
-VERDICTS = (PROMOTE, REFUSE_WORSE, REFUSE_INSUFFICIENT)
+VERDICTS = (Verdict.PROMOTE, Verdict.REFUSE_WORSE, Verdict.REFUSE_INSUFFICIENT)
 
 
 # ------------------------------------------------------------------------- the public path
@@ -118,9 +108,9 @@ def judge(model_policy: ModelPolicy, evidence: EvidenceFinding, *, first_release
     return decide(model_policy, CANDIDATE, FIRST_RELEASE if first_release else BASELINE, evidence, None, NOW)
 
 
-def outcome(decision: Decision, name: str) -> str | None:
-    """The outcome of the check called ``name`` (None when the decision has no such check)."""
-    return next((c.outcome for c in decision.checks if c.name == name), None)
+def outcome(decision: Decision, kind: Kind, metric: str) -> Outcome | None:
+    """The outcome of the ``kind`` check of ``metric`` (None when the decision has no such check)."""
+    return next((c.outcome for c in decision.checks if (c.kind, c.metric) == (kind, metric)), None)
 
 
 # --------------------------------------------------------------------------------- worlds
@@ -295,9 +285,9 @@ def _null_events(world: str, family: Family, n: int, rep: int, findings: dict) -
     promoted = judge(promotion_policy(family.metric, family.margin), found)
     guarded = judge(guard_policy(WORLDS[world].task, family.metric, family.margin), mirrored or found)
     return {
-        "promote": promoted.verdict == PROMOTE,
-        "primary_worse": outcome(promoted, f"primary:{family.metric}") == FAIL_WORSE,
-        "guard": outcome(guarded, f"secondary:{family.metric}") == FAIL_WORSE,
+        "promote": promoted.verdict == Verdict.PROMOTE,
+        "primary_worse": outcome(promoted, Kind.PRIMARY, family.metric) == Outcome.FAIL_WORSE,
+        "guard": outcome(guarded, Kind.SECONDARY, family.metric) == Outcome.FAIL_WORSE,
     }
 
 
@@ -307,7 +297,7 @@ def _power_events(world: str, family: Family, n: int, rep: int, findings: dict) 
         draw = WORLDS[world].draw(seeded(world, n, "power", rep), n, error_cut=power_cut(world, n))
         findings["power"] = draw.finding()
     decision = judge(promotion_policy(family.metric, family.margin), findings["power"])
-    return {"promote": decision.verdict == PROMOTE}
+    return {"promote": decision.verdict == Verdict.PROMOTE}
 
 
 KINDS = {"null": _null_events, "power": _power_events}
@@ -396,7 +386,7 @@ def run_slices(case: str, mode: str, reps: range) -> Counter:
     for rep in reps:
         draw, slices = spec.draw(seeded("slices", case, rep))
         decision = judge(rules, draw.finding(slices))
-        failed = [c for c in decision.checks if c.name.startswith("slice:") and c.outcome in FAILING]
+        failed = [c for c in decision.checks if c.kind == Kind.SLICE and c.outcome.failing]
         counts.update({decision.verdict: 1, "by_slices": bool(failed), "reps": 1})
     return counts
 

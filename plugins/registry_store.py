@@ -39,50 +39,26 @@ from plugins.params import parse_int, parse_text, parse_version, require_storabl
 from plugins.request_context import current_actor, current_route
 from registry_hooks import names
 from registry_hooks.audit import log as audit
-from registry_hooks.decision import PASS, PROMOTE, ROLLBACK, Baseline, Check, Decision, decide
+from registry_hooks.baseline import ProductionState, Target, find_baseline, promote_targets
+from registry_hooks.contract import TAG_PREFIX as RESERVED_TAG_PREFIX
+from registry_hooks.decision import Action, Baseline, Decision, Production, RecordedDecision, decide, rolled_back
 from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
 
-RESERVED_TAG_PREFIX = "gatekeeper."
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
 _TAG_VALUE_LIMIT = 5000
 
 
 @dataclass(frozen=True)
-class Target:
-    """One protected registry target: ``alias`` ``champion`` or ``stage`` ``Production``."""
+class _Ask:
+    """One gated write as asked: ``mode`` ``gate`` (evidence decides), ``override`` or ``rollback``."""
 
-    kind: str
     name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name!r}" if self.kind == "alias" else f"stage {self.name}"
-
-
-@dataclass
-class ProductionState:
-    """Who holds each protected target of one model right now."""
-
-    aliases: dict[str, tuple[str, str]]  # canonical alias -> (stored spelling, version)
-    stages: dict[str, list[str]]  # protected stage -> versions in it
-
-    def holder(self, target: Target) -> str | None:
-        if target.kind == "alias":
-            held = self.aliases.get(target.name)
-            return held[1] if held else None
-        versions = self.stages.get(target.name) or []
-        return max(versions, key=int) if versions else None
-
-    def targets_of(self, version: str) -> list[Target]:
-        held = [Target("alias", a) for a, (_, v) in self.aliases.items() if v == version]
-        return held + [Target("stage", s) for s, vs in self.stages.items() if version in vs]
-
-    def holders_of_stages(self) -> set[str]:
-        return {v for vs in self.stages.values() for v in vs}
-
-    def holders(self) -> set[str]:
-        return {v for _, v in self.aliases.values()} | self.holders_of_stages()
+    version: str
+    mode: str
+    route: str
+    reason: str | None
 
 
 def _refuse(message: str) -> MlflowException:
@@ -147,21 +123,13 @@ class GatekeeperStore(SqlAlchemyStore):
 
     @staticmethod
     def _state(session: Session, name: str, policy: ModelPolicy) -> ProductionState:
-        aliases: dict[str, tuple[str, str]] = {}
-        rows = session.query(SqlRegisteredModelAlias).filter(SqlRegisteredModelAlias.name == name).all()
-        for row in rows:
-            canonical = policy.targets.canonical_alias(row.alias)
-            if canonical is not None and (canonical not in aliases or row.alias == canonical):
-                aliases[canonical] = (row.alias, str(row.version))
-        stages: dict[str, list[str]] = {}
-        for stage in policy.targets.stages:
-            versions = (
-                session.query(SqlModelVersion.version)
-                .filter(SqlModelVersion.name == name, SqlModelVersion.current_stage == stage)
-                .all()
-            )
-            stages[stage] = [str(v) for (v,) in versions]
-        return ProductionState(aliases=aliases, stages=stages)
+        aliases = session.query(SqlRegisteredModelAlias).filter(SqlRegisteredModelAlias.name == name).all()
+        stages = {
+            stage: [v for (v,) in session.query(SqlModelVersion.version)
+                    .filter(SqlModelVersion.name == name, SqlModelVersion.current_stage == stage).all()]
+            for stage in policy.targets.stages
+        }
+        return ProductionState.read(((row.alias, row.version) for row in aliases), stages, policy.targets)
 
     @staticmethod
     def _require_model(session: Session, name: str) -> None:
@@ -188,25 +156,22 @@ class GatekeeperStore(SqlAlchemyStore):
 
     def _baseline(self, session: Session, name: str, candidate: str, targets: list[Target],
                   state: ProductionState, policy: ModelPolicy) -> Baseline:
-        """The production version a candidate must beat (see docs: 'Baseline')."""
-        preferred = targets + [
-            t for t in [Target("alias", a) for a in policy.targets.aliases]
-            + [Target("stage", s) for s in policy.targets.stages]
-            if t not in targets
-        ]
-        for target in preferred:
-            holder = state.holder(target)
-            if holder is not None and holder != candidate:
-                return Baseline(holder, str(target))
-        for version in audit.approved_versions(session, name):
-            if version != candidate and self._version_exists(session, name, version):
-                return Baseline(version, "audit log: last approved version")
-        return Baseline(None, "none (first release)")
+        """The production version a candidate must beat (the rule: ``registry_hooks.baseline``)."""
+        approved = (v for v in audit.approved_versions(session, name) if self._version_exists(session, name, v))
+        return find_baseline(candidate, targets, policy, state, approved)
 
-    def _judge(self, session: Session, name: str, version: str, targets: list[Target],
-               policy: ModelPolicy, state: ProductionState) -> Decision:
-        candidate = VersionRef(name, version)
-        baseline = self._baseline(session, name, version, targets, state, policy)
+    def _facts(self, session: Session, name: str, version: str, pending: list[Target], state: ProductionState,
+               policy: ModelPolicy) -> tuple[Baseline, Production]:
+        """What ``decide`` judges besides the evidence: the baseline, and who holds production."""
+        production = Production(
+            held=tuple(str(t) for t in state.targets_of(version)),
+            requested=tuple(str(t) for t in pending),
+            other_holders=frozenset(state.holders() - {version}),
+        )
+        return self._baseline(session, name, version, pending, state, policy), production
+
+    def _judge(self, name: str, version: str, facts: tuple[Baseline, Production], policy: ModelPolicy) -> Decision:
+        candidate, (baseline, production) = VersionRef(name, version), facts
         return decide(
             policy,
             candidate,
@@ -214,32 +179,34 @@ class GatekeeperStore(SqlAlchemyStore):
             self.evidence.find_evidence(candidate, baseline.version),
             self.evidence.find_drift(candidate) if policy.drift.required else None,
             datetime.now(timezone.utc),
+            production,
         )
 
     # -- writing a decision ------------------------------------------------------------------
 
-    def _record(self, session: Session, decision: Decision, *, action: str, targets: list[Target], route: str,
-                replaced: dict, extra_reasons: list[str] | None = None) -> audit.DecisionRecord:
+    def _record(self, session: Session, decision: Decision, action: Action, ask: _Ask, pending: list[Target],
+                replaced: dict) -> audit.DecisionRecord:
         """Append the decision to the audit log and mirror it onto the candidate's tags."""
+        said = [f"{ask.mode} by {current_actor() or 'anonymous'}: {ask.reason}"] if ask.mode != "gate" else []
         record = audit.append(session, audit.DecisionRecord(
             model_name=decision.candidate.name,
             candidate_version=decision.candidate.version,
             baseline_version=decision.baseline.version,
-            action=action,
-            verdict=decision.verdict,
-            target=", ".join(str(t) for t in targets),
-            route=route,
+            action=action.value,
+            verdict=decision.verdict.value,
+            target=", ".join(str(t) for t in pending),
+            route=ask.route,
             actor=current_actor(),
-            reasons=(extra_reasons or []) + decision.reasons,
-            checks=[c.__dict__ for c in decision.checks],
-            evidence_run_ids=decision.evidence_run_ids,
+            reasons=said + decision.reasons,
+            checks=[c.to_dict() for c in decision.checks],
+            evidence_run_ids=list(decision.evidence_run_ids),
             replaced=replaced,
             policy_hash=self.policy.content_hash,
         ))
         tags = {
             "decision_id": str(record.id),
-            "action": action,
-            "verdict": decision.verdict,
+            "action": record.action,
+            "verdict": record.verdict,
             "target": record.target,
             "baseline_version": decision.baseline.version or "none",
             "decided_at": datetime.fromtimestamp(record.created_at / 1000, tz=timezone.utc).isoformat(),
@@ -283,70 +250,63 @@ class GatekeeperStore(SqlAlchemyStore):
     _OPTIMISTIC_ATTEMPTS = 3
 
     def _promote(self, name: str, version: str, targets: list[Target], *, mode: str = "gate",
-                 reason: str | None = None) -> Decision | None:
+                 reason: str | None = None) -> RecordedDecision | None:
         """The gated write. ``mode``: ``gate`` (evidence decides), ``override`` or ``rollback``.
 
         The evidence is read and judged *before* taking the lock (tens of milliseconds, and on
         SQLite the lock stops every writer of the database); under the lock the judgement is used
-        only if the baseline and the targets are still those it was made against. If production
-        moved meanwhile, the lock is released and the candidate judged again; the last attempt
-        judges under the lock, so a promotion always ends. Refusals are committed to the audit log
-        before the error is raised, so a refused attempt is recorded as surely as an approved one.
+        only if the facts it was made on (baseline, targets, who holds production) still hold. If
+        production moved meanwhile, the lock is released and the candidate judged again; the last
+        attempt judges under the lock, so a promotion always ends. Refusals are committed to the
+        audit log before the error is raised, so a refused attempt is recorded as surely as an
+        approved one.
         """
-        version = parse_version(version)
+        ask = _Ask(name, parse_version(version), mode, current_route(mode if mode != "gate" else "in-process"), reason)
         policy = self.policy.for_model(name)
-        route = current_route(mode if mode != "gate" else "in-process")
         for attempt in range(self._OPTIMISTIC_ATTEMPTS):
             early = None
             with self.ManagedSessionMaker() as session:
-                state, early_pending = self._pending(session, name, version, targets, policy)
-                if not early_pending:
+                state, pending = self._pending(session, name, ask.version, targets, policy)
+                if not pending:
                     return None  # already there: nothing changes, nothing to decide
                 if mode != "rollback":
-                    early = self._judge(session, name, version, early_pending, policy, state)
-            last = attempt == self._OPTIMISTIC_ATTEMPTS - 1
+                    facts = self._facts(session, name, ask.version, pending, state, policy)
+                    early = facts, self._judge(name, ask.version, facts, policy)
             with self._locked(name) as (session, _model):
-                state, pending = self._pending(session, name, version, targets, policy)
+                state, pending = self._pending(session, name, ask.version, targets, policy)
                 if not pending:
                     return None
-                if mode == "rollback":
-                    current = next((state.holder(t) for t in pending if state.holder(t)), None)
-                    decision = Decision(
-                        verdict=ROLLBACK,
-                        candidate=VersionRef(name, version),
-                        baseline=Baseline(current, "production before the rollback" if current else "none"),
-                        checks=[Check("rollback", PASS, f"rolled back to v{version}, the version approved before v{current}")],
-                        evidence_run_ids=[],
-                    )
-                elif pending == early_pending and early.baseline == self._baseline(session, name, version, pending, state, policy):
-                    decision = early
-                elif last:  # production keeps moving: judge under the lock this time
-                    decision = self._judge(session, name, version, pending, policy, state)
-                else:
+                last = attempt == self._OPTIMISTIC_ATTEMPTS - 1
+                decision = self._current_decision(session, ask, early, pending, state, last)
+                if decision is None:
                     continue  # production moved while we judged: release the lock, judge again
-                approved = self._write_decision(session, decision, name, version, pending, state, mode, route, reason)
-            if not approved:
-                raise _refuse(decision.summary())
-            return decision
+                recorded = self._write_decision(session, decision, ask, pending, state)
+            if recorded.action == Action.REFUSE:
+                raise _refuse(recorded.summary())
+            return recorded
         raise AssertionError("unreachable: the last attempt always decides")
 
-    def _write_decision(self, session: Session, decision: Decision, name: str, version: str, pending: list[Target],
-                        state: ProductionState, mode: str, route: str, reason: str | None) -> bool:
-        """Apply an approved decision, and record any decision; returns whether it was applied."""
-        held_elsewhere = state.targets_of(version)
-        if mode == "gate" and not decision.approved and held_elsewhere and not state.holders() - {version}:
-            # The candidate already is production through another target: extending it to this
-            # one changes nothing about which model serves.
-            decision.verdict = PROMOTE
-            decision.checks = [Check("evidence", PASS, f"already production through {held_elsewhere[0]}; extending it to {pending[0]}")]
-        approved = decision.approved or mode in ("override", "rollback")
-        decision.action = {"override": "override", "rollback": "rollback"}.get(mode, "promote" if approved else "refuse")
-        replaced = self._move(session, name, version, pending, state) if approved else {}
-        extra = [f"{mode} by {current_actor() or 'anonymous'}: {reason}"] if mode != "gate" else None
-        record = self._record(session, decision, action=decision.action, targets=pending, route=route,
-                              replaced=replaced, extra_reasons=extra)
-        decision.decision_id, decision.actor = record.id, record.actor
-        return approved
+    def _current_decision(self, session: Session, ask: _Ask, early: tuple[tuple[Baseline, Production], Decision] | None,
+                          pending: list[Target], state: ProductionState, last: bool) -> Decision | None:
+        """Under the lock: the early judgement if its facts still hold, a fresh one on the last
+        attempt, else None (judge again outside the lock)."""
+        if ask.mode == "rollback":
+            current = next((state.holder(t) for t in pending if state.holder(t)), None)
+            return rolled_back(VersionRef(ask.name, ask.version), current)
+        policy = self.policy.for_model(ask.name)
+        facts = self._facts(session, ask.name, ask.version, pending, state, policy)
+        if facts == early[0]:
+            return early[1]
+        return self._judge(ask.name, ask.version, facts, policy) if last else None
+
+    def _write_decision(self, session: Session, decision: Decision, ask: _Ask, pending: list[Target],
+                        state: ProductionState) -> RecordedDecision:
+        """Apply an approved decision (or an override, or a rollback), and record any decision."""
+        action = {"override": Action.OVERRIDE, "rollback": Action.ROLLBACK}.get(
+            ask.mode, Action.PROMOTE if decision.approved else Action.REFUSE)
+        replaced = self._move(session, ask.name, ask.version, pending, state) if action != Action.REFUSE else {}
+        record = self._record(session, decision, action, ask, pending, replaced)
+        return RecordedDecision(decision, action, record.id, record.actor)
 
     # -- the public, gated API -----------------------------------------------------------------
 
@@ -505,7 +465,7 @@ class GatekeeperStore(SqlAlchemyStore):
         return super().create_registered_model(name, tags, description, deployment_job_id)
 
     def create_model_version(self, name, source, run_id=None, tags=None, run_link=None, description=None,
-                             local_model_path=None, model_id=None):
+                             local_model_path=None, model_id=None):  # MLflow's signature: 8 parameters, as it is
         if str(source).startswith("models:/"):
             # A copy of another version (MlflowClient.copy_model_version): its gate tags describe
             # decisions about the source, never about the copy, so they are not carried over.
@@ -517,10 +477,10 @@ class GatekeeperStore(SqlAlchemyStore):
     # -- gatekeeper's own operations (the server app's routes and the CLI use these) -------------
 
     def _promote_targets(self, name: str) -> list[Target]:
-        promote_to = self.policy.for_model(name).promote_to
-        return [Target(kind, value) for kind, value in (("alias", promote_to.alias), ("stage", promote_to.stage)) if value]
+        return promote_targets(self.policy.for_model(name))
 
-    def promote(self, name: str, version: str, *, force: bool = False, reason: str | None = None) -> Decision | None:
+    def promote(self, name: str, version: str, *, force: bool = False,
+                reason: str | None = None) -> RecordedDecision | None:
         """Move ``version`` to every target of the policy's ``promote_to`` in one gated transaction."""
         reason = parse_text(reason, "reason")
         if force:
@@ -536,8 +496,8 @@ class GatekeeperStore(SqlAlchemyStore):
         policy = self.policy.for_model(name)
         targets = self._promote_targets(name)
         with self.ManagedSessionMaker() as session:
-            self._require_version(session, name, version)
-            return self._judge(session, name, version, targets, policy, self._state(session, name, policy))
+            state, pending = self._pending(session, name, version, targets, policy)
+            return self._judge(name, version, self._facts(session, name, version, pending, state, policy), policy)
 
     def baseline(self, name: str) -> Baseline:
         """The version a new candidate of ``name`` would be compared with now (the gate's own rule)."""
@@ -547,7 +507,7 @@ class GatekeeperStore(SqlAlchemyStore):
             state = self._state(session, name, policy)
             return self._baseline(session, name, "", self._promote_targets(name), state, policy)
 
-    def rollback(self, name: str, reason: str | None = None) -> Decision:
+    def rollback(self, name: str, reason: str | None = None) -> RecordedDecision:
         """Move production back to the version approved before the current one."""
         reason = parse_text(reason, "reason")
         policy = self.policy.for_model(name)

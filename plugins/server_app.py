@@ -21,10 +21,11 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from plugins.params import parse_flag, parse_name, wrong_type
+from registry_hooks.contract import API_PREFIX
+from registry_hooks.decision import Decision, RecordedDecision
 from registry_hooks.policy import Policy
 
 BASIC_AUTH_ENV = "GATEKEEPER_BASIC_AUTH"
-API_PREFIX = "/gatekeeper/api"
 _logger = logging.getLogger(__name__)
 
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
@@ -115,7 +116,9 @@ def _route(view: Callable[[dict[str, Any], Any], Any]) -> Callable[[], tuple[Res
     return handler
 
 
-def _decision_payload(decision) -> dict[str, Any]:
+def _decision_payload(decision: Decision | RecordedDecision | None) -> dict[str, Any]:
+    """A judgement (explain), or a judgement as the store recorded it (promote, rollback), or None:
+    the version already held every target."""
     if decision is None:
         return {"verdict": "unchanged", "reasons": ["already holds every target: nothing changed"]}
     return decision.to_dict() | {"summary": decision.summary()}

@@ -22,10 +22,11 @@ Slices (``slices.mode``):
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
-from registry_hooks.checks import FAIL_INSUFFICIENT, FAIL_WORSE, PASS, SKIP, WARN, Check, fmt, pct
+from registry_hooks.checks import Check, Kind, Outcome, SliceRef, check_name, fmt, pct
 from registry_hooks.estimators import LabelSet
 from registry_hooks.evidence import Evidence
 from registry_hooks.policy import ModelPolicy
@@ -70,14 +71,14 @@ def _compare(policy: ModelPolicy, metric: str, outcomes: PairedOutcomes, labels:
     )
 
 
-def _not_a_number(name: str, c: Comparison) -> Check | None:
+def _not_a_number(made: partial[Check], c: Comparison) -> Check | None:
     """A NaN passes every comparison (all are false): refuse it instead, with the numbers."""
     values = (c.improvement, c.p_better, c.p_worse)
     if all(math.isfinite(v) for v in values):
         return None
-    return Check(name, FAIL_INSUFFICIENT,
-                 f"{c.metric}: the comparison is not a finite number (improvement {c.improvement}, "
-                 f"p {c.p_better}/{c.p_worse}); the values overflow or the evidence is broken", c.to_dict())
+    return made(Outcome.FAIL_INSUFFICIENT,
+                f"{c.metric}: the comparison is not a finite number (improvement {c.improvement}, "
+                f"p {c.p_better}/{c.p_worse}); the values overflow or the evidence is broken", c.to_dict())
 
 
 def _summary(c: Comparison) -> str:
@@ -94,29 +95,29 @@ def primary_check(policy: ModelPolicy, outcomes: PairedOutcomes, labels: LabelSe
     checks that found the candidate worse — then the refusal rests on them, and "evaluate on
     more examples" would be advice that cannot help."""
     threshold = policy.primary
-    name, level = f"primary:{threshold.metric}", pct(policy.confidence)
+    made, level = partial(Check, Kind.PRIMARY, metric=threshold.metric), pct(policy.confidence)
     lacking = _lacking(policy, threshold.metric, outcomes, labels, promotion=True)
     if lacking:
-        return Check(name, FAIL_INSUFFICIENT, f"{threshold.metric}: not enough evidence to compare: {lacking}; "
-                     "evaluate on more examples", {"n": len(outcomes), "minimum": lacking})
+        return made(Outcome.FAIL_INSUFFICIENT, f"{threshold.metric}: not enough evidence to compare: {lacking}; "
+                    "evaluate on more examples", {"n": len(outcomes), "minimum": lacking})
     c = _compare(policy, threshold.metric, outcomes, labels, margin=threshold.margin)
-    broken = _not_a_number(name, c)
+    broken = _not_a_number(made, c)
     if broken:
         return broken
     text = f"{_summary(c)} ({c.method}, n={c.n}, p={c.p_better:.3g})"
     if c.p_better < 1 - policy.confidence:
-        return Check(name, PASS, f"{text}: one-sided {level} lower bound {fmt(c.ci_low)} ≥ required margin "
-                     f"{threshold.margin:g}", c.to_dict())
+        return made(Outcome.PASS, f"{text}: one-sided {level} lower bound {fmt(c.ci_low)} ≥ required margin "
+                    f"{threshold.margin:g}", c.to_dict())
     if c.ci_high < threshold.margin:
-        return Check(name, FAIL_WORSE, f"{text}: one-sided {level} upper bound {fmt(c.ci_high)}: does not improve "
-                     f"by the required margin {threshold.margin:g}; fix the model, don't re-run", c.to_dict())
+        return made(Outcome.FAIL_WORSE, f"{text}: one-sided {level} upper bound {fmt(c.ci_high)}: does not improve "
+                    f"by the required margin {threshold.margin:g}; fix the model, don't re-run", c.to_dict())
     advice = (
         f"the refusal rests on {', '.join(worse_elsewhere)}: fix that first, more examples will not change it"
         if worse_elsewhere else "evaluate on more examples or improve the model"
     )
-    return Check(name, FAIL_INSUFFICIENT, f"{text}: one-sided {level} bounds [{fmt(c.ci_low)}, {fmt(c.ci_high)}]: "
-                 f"cannot show an improvement of at least {threshold.margin:g} at {level} confidence; {advice}",
-                 c.to_dict())
+    return made(Outcome.FAIL_INSUFFICIENT, f"{text}: one-sided {level} bounds [{fmt(c.ci_low)}, {fmt(c.ci_high)}]: "
+                f"cannot show an improvement of at least {threshold.margin:g} at {level} confidence; {advice}",
+                c.to_dict())
 
 
 # ---------------------------------------------------------------------------------- secondary
@@ -126,25 +127,31 @@ def secondary_checks(policy: ModelPolicy, outcomes: PairedOutcomes, labels: Labe
     """Each secondary metric may not be worse by more than its tolerance (one-sided, level α)."""
     checks = []
     for threshold in policy.secondary:
-        name = f"secondary:{threshold.metric}"
+        made = partial(Check, Kind.SECONDARY, metric=threshold.metric)
         lacking = _lacking(policy, threshold.metric, outcomes, labels)
         if lacking:
-            checks.append(Check(name, FAIL_INSUFFICIENT, f"{name}: not enough evidence to compare: {lacking}",
-                                {"n": len(outcomes), "minimum": lacking}))
+            checks.append(made(Outcome.FAIL_INSUFFICIENT, f"{_name(made)}: not enough evidence to compare: {lacking}",
+                               {"n": len(outcomes), "minimum": lacking}))
             continue
         c = _compare(policy, threshold.metric, outcomes, labels, tolerance=threshold.tolerance)
-        checks.append(_not_a_number(name, c) or _secondary_verdict(name, c, threshold.tolerance, policy.confidence))
+        checks.append(_not_a_number(made, c) or _secondary_verdict(made, c, threshold.tolerance, policy.confidence))
     return checks
 
 
-def _secondary_verdict(name: str, c: Comparison, tolerance: float, confidence: float) -> Check:
+def _name(made: partial[Check]) -> str:
+    """The name the check ``made`` will have, for its own message (``secondary:log_loss: …``)."""
+    return check_name(*made.args, **made.keywords)
+
+
+def _secondary_verdict(made: partial[Check], c: Comparison, tolerance: float, confidence: float) -> Check:
+    name = _name(made)
     text = f"{_summary(c)} (n={c.n}, tolerance {tolerance:g}, one-sided {pct(confidence)} upper bound {fmt(c.ci_high)})"
     if c.p_worse < 1 - confidence:
-        return Check(name, FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}, p={c.p_worse:.3g}", c.to_dict())
+        return made(Outcome.FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}, p={c.p_worse:.3g}", c.to_dict())
     if c.improvement < -tolerance:
-        return Check(name, FAIL_INSUFFICIENT, f"{name}: worse than baseline beyond tolerance but not significantly "
-                     f"so: {text}; add examples of this case", c.to_dict())
-    return Check(name, PASS, f"{name}: within tolerance: {text}", c.to_dict())
+        return made(Outcome.FAIL_INSUFFICIENT, f"{name}: worse than baseline beyond tolerance but not significantly "
+                    f"so: {text}; add examples of this case", c.to_dict())
+    return made(Outcome.PASS, f"{name}: within tolerance: {text}", c.to_dict())
 
 
 # -------------------------------------------------------------------------------------- slices
@@ -159,81 +166,83 @@ def slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutcom
         values = evidence.slices.get(column)
         if values is None:
             checks.append(Check(
-                f"slice:{column}", FAIL_INSUFFICIENT,
+                Kind.SLICE, Outcome.FAIL_INSUFFICIENT,
                 f"the policy requires slice column '{column}' but the evidence has none; re-evaluate with slices={column}",
+                slice=SliceRef(column),
             ))
             continue
         for value in np.unique(values):
-            name, part = f"slice:{column}={value}:{metric}", outcomes.subset(values == value)
-            untested = _untested_slice(policy, name, metric, part, labels)
+            made = partial(Check, Kind.SLICE, metric=metric, slice=SliceRef(column, str(value)))
+            part = outcomes.subset(values == value)
+            untested = _untested_slice(policy, made, metric, part, labels)
             if untested:
                 checks.append(untested)
             else:
-                tested.append((name, part))
+                tested.append((made, part))
     return checks + _judge_slices(policy, metric, tested, labels)
 
 
-def _untested_slice(policy: ModelPolicy, name: str, metric: str, part: PairedOutcomes,
+def _untested_slice(policy: ModelPolicy, made: partial[Check], metric: str, part: PairedOutcomes,
                     labels: LabelSet | None) -> Check | None:
     """A slice too small to test (skipped), or one where the metric is undefined (the policy's
     ``untestable`` decides whether that blocks)."""
-    spec, size = policy.slices, len(part)
+    spec, size, name = policy.slices, len(part), _name(made)
     if size < spec.min_size:
-        return Check(name, SKIP, f"{name}: {size} examples, below the minimum {spec.min_size}; not tested", {"n": size})
+        return made(Outcome.SKIP, f"{name}: {size} examples, below the minimum {spec.min_size}; not tested", {"n": size})
     lacking = _lacking(policy, metric, part, labels, minimums=Minimums(rows=spec.min_size,
                        per_class=policy.evidence.min_per_class))
     if lacking is None:
         return None
-    outcome = FAIL_INSUFFICIENT if spec.untestable == "block" else SKIP
-    return Check(name, outcome, f"{name}: not tested, {metric} is undefined or degenerate here ({lacking}); "
-                 f"slices.untestable is {spec.untestable!r}", {"n": size, "minimum": lacking})
+    outcome = Outcome.FAIL_INSUFFICIENT if spec.untestable == "block" else Outcome.SKIP
+    return made(outcome, f"{name}: not tested, {metric} is undefined or degenerate here ({lacking}); "
+                f"slices.untestable is {spec.untestable!r}", {"n": size, "minimum": lacking})
 
 
-def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[str, PairedOutcomes]],
+def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[partial[Check], PairedOutcomes]],
                   labels: LabelSet | None) -> list[Check]:
     if not tested:
         return []
     k, alpha, spec = len(tested), 1 - policy.confidence, policy.slices
     if METRICS[metric].family == "aggregate" and 1 / (policy.evidence.bootstrap_resamples + 1) >= alpha / k:
         needed = math.ceil(k / alpha)
-        return [Check(f"slices:{metric}", FAIL_INSUFFICIENT,
+        return [Check(Kind.SLICES, Outcome.FAIL_INSUFFICIENT,
                       f"slices: {k} slices at confidence {policy.confidence} need resampling p-values below {alpha / k:.2g}, "
                       f"finer than {policy.evidence.bootstrap_resamples} resamples can give; set "
-                      f"evidence.bootstrap_resamples to at least {needed}", {"slices_tested": k})]
+                      f"evidence.bootstrap_resamples to at least {needed}", {"slices_tested": k}, metric=metric)]
     checks = []
-    for name, part in tested:
+    for made, part in tested:
         # margin = -tolerance: p_better / ci_low test "within tolerance" (prove), at level α;
         # p_worse / ci_high test "worse than tolerance" at the family-wise level α / k.
         worse = _compare(policy, metric, part, labels, margin=-spec.tolerance, tolerance=spec.tolerance,
                          confidence=1 - alpha / k)
         within = worse if spec.mode == "detect" else _compare(  # p-values are the same; bounds at level α
             policy, metric, part, labels, margin=-spec.tolerance, tolerance=spec.tolerance)
-        checks.append(_not_a_number(name, worse) or _slice_verdict(policy, name, within, worse, k))
+        checks.append(_not_a_number(made, worse) or _slice_verdict(policy, made, within, worse, k))
     return checks
 
 
-def _slice_verdict(policy: ModelPolicy, name: str, within: Comparison, worse: Comparison, k: int) -> Check:
-    spec, alpha = policy.slices, 1 - policy.confidence
+def _slice_verdict(policy: ModelPolicy, made: partial[Check], within: Comparison, worse: Comparison, k: int) -> Check:
+    spec, alpha, name = policy.slices, 1 - policy.confidence, _name(made)
     numbers = worse.to_dict() | {
         "mode": spec.mode, "slices_tested": k, "p_worse_adjusted": min(1.0, worse.p_worse * k),
         "ci_low_within": within.to_dict()["ci_low"], "p_within": within.p_better,
     }
     text = f"{_summary(worse)} (n={worse.n}, tolerance {spec.tolerance:g})"
     if worse.p_worse < alpha / k:
-        return Check(name, FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}; one-sided "
-                     f"{pct(1 - alpha / k)} upper bound {fmt(worse.ci_high)} < -{spec.tolerance:g} "
-                     f"(Bonferroni over {k} slices, adjusted p={numbers['p_worse_adjusted']:.3g})", numbers)
+        return made(Outcome.FAIL_WORSE, f"{name}: regressed beyond tolerance: {text}; one-sided "
+                    f"{pct(1 - alpha / k)} upper bound {fmt(worse.ci_high)} < -{spec.tolerance:g} "
+                    f"(Bonferroni over {k} slices, adjusted p={numbers['p_worse_adjusted']:.3g})", numbers)
     if spec.mode == "prove" and within.p_better >= alpha:
-        return Check(name, FAIL_INSUFFICIENT, f"{name}: cannot show it is within tolerance: {text}; one-sided "
-                     f"{pct(policy.confidence)} lower bound {fmt(within.ci_low)} is not above -{spec.tolerance:g}; "
-                     "add examples of this case", numbers)
+        return made(Outcome.FAIL_INSUFFICIENT, f"{name}: cannot show it is within tolerance: {text}; one-sided "
+                    f"{pct(policy.confidence)} lower bound {fmt(within.ci_low)} is not above -{spec.tolerance:g}; "
+                    "add examples of this case", numbers)
     if spec.mode == "prove":
-        return Check(name, PASS, f"{name}: shown within tolerance: {text}; one-sided {pct(policy.confidence)} lower "
-                     f"bound {fmt(within.ci_low)} > -{spec.tolerance:g}", numbers)
+        return made(Outcome.PASS, f"{name}: shown within tolerance: {text}; one-sided {pct(policy.confidence)} lower "
+                    f"bound {fmt(within.ci_low)} > -{spec.tolerance:g}", numbers)
     if worse.improvement < -spec.tolerance:
-        return Check(name, WARN, f"{name}: worse than tolerance in this sample, not significantly so across {k} "
-                     f"slices: {text}", numbers)
-    return Check(name, PASS, f"{name}: within tolerance: {text}", numbers)
+        return made(Outcome.WARN, f"{name}: worse than tolerance in this sample, not significantly so across {k} "
+                    f"slices: {text}", numbers)
+    return made(Outcome.PASS, f"{name}: within tolerance: {text}", numbers)
 
 
 # ------------------------------------------------------------------------------- first release
@@ -241,29 +250,29 @@ def _slice_verdict(policy: ModelPolicy, name: str, within: Comparison, worse: Co
 
 def first_release_checks(policy: ModelPolicy, evidence: Evidence, labels: LabelSet | None) -> list[Check]:
     if not policy.first_release:
-        return [Check("first_release", PASS, "first release: no absolute thresholds configured")]
+        return [Check(Kind.FIRST_RELEASE, Outcome.PASS, "first release: no absolute thresholds configured")]
     # The statistics module scores pairs; scoring the candidate against itself yields its value.
     alone = PairedOutcomes(label=evidence.label, baseline=evidence.candidate_only, candidate=evidence.candidate_only)
     checks = []
     for threshold in policy.first_release:
-        name = f"first_release:{threshold.metric}"
+        made = partial(Check, Kind.FIRST_RELEASE, metric=threshold.metric)
         lacking = _lacking(policy, threshold.metric, alone, labels)
         if lacking:
-            checks.append(Check(name, FAIL_INSUFFICIENT, f"first release: not enough evidence for {threshold.metric}: "
-                                f"{lacking}; evaluate on more examples", {"n": len(alone), "minimum": lacking}))
+            checks.append(made(Outcome.FAIL_INSUFFICIENT, f"first release: not enough evidence for {threshold.metric}: "
+                               f"{lacking}; evaluate on more examples", {"n": len(alone), "minimum": lacking}))
             continue
         value = _compare(policy, threshold.metric, alone, labels).candidate
-        checks.append(_floor_verdict(name, threshold, value))
+        checks.append(_floor_verdict(made, threshold, value))
     return checks
 
 
-def _floor_verdict(name: str, threshold, value: float) -> Check:
+def _floor_verdict(made: partial[Check], threshold, value: float) -> Check:
     low_ok = threshold.min is None or value >= threshold.min
     high_ok = threshold.max is None or value <= threshold.max
     bounds = " and ".join(text for text in (
         f"≥ {threshold.min:g}" if threshold.min is not None else "",
         f"≤ {threshold.max:g}" if threshold.max is not None else "",
     ) if text)
-    outcome = PASS if low_ok and high_ok and math.isfinite(value) else FAIL_WORSE
-    return Check(name, outcome, f"first release: {threshold.metric} = {fmt(value)}, required {bounds}",
-                 {"value": value, "min": threshold.min, "max": threshold.max})
+    outcome = Outcome.PASS if low_ok and high_ok and math.isfinite(value) else Outcome.FAIL_WORSE
+    return made(outcome, f"first release: {threshold.metric} = {fmt(value)}, required {bounds}",
+                {"value": value, "min": threshold.min, "max": threshold.max})

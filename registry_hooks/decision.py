@@ -2,8 +2,10 @@
 
 A pure function of its inputs (no database, no MLflow): the server-side glue gathers the facts,
 this module judges them, so the same judgement serves a real promotion, ``gatekeeper explain``
-and the ``evaluate`` preview. Every check carries the numbers behind it, and every refusal says
-which check failed, by how much, and what to do next.
+and the ``evaluate`` preview. ``decide`` is the only place a verdict is made — the store passes
+it who holds production (``Production``) instead of amending its answer — and a ``Decision`` is
+immutable. Every check carries the numbers behind it, and every refusal says which check failed,
+by how much, and what to do next.
 """
 
 from __future__ import annotations
@@ -13,15 +15,35 @@ from datetime import datetime
 from typing import Any
 
 from registry_hooks import comparison_checks
-from registry_hooks.checks import FAIL_INSUFFICIENT, FAIL_WORSE, PASS, SKIP, WARN, Check
+from registry_hooks.checks import Check, Kind, Outcome, TextEnum
 from registry_hooks.drift_summary import DriftSummary, parse_timestamp
 from registry_hooks.evidence import Evidence, VersionRef
 from registry_hooks.policy import ModelPolicy
 
-PROMOTE = "promote"
-REFUSE_WORSE = "refuse_worse"
-REFUSE_INSUFFICIENT = "refuse_insufficient_evidence"
-ROLLBACK = "rollback"
+
+class Verdict(TextEnum):
+    PROMOTE = "promote"
+    REFUSE_WORSE = "refuse_worse"
+    REFUSE_INSUFFICIENT = "refuse_insufficient_evidence"
+    ROLLBACK = "rollback"
+
+
+class Action(TextEnum):
+    """What the store did with a decision (an override or a rollback moves production whatever the verdict)."""
+
+    PROMOTE = "promote"
+    REFUSE = "refuse"
+    OVERRIDE = "override"
+    ROLLBACK = "rollback"
+
+
+_HEADS = {
+    Verdict.PROMOTE: "Promotion approved",
+    Verdict.REFUSE_WORSE: "Promotion refused: the candidate is worse than production",
+    Verdict.REFUSE_INSUFFICIENT: "Promotion refused: not enough evidence to tell",
+    Verdict.ROLLBACK: "Rolled back",
+}
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -29,6 +51,23 @@ class Baseline:
 
     version: str | None
     source: str  # e.g. "alias 'champion'", "stage Production", "audit log", "none (first release)"
+
+
+@dataclass(frozen=True)
+class Production:
+    """Who holds the protected targets when the candidate is judged (``str(target)``: ``alias
+    'champion'``, ``stage Production``). A candidate that already is all of production needs no
+    evidence to be extended to another target: that changes nothing about which model serves."""
+
+    held: tuple[str, ...] = ()  # protected targets the candidate holds now
+    requested: tuple[str, ...] = ()  # targets asked for that it does not hold (alone) yet
+    other_holders: frozenset[str] = frozenset()  # other versions holding any protected target
+
+    def extends_sole_production(self) -> bool:
+        return bool(self.held and self.requested and not self.other_holders)
+
+
+NOT_IN_PRODUCTION = Production()
 
 
 @dataclass(frozen=True)
@@ -51,28 +90,28 @@ class DriftFinding:
     run_time: datetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
-    verdict: str
+    """A verdict, the checks behind it and the inputs it was judged against; what the store then
+    did with it is a ``RecordedDecision``."""
+
+    verdict: Verdict
     candidate: VersionRef
     baseline: Baseline
-    checks: list[Check]
-    evidence_run_ids: list[str]
-    action: str | None = None  # what the store did with it: promote, refuse, override, rollback
-    decision_id: int | None = None  # its row in the audit log, once recorded
-    actor: str | None = None  # who asked, as recorded (None: anonymous)
+    checks: tuple[Check, ...]
+    evidence_run_ids: tuple[str, ...]
 
     @property
     def approved(self) -> bool:
-        return self.verdict == PROMOTE
+        return self.verdict == Verdict.PROMOTE
 
     @property
     def reasons(self) -> list[str]:
         """Failing checks first; warnings are always kept so an approval never hides them."""
-        if self.verdict == ROLLBACK:  # no comparison ran: say what happened, not "all checks passed"
+        if self.verdict == Verdict.ROLLBACK:  # no comparison ran: say what happened, not "all checks passed"
             return [c.message for c in self.checks]
-        failing = [c.message for c in self.checks if c.outcome in (FAIL_WORSE, FAIL_INSUFFICIENT)]
-        warnings = [f"warning: {c.message}" for c in self.checks if c.outcome == WARN]
+        failing = [c.message for c in self.checks if c.outcome.failing]
+        warnings = [f"warning: {c.message}" for c in self.checks if c.outcome == Outcome.WARN]
         if failing:
             return failing + warnings
         passed = "passed, with warnings," if warnings else "all checks passed"
@@ -81,32 +120,63 @@ class Decision:
     def _baseline_text(self) -> str:
         return f"v{self.baseline.version} ({self.baseline.source})" if self.baseline.version else self.baseline.source
 
-    def summary(self) -> str:
-        """One paragraph for an HTTP error, the UI dialog or a terminal."""
-        head = {
-            PROMOTE: "Promotion approved",
-            REFUSE_WORSE: "Promotion refused: the candidate is worse than production",
-            REFUSE_INSUFFICIENT: "Promotion refused: not enough evidence to tell",
-            ROLLBACK: "Rolled back",
-        }[self.verdict]
-        if self.action == "override":
-            head = f"Override applied (without it: {head[0].lower()}{head[1:]})"
-        lines = [f"{head} ({self.candidate} vs baseline {self._baseline_text()})."]
+    def summary(self, head: str | None = None) -> str:
+        """One paragraph for an HTTP error, the UI dialog or a terminal; ``head`` replaces the
+        verdict's headline (a recorded override says what it overrode)."""
+        lines = [f"{head or _HEADS[self.verdict]} ({self.candidate} vs baseline {self._baseline_text()})."]
         lines += [f"- {reason}" for reason in self.reasons]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The REST payload; a decision nobody recorded yet (explain, the preview) has no action, id or actor."""
         return {
-            "verdict": self.verdict,
-            "action": self.action,
+            "verdict": self.verdict.value,
+            "action": None,
             "candidate": asdict(self.candidate),
             "baseline": asdict(self.baseline),
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
             "reasons": self.reasons,
-            "evidence_run_ids": self.evidence_run_ids,
-            "decision_id": self.decision_id,
-            "actor": self.actor,
+            "evidence_run_ids": list(self.evidence_run_ids),
+            "decision_id": None,
+            "actor": None,
         }
+
+
+@dataclass(frozen=True)
+class RecordedDecision:
+    """A decision as the store applied and logged it.
+
+    Kept apart from ``Decision`` so that recording can add facts (the action, the audit row,
+    who asked) but never touch the judgement: the verdict and checks in the log are exactly
+    what ``decide`` returned, and a recorded decision always has its audit id.
+    """
+
+    decision: Decision
+    action: Action
+    decision_id: int
+    actor: str | None  # None: anonymous
+
+    def summary(self) -> str:
+        if self.action != Action.OVERRIDE:
+            return self.decision.summary()
+        head = _HEADS[self.decision.verdict]
+        return self.decision.summary(f"Override applied (without it: {head[0].lower()}{head[1:]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.decision.to_dict() | {"action": self.action.value, "decision_id": self.decision_id,
+                                          "actor": self.actor}
+
+
+def rolled_back(candidate: VersionRef, replaced: str | None) -> Decision:
+    """A rollback compares nothing: it returns production to ``candidate``, approved before ``replaced``."""
+    return Decision(
+        verdict=Verdict.ROLLBACK,
+        candidate=candidate,
+        baseline=Baseline(replaced, "production before the rollback" if replaced else "none"),
+        checks=(Check(Kind.ROLLBACK, Outcome.PASS,
+                      f"rolled back to v{candidate.version}, the version approved before v{replaced}"),),
+        evidence_run_ids=(),
+    )
 
 
 def _evidence_checks(
@@ -118,14 +188,14 @@ def _evidence_checks(
         "(or log evidence with registry_hooks.evidence.log_evidence)"
     )
     if finding is None:
-        return Check("evidence", FAIL_INSUFFICIENT, f"no evidence: no finished evaluation run for {candidate}; {evaluate_hint}")
+        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"no evidence: no finished evaluation run for {candidate}; {evaluate_hint}")
     numbers = {"run_id": finding.run_id}
     if finding.evidence is None:
-        return Check("evidence", FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}", numbers)
+        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}", numbers)
     manifest = finding.evidence.manifest
     if (manifest.candidate.name, manifest.candidate.version) != (candidate.name, candidate.version):
         return Check(
-            "evidence", FAIL_INSUFFICIENT,
+            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
             f"evidence run {finding.run_id} is about {manifest.candidate}, not {candidate}", numbers,
         )
     evidence_baseline = manifest.baseline.version if manifest.baseline else None
@@ -135,7 +205,7 @@ def _evidence_checks(
         against = f"v{evidence_baseline}" if evidence_baseline else "no baseline (first release)"
         now_text = f"v{baseline.version} ({baseline.source})" if baseline.version else "no production version"
         return Check(
-            "evidence", FAIL_INSUFFICIENT,
+            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
             f"stale evidence: run {finding.run_id} compared against {against}, but the baseline is now "
             f"{now_text}; re-evaluate against it: {evaluate_hint}",
             numbers,
@@ -143,14 +213,14 @@ def _evidence_checks(
     data_hash = manifest.data.content_hash
     if data_hash not in finding.logged_data_hashes:
         return Check(
-            "evidence", FAIL_INSUFFICIENT,
+            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
             f"evidence run {finding.run_id} claims data {data_hash[:12]}… but logged no dataset input with "
             "that gatekeeper.content_hash, so the data cannot be verified",
             numbers,
         )
     if finding.newer_data_hash and finding.newer_data_hash != data_hash:
         return Check(
-            "evidence", FAIL_INSUFFICIENT,
+            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
             f"stale evidence: evaluation data '{manifest.data.name}' changed since run {finding.run_id} "
             f"(evidence used {data_hash[:12]}…, newest is {finding.newer_data_hash[:12]}…); re-evaluate on the current data",
             numbers,
@@ -159,28 +229,28 @@ def _evidence_checks(
     numbers.update(age_seconds=round(age, 1), max_age_seconds=policy.evidence.max_age_seconds, n=finding.evidence.n)
     if age > policy.evidence.max_age_seconds:
         return Check(
-            "evidence", FAIL_INSUFFICIENT,
+            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
             f"stale evidence: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows "
             f"{policy.evidence.max_age_seconds / 3600:.1f} h; re-evaluate",
             numbers,
         )
-    return Check("evidence", PASS, f"evidence run {finding.run_id}: {finding.evidence.n} examples on data {data_hash[:12]}…", numbers)
+    return Check(Kind.EVIDENCE, Outcome.PASS, f"evidence run {finding.run_id}: {finding.evidence.n} examples on data {data_hash[:12]}…", numbers)
 
 
 def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFinding | None, now: datetime) -> Check | None:
     rules = policy.drift
     if not rules.required:
         return None
-    failed = FAIL_WORSE if rules.mode == "block" else WARN
-    missing = FAIL_INSUFFICIENT if rules.mode == "block" else WARN
+    failed = Outcome.FAIL_WORSE if rules.mode == "block" else Outcome.WARN
+    missing = Outcome.FAIL_INSUFFICIENT if rules.mode == "block" else Outcome.WARN
     if finding is None:
-        return Check("drift", missing, f"no drift report for {candidate}; run `mlflow run . -e drift -P model=models:/{candidate.name}/{candidate.version} -P current=...`")
+        return Check(Kind.DRIFT, missing, f"no drift report for {candidate}; run `mlflow run . -e drift -P model=models:/{candidate.name}/{candidate.version} -P current=...`")
     if finding.summary is None:
-        return Check("drift", missing, f"drift report run {finding.run_id} is unusable: {finding.error}", {"run_id": finding.run_id})
+        return Check(Kind.DRIFT, missing, f"drift report run {finding.run_id} is unusable: {finding.error}", {"run_id": finding.run_id})
     summary = finding.summary
     if (summary.candidate_name, summary.candidate_version) != (candidate.name, candidate.version):
         return Check(
-            "drift", missing,
+            Kind.DRIFT, missing,
             f"drift report run {finding.run_id} is about {summary.candidate_name} v{summary.candidate_version}, not {candidate}",
             {"run_id": finding.run_id},
         )
@@ -191,7 +261,7 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
         "drifted_columns": summary.drifted_columns, "schema_changes": [c.to_dict() for c in summary.schema_changes],
     }
     if age > rules.max_age_seconds:
-        return Check("drift", missing, f"stale drift report: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows {rules.max_age_seconds / 3600:.1f} h", numbers)
+        return Check(Kind.DRIFT, missing, f"stale drift report: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows {rules.max_age_seconds / 3600:.1f} h", numbers)
     problems = []
     if summary.share_drifted > rules.max_share_drifted:
         problems.append(
@@ -202,8 +272,8 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
     if critical:
         problems.append(f"critical column(s) drifted: {', '.join(critical)}")
     if problems:
-        return Check("drift", failed, "drift: " + "; ".join(problems) + f" (report run {finding.run_id})", numbers)
-    return Check("drift", PASS, f"drift: {summary.n_drifted} of {summary.n_columns} columns drifted, within policy", numbers)
+        return Check(Kind.DRIFT, failed, "drift: " + "; ".join(problems) + f" (report run {finding.run_id})", numbers)
+    return Check(Kind.DRIFT, Outcome.PASS, f"drift: {summary.n_drifted} of {summary.n_columns} columns drifted, within policy", numbers)
 
 
 def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: EvidenceFinding,
@@ -217,10 +287,10 @@ def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: Evidenc
             return comparison_checks.first_release_checks(policy, found, labels)
         rest = comparison_checks.secondary_checks(policy, found.outcomes, labels)
         rest += comparison_checks.slice_checks(policy, found, found.outcomes, labels)
-        worse = [c.name for c in rest + other_checks if c.outcome == FAIL_WORSE]
+        worse = [c.name for c in rest + other_checks if c.outcome == Outcome.FAIL_WORSE]
         return [comparison_checks.primary_check(policy, found.outcomes, labels, worse)] + rest
     except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities, a stray class)
-        return [Check("evidence", FAIL_INSUFFICIENT, f"evidence run {finding.run_id} cannot be scored: {exc}")]
+        return [Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} cannot be scored: {exc}")]
 
 
 def decide(
@@ -230,26 +300,25 @@ def decide(
     evidence: EvidenceFinding | None,
     drift: DriftFinding | None,
     now: datetime,
+    production: Production = NOT_IN_PRODUCTION,
 ) -> Decision:
     """Judge one candidate. Never raises on bad evidence: that becomes a failing check."""
     checks = [_evidence_checks(policy, candidate, baseline, evidence, now)]
     drift_check = _drift_check(policy, candidate, drift, now)
-    if checks[0].outcome == PASS:
+    if checks[0].outcome == Outcome.PASS:
         checks += _comparison_checks(policy, baseline, evidence, [drift_check] if drift_check else [])
     if drift_check is not None:
         checks.append(drift_check)
     outcomes = {c.outcome for c in checks}
     verdict = (
-        REFUSE_WORSE if FAIL_WORSE in outcomes
-        else REFUSE_INSUFFICIENT if FAIL_INSUFFICIENT in outcomes
-        else PROMOTE
+        Verdict.REFUSE_WORSE if Outcome.FAIL_WORSE in outcomes
+        else Verdict.REFUSE_INSUFFICIENT if Outcome.FAIL_INSUFFICIENT in outcomes
+        else Verdict.PROMOTE
     )
-    run_ids = [f.run_id for f in (evidence, drift) if f is not None]
-    return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=checks, evidence_run_ids=run_ids)
-
-
-__all__ = [  # the check outcomes are re-exported: callers read a decision's checks through this module
-    "Baseline", "Check", "Decision", "DriftFinding", "EvidenceFinding",
-    "FAIL_INSUFFICIENT", "FAIL_WORSE", "PASS", "SKIP", "WARN",
-    "PROMOTE", "REFUSE_INSUFFICIENT", "REFUSE_WORSE", "ROLLBACK", "decide",
-]
+    if verdict != Verdict.PROMOTE and production.extends_sole_production():
+        verdict, checks = Verdict.PROMOTE, [Check(
+            Kind.EVIDENCE, Outcome.PASS,
+            f"already production through {production.held[0]}; extending it to {production.requested[0]}",
+        )]
+    run_ids = tuple(f.run_id for f in (evidence, drift) if f is not None)
+    return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=tuple(checks), evidence_run_ids=run_ids)

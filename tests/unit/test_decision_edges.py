@@ -16,10 +16,9 @@ import pytest
 from sklearn.metrics import f1_score, log_loss
 
 from benchmarks.simulate import finding, judge, outcome, policy
-from registry_hooks.decision import FAIL_INSUFFICIENT, FAIL_WORSE, PASS, PROMOTE, REFUSE_INSUFFICIENT, REFUSE_WORSE
+from registry_hooks.checks import Kind, Outcome
+from registry_hooks.decision import Verdict
 from registry_hooks.policy import PolicyError
-
-FAILING = (FAIL_WORSE, FAIL_INSUFFICIENT)
 
 
 def pairs(both_right: int, wins: int, losses: int, both_wrong: int, seed: int = 0) -> dict:
@@ -40,13 +39,13 @@ def pairs(both_right: int, wins: int, losses: int, both_wrong: int, seed: int = 
 def test_one_row_never_promotes_a_classifier(metric):
     """66431b1: the one-row bootstrap gave p = 1/1001, and a promotion."""
     decision = judge(policy(primary={"metric": metric}), finding([1], {"prediction": [1]}, {"prediction": [0]}))
-    assert decision.verdict == REFUSE_INSUFFICIENT
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 def test_one_row_never_promotes_a_regressor():
     """66431b1: rmse on one row, bootstrapped: p = 1/1001, and a promotion."""
     evidence = finding([0.0], {"prediction": [0.5]}, {"prediction": [1.0]}, task="regression")
-    assert judge(policy(primary={"metric": "rmse"}), evidence).verdict == REFUSE_INSUFFICIENT
+    assert judge(policy(primary={"metric": "rmse"}), evidence).verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "error_rate", "mae", "mse"])
@@ -55,7 +54,7 @@ def test_one_row_of_a_mean_metric_is_not_enough_evidence(metric):
     task = "regression" if metric in ("mae", "mse") else "classification"
     label, better, worse = ([0.0], [0.5], [1.0]) if task == "regression" else ([1], [1], [0])
     evidence = finding(label, {"prediction": better}, {"prediction": worse}, task=task)
-    assert judge(policy(primary={"metric": metric}), evidence).verdict == REFUSE_INSUFFICIENT
+    assert judge(policy(primary={"metric": metric}), evidence).verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 def test_two_rows_never_promote_on_roc_auc():
@@ -64,13 +63,13 @@ def test_two_rows_never_promote_on_roc_auc():
     candidate = {"prediction": [0, 1], "score": [0.1, 0.9]}
     baseline = {"prediction": [1, 0], "score": [0.9, 0.1]}
     decision = judge(policy(primary={"metric": "roc_auc"}), finding(label, candidate, baseline))
-    assert decision.verdict == REFUSE_INSUFFICIENT
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 def test_zero_variance_on_two_rows_never_promotes():
     """66431b1: two rows, both won, a margin of 0.05: zero variance gave p = 0, and a promotion."""
     decision = judge(policy(primary={"metric": "accuracy", "margin": 0.05}), finding(**pairs(0, 2, 0, 0)))
-    assert decision.verdict == REFUSE_INSUFFICIENT
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 def test_zero_variance_never_yields_p_zero():
@@ -84,7 +83,7 @@ def test_first_release_needs_more_than_one_row():
     """66431b1: a first release passed accuracy >= 0.95 on one row."""
     rules = policy(first_release=[{"metric": "accuracy", "min": 0.95}])
     decision = judge(rules, finding([1], {"prediction": [1]}, None), first_release=True)
-    assert decision.verdict == REFUSE_INSUFFICIENT
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
 
 
 # --------------------------------------------------------------------------- label sets
@@ -120,7 +119,7 @@ def test_stray_class_case_is_the_one_the_issue_describes():
 
 def test_stray_class_never_turns_binary_f1_into_a_promotion():
     """66431b1: f1 became a macro average, +0.248 with p = 0.004: promoted."""
-    assert judge(policy(primary={"metric": "f1"}), finding(**stray_class())).verdict != PROMOTE
+    assert judge(policy(primary={"metric": "f1"}), finding(**stray_class())).verdict != Verdict.PROMOTE
 
 
 @pytest.mark.parametrize("metric", ["f1", "precision", "recall"])
@@ -135,8 +134,8 @@ def test_one_class_slice_never_hides_a_regression(metric):
     segment = np.repeat(["mixed", "negatives"], [1000, 100])
     rules = policy(slices={"columns": ["segment"], "metric": metric})
     decision = judge(rules, finding(label, candidate, baseline, slices={"segment": segment}))
-    assert outcome(decision, "primary:accuracy") == PASS
-    assert decision.verdict != PROMOTE
+    assert outcome(decision, Kind.PRIMARY, "accuracy") == Outcome.PASS
+    assert decision.verdict != Verdict.PROMOTE
 
 
 # ------------------------------------------------------------------ messages and levels
@@ -147,7 +146,7 @@ def test_a_pass_never_shows_a_bound_below_the_margin():
     two-sided 95 % Wald interval, which starts at -0.0014."""
     decision = judge(policy(), finding(**pairs(700, 58, 40, 202)))
     primary = next(c for c in decision.checks if c.name == "primary:accuracy")
-    assert primary.outcome == PASS
+    assert primary.outcome == Outcome.PASS
     assert primary.numbers["ci_low"] >= 0
     assert all(float(low) >= 0 for low in re.findall(r"CI \[(-?\d+(?:\.\d+)?)", primary.message))
 
@@ -156,8 +155,8 @@ def test_regression_is_called_at_the_same_level_as_promotion():
     """The mirror image of the case above: worse with one-sided p = 0.035. 66431b1 called it
     insufficient: its "worse" needed the two-sided interval, a one-sided 2.5 % test."""
     decision = judge(policy(), finding(**pairs(700, 40, 58, 202)))
-    assert outcome(decision, "primary:accuracy") == FAIL_WORSE
-    assert decision.verdict == REFUSE_WORSE
+    assert outcome(decision, Kind.PRIMARY, "accuracy") == Outcome.FAIL_WORSE
+    assert decision.verdict == Verdict.REFUSE_WORSE
 
 
 # ------------------------------------------------------------------------ input checks
@@ -176,7 +175,7 @@ def test_overflowing_squared_errors_never_pass():
     baseline = 1e155 * (1 + rng.random(200))
     evidence = finding(np.zeros(200), {"prediction": 1.5 * baseline}, {"prediction": baseline}, task="regression")
     decision = judge(policy(primary={"metric": "mae"}, secondary=[{"metric": "mse", "tolerance": 0.0}]), evidence)
-    assert outcome(decision, "secondary:mse") in FAILING
+    assert outcome(decision, Kind.SECONDARY, "mse").failing
 
 
 def test_nan_labels_in_classification_evidence_are_an_evidence_error():
