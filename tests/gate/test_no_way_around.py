@@ -195,6 +195,30 @@ def test_archive_then_promote(scenario):
     assert scenario.client.get_model_version(scenario.name, v1).current_stage == "Archived"
 
 
+def test_a_version_that_alone_is_production_is_extended_to_the_stage_without_evidence(scenario):
+    v1 = scenario.version()
+    run_id = scenario.evidence(v1, None)
+    scenario.client.set_registered_model_alias(scenario.name, "champion", v1)  # a first release, alias only
+    scenario.client.delete_run(run_id)  # no evidence left: only decide()'s rule can extend it
+    scenario.client.transition_model_version_stage(scenario.name, v1, "Production", archive_existing_versions=False)
+    assert scenario.production() == (v1, [v1])
+    latest = scenario.gate.history(scenario.name)[0]
+    assert (latest["action"], latest["verdict"], latest["target"]) == ("promote", "promote", "stage Production")
+    assert latest["checks"] == [{"name": "evidence", "outcome": "pass", "numbers": {},
+                                 "message": "already production through alias 'champion'; extending it to stage Production"}]
+
+
+def test_a_version_that_shares_production_is_not_extended_without_evidence(scenario):
+    v1 = scenario.first_release()
+    v2 = scenario.version()
+    run_id = scenario.evidence(v2, v1)
+    scenario.client.transition_model_version_stage(scenario.name, v2, "Production", archive_existing_versions=True)
+    scenario.client.delete_run(run_id)  # v2 holds the stage, v1 still the alias: v2 is not all of production
+    with pytest.raises(MlflowException, match="no evidence"):
+        scenario.client.set_registered_model_alias(scenario.name, "champion", v2)
+    assert scenario.production() == (v1, [v2])
+
+
 def test_prompts_are_not_gated(sqlite_server, model_name):
     import mlflow
 
