@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,9 +61,10 @@ def _upgrade(engine: Engine, config: Config, head: str) -> None:
             command.upgrade(config, "head")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecisionRecord:
-    """A decision as written to and read from the log (JSON fields already decoded)."""
+    """A decision as written to and read from the log (JSON fields already decoded); an appended
+    row is never changed, and neither is its record."""
 
     model_name: str
     candidate_version: str | None
@@ -105,8 +106,7 @@ def append(session: Session, record: DecisionRecord) -> DecisionRecord:
     )
     session.add(row)
     session.flush()
-    record.id, record.created_at = row.id, row.created_at
-    return record
+    return replace(record, id=row.id, created_at=row.created_at)
 
 
 def _decode(row: SqlDecision) -> DecisionRecord:
