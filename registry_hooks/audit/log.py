@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from registry_hooks.audit.models import SqlDecision
 from registry_hooks.contract import AUDIT_VERSION_TABLE
+from registry_hooks.decision import Action
 from registry_hooks.transactions import retrying
 
-APPROVING_ACTIONS = ("promote", "override", "rollback")
+APPROVING_ACTIONS = tuple(a.value for a in (Action.PROMOTE, Action.OVERRIDE, Action.ROLLBACK))  # production moved
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _ADVISORY_LOCK_KEY = 0x6761746B  # "gatk": serialises concurrent start-ups on PostgreSQL
 
