@@ -104,6 +104,7 @@ class ResultFile:
             "command": shlex.join(["python", _relative(sys.argv[0]), *sys.argv[1:]]),
             "interpreter": sys.executable,
             "load_average_start": load_average(),
+            "git": git_facts(),  # at the start: the code this process loaded, even if a commit lands meanwhile
         }
 
     def write(self, figures: dict) -> Path:
@@ -111,7 +112,6 @@ class ResultFile:
             "load_average_end": load_average(),
             "wall_seconds": round(time.perf_counter() - self.started, 1),
             "machine": machine_facts(self.packages),
-            "git": git_facts(),
             "figures": figures,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
