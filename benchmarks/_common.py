@@ -82,7 +82,7 @@ def git_facts() -> dict:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     return {"commit": git("rev-parse", "HEAD") or "unknown",
-            "uncommitted": git("status", "--porcelain", "--untracked-files=no").splitlines()}
+            "uncommitted": git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results").splitlines()}
 
 
 class ResultFile:

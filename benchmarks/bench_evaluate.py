@@ -75,6 +75,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
@@ -262,7 +263,9 @@ def first_pass_child(spec: str) -> None:
 
     before = own_peak_rss_mb()
     start = time.perf_counter()
-    keys, hasher = _read_and_score(open_table(job["data"]), "label", job["slices"], job["batch_size"], [], io.StringIO())
+    # the pass reads only these fields of evaluate's plan: no models, no baseline lookup
+    plan = SimpleNamespace(table=open_table(job["data"]), label="label", slices=job["slices"], batch_size=job["batch_size"])
+    keys, hasher = _read_and_score(plan, [], io.StringIO())
     print(json.dumps({"seconds": time.perf_counter() - start, "before_mb": before, "peak_mb": own_peak_rss_mb(),
                       "n_rows": hasher.n_rows, "batch_size": job["batch_size"]}))
 

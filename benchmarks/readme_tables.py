@@ -73,7 +73,8 @@ def provenance(records: dict[str, dict | None]) -> str:
             continue
         machine, git = record["machine"], record["git"]
         start, end = record["load_average_start"], record["load_average_end"]
-        changes = f" + {len(git['uncommitted'])} uncommitted" if git["uncommitted"] else ""
+        code_changes = [line for line in git["uncommitted"] if "benchmarks/results/" not in line]  # figures are not code
+        changes = f" + {len(code_changes)} uncommitted" if code_changes else ""
         lines.append(f"`{name}.json`: {record['date'][:16].replace('T', ' ')} UTC, commit {git['commit'][:7]}{changes}, "
                      f"{machine['cpu_count']} × {machine['cpu_model']}, {machine['ram_gib']:.0f} GiB, "
                      f"load average {start[0]:.1f} → {end[0]:.1f}, {secs(record['wall_seconds'])}")
