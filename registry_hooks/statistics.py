@@ -297,15 +297,21 @@ def compare(
         method, baseline, candidate, found = _aggregate_comparison(
             spec, outcomes, labels, margin, tolerance, confidence, n_resamples, seed)
     sign = 1.0 if spec.higher_is_better else -1.0
+    improvement = sign * (candidate - baseline) + 0.0  # + 0.0 turns -0.0 into 0.0
+    low, high = found.lower, found.upper
+    if confidence >= 0.5 and math.isfinite(improvement):
+        # A one-sided bound at confidence >= 1/2 contains the estimate; where a bound equals it
+        # (every discordant pair one way) its arithmetic may land one rounding step outside.
+        low, high = min(low, improvement), max(high, improvement)
     return Comparison(
         metric=metric,
         method=method,
         n=n,
         baseline=baseline,
         candidate=candidate,
-        improvement=sign * (candidate - baseline) + 0.0,  # + 0.0 turns -0.0 into 0.0
-        ci_low=found.lower,
-        ci_high=found.upper,
+        improvement=improvement,
+        ci_low=low,
+        ci_high=high,
         p_better=float(found.p_better),
         p_worse=float(found.p_worse),
         margin=float(margin),

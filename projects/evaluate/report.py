@@ -48,8 +48,9 @@ def _slice_chart(per_slice: dict, path: Path, paired: bool) -> None:
     top.set_title(f"{metric} per slice")
     if paired:
         centre = np.array([c.improvement for _, c in items])
-        low = centre - np.array([c.ci_low for _, c in items])
-        high = np.array([c.ci_high for _, c in items]) - centre
+        # a bound equal to the estimate may differ from it by a rounding step: never a negative bar
+        low = np.maximum(centre - np.array([c.ci_low for _, c in items]), 0.0)
+        high = np.maximum(np.array([c.ci_high for _, c in items]) - centre, 0.0)
         bottom.errorbar(x, centre, yerr=[low, high], fmt="o", capsize=4)
         bottom.axhline(0.0, color="grey", linewidth=1)
         bottom.set_ylabel(f"improvement (one-sided {items[0][1].confidence:.0%} bounds)" if items else "improvement")

@@ -348,3 +348,25 @@ def test_log_loss_clips_like_sklearn_at_zero_and_one():
     proba_positive = np.where(label == 1, proba_label, 1 - proba_label)
     assert compare("log_loss", outcomes).baseline == pytest.approx(skm.log_loss(label, proba_positive), rel=1e-12)
 
+
+
+@pytest.mark.parametrize("metric", sorted(METRICS))
+def test_bounds_contain_the_estimate_on_small_one_sided_tables(metric):
+    """b6606f8's evaluate chart crashed on a slice of 46 rows whose 21 disagreements all went the
+    candidate's way: McNemar's upper bound came out one rounding step below the improvement.
+    A one-sided bound at confidence >= 0.5 never excludes the estimate."""
+    rng = np.random.default_rng(21)
+    for n in (30, 46, 77, 130):
+        label = rng.integers(0, 2, n)
+        base = np.where(rng.random(n) < 0.5, label, 1 - label)
+        cand = np.where(rng.random(n) < 0.5, label, base)  # only ever fixes the baseline's mistakes
+        p_true = np.where(cand == label, 0.8, 0.3)
+        if metric in ("mae", "mse", "rmse"):
+            outcomes = PairedOutcomes(label.astype(float), ModelOutcomes(base + 0.5), ModelOutcomes(cand + 0.25))
+        else:
+            outcomes = PairedOutcomes(label, ModelOutcomes(base, np.where(base == label, 0.8, 0.3), base * 0.6 + 0.2),
+                                      ModelOutcomes(cand, p_true, cand * 0.7 + 0.15))
+        for swapped in (False, True):
+            pair = PairedOutcomes(outcomes.label, outcomes.candidate, outcomes.baseline) if swapped else outcomes
+            c = compare(metric, pair, n_resamples=200)
+            assert c.ci_low <= c.improvement <= c.ci_high, (metric, n, swapped, c)
