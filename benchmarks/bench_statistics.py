@@ -4,7 +4,7 @@ Budgets (issue): on 1M rows, mean-metric tests under 100 ms each and a
 1000-resample permutation test or bootstrap under 2 s.  The naive column does
 the same resampling row by row — for f1 / precision / recall / balanced accuracy
 exchanging the two models' predictions on each row with probability 1/2, for
-roc_auc and rmse drawing row indices (``rng.integers(0, n, size=n)``) — and
+roc_auc drawing row indices (``rng.integers(0, n, size=n)``) — and
 recomputes the metric with scikit-learn or numpy, timed on a few resamples and
 extrapolated to the same count.
 
@@ -93,7 +93,6 @@ NAIVE: dict[str, Callable] = {
     "recall": lambda y, m, i: skm.recall_score(y, m.prediction[i]),
     "balanced_accuracy": lambda y, m, i: skm.balanced_accuracy_score(y, m.prediction[i]),
     "roc_auc": lambda y, m, i: skm.roc_auc_score(y, m.score[i]),
-    "rmse": lambda y, m, i: np.sqrt(np.mean((m.prediction[i] - y) ** 2)),
 }
 NAIVE_MACRO_F1 = lambda y, m, i: skm.f1_score(y, m.prediction[i], average="macro")  # noqa: E731
 
@@ -104,12 +103,13 @@ Row = dict  # label, method, resamples, seconds, budget_seconds, naive_seconds (
 def mean_metric_rows(data: dict[str, st.PairedOutcomes]) -> list[Row]:
     """The closed-form tests (McNemar, paired t): best of 3."""
     rows = []
-    for label, metric, kwargs in (
-        ("accuracy", "accuracy", {}),
-        ("accuracy, margin 0.01", "accuracy", {"margin": 0.01}),
-        ("log_loss", "log_loss", {}),
+    for label, metric, kind, kwargs in (
+        ("accuracy", "accuracy", "binary", {}),
+        ("accuracy, margin 0.01", "accuracy", "binary", {"margin": 0.01}),
+        ("log_loss", "log_loss", "binary", {}),
+        ("rmse", "rmse", "regression", {}),
     ):
-        seconds, result = timed(lambda: st.compare(metric, data["binary"], **kwargs), repeats=3)
+        seconds, result = timed(lambda: st.compare(metric, data[kind], **kwargs), repeats=3)
         rows.append(_row(label, result.method, "-", seconds, MEAN_BUDGET_S, None))
     return rows
 
@@ -118,7 +118,6 @@ def resampled_rows(data: dict[str, st.PairedOutcomes], naive_resamples: int) -> 
     """The permutation and bootstrap tests at ``RESAMPLES``, next to the naive row-by-row resampling."""
     resampled = [(m, m, "binary", NAIVE[m]) for m in ("f1", "precision", "recall", "balanced_accuracy", "roc_auc")]
     resampled.append(("f1 macro, 5 classes", "f1", "multiclass", NAIVE_MACRO_F1))
-    resampled.append(("rmse", "rmse", "regression", NAIVE["rmse"]))
     rows = []
     for label, metric, kind, naive in resampled:
         seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=RESAMPLES), repeats=1)
@@ -132,13 +131,13 @@ EXACT_RESAMPLES = 10
 
 
 def forced_bootstrap_rows(data: dict[str, st.PairedOutcomes], naive_resamples: int) -> list[Row]:
-    """What the per-example bootstrap of roc_auc / rmse would cost at this n, i.e. why they switch to
-    the large-sample test above the draw limit (timed on ``EXACT_RESAMPLES``, extrapolated)."""
+    """What roc_auc's per-example bootstrap would cost at this n, i.e. why it switches to DeLong's
+    test above the draw limit (timed on ``EXACT_RESAMPLES``, extrapolated)."""
     limit = st.EXACT_BOOTSTRAP_MAX_DRAWS
     st.EXACT_BOOTSTRAP_MAX_DRAWS = math.inf
     rows = []
     try:
-        for metric, kind in (("roc_auc", "binary"), ("rmse", "regression")):
+        for metric, kind in (("roc_auc", "binary"),):
             seconds, result = timed(lambda: st.compare(metric, data[kind], n_resamples=EXACT_RESAMPLES), repeats=1)
             seconds *= RESAMPLES / EXACT_RESAMPLES
             naive_s = naive_seconds_per_resample(data[kind], NAIVE[metric], naive_resamples) * RESAMPLES

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from plugins.evidence_source import EvidenceSource
 from plugins.params import parse_int, parse_text, parse_version, require_storable
 from plugins.request_context import current_actor, current_route
-from registry_hooks import names
+from registry_hooks import contract, names
 from registry_hooks.audit import log as audit
 from registry_hooks.baseline import ProductionState, Target, find_baseline, promote_targets
 from registry_hooks.contract import TAG_PREFIX as RESERVED_TAG_PREFIX
@@ -204,21 +204,21 @@ class GatekeeperStore(SqlAlchemyStore):
             policy_hash=self.policy.content_hash,
         ))
         tags = {
-            "decision_id": str(record.id),
-            "action": record.action,
-            "verdict": record.verdict,
-            "target": record.target,
-            "baseline_version": decision.baseline.version or "none",
-            "decided_at": datetime.fromtimestamp(record.created_at / 1000, tz=timezone.utc).isoformat(),
-            "actor": record.actor or "anonymous",
-            "reason": "\n".join(record.reasons)[:_TAG_VALUE_LIMIT],
-            "evidence_run_ids": ",".join(decision.evidence_run_ids),
-            "policy_hash": self.policy.content_hash,
+            contract.TAG_DECISION_ID: str(record.id),
+            contract.TAG_ACTION: record.action,
+            contract.TAG_VERDICT: record.verdict,
+            contract.TAG_TARGET: record.target,
+            contract.TAG_DECISION_BASELINE: decision.baseline.version or "none",
+            contract.TAG_DECIDED_AT: datetime.fromtimestamp(record.created_at / 1000, tz=timezone.utc).isoformat(),
+            contract.TAG_ACTOR: record.actor or "anonymous",
+            contract.TAG_REASON: "\n".join(record.reasons)[:_TAG_VALUE_LIMIT],
+            contract.TAG_EVIDENCE_RUN_IDS: ",".join(decision.evidence_run_ids),
+            contract.TAG_POLICY_HASH: self.policy.content_hash,
         }
         model_version = int(decision.candidate.version)
         for key, value in tags.items():
             session.merge(self._with_workspace_field(SqlModelVersionTag(
-                name=decision.candidate.name, version=model_version, key=RESERVED_TAG_PREFIX + key, value=value
+                name=decision.candidate.name, version=model_version, key=key, value=value
             )))
         return record
 

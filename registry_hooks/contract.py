@@ -55,6 +55,18 @@ TAG_GIT_COMMIT = "gatekeeper.git.commit"
 TAG_VERDICT = "gatekeeper.verdict"  # the gate's verdict: on a retrain run, and (by the store) on the version
 TAG_TUNE_BEST_PARAMS = "gatekeeper.tune.best_params"
 
+# -- a model version's decision: mirrored by the store after every decision (the audit log is the
+#    record; these let the MLflow UI and ``MlflowClient`` show the last one on the version) ----------
+TAG_DECISION_ID = "gatekeeper.decision_id"
+TAG_ACTION = "gatekeeper.action"
+TAG_TARGET = "gatekeeper.target"
+TAG_DECISION_BASELINE = "gatekeeper.baseline_version"
+TAG_DECIDED_AT = "gatekeeper.decided_at"
+TAG_ACTOR = "gatekeeper.actor"
+TAG_REASON = "gatekeeper.reason"
+TAG_EVIDENCE_RUN_IDS = "gatekeeper.evidence_run_ids"
+TAG_POLICY_HASH = "gatekeeper.policy_hash"
+
 # -- the audit log's tables (registry_hooks/audit) --------------------------------------------------
 DECISIONS_TABLE = "gatekeeper_decisions"
 AUDIT_VERSION_TABLE = "alembic_version_gatekeeper"  # beside MLflow's alembic_version and basic-auth's
