@@ -9,6 +9,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -205,3 +206,29 @@ def own_peak_rss_mb() -> float:
     it, so a benchmark child started by a big parent would report at least the parent's size.
     """
     return status_kib(os.getpid())["VmHWM"] / 1024
+
+
+class Poller:
+    """A context manager that calls ``sample()`` every ``interval`` seconds in a daemon thread
+    until the ``with`` block ends: the memory probes' shared loop (subclasses say what a sample is)."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

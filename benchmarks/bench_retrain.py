@@ -40,14 +40,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
-from _common import ResultFile, children, cmdline, machine_lines, markdown_table, median, status_kib  # noqa: E402
+from _common import (  # noqa: E402
+    Poller, ResultFile, children, cmdline, machine_lines, markdown_table, median, status_kib,
+)
 from registry_hooks.contract import POLICY_ENV  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -63,18 +64,17 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-class TreeWatcher:
+class TreeWatcher(Poller):
     """Polls the process tree under ``root``: per-process peak RSS, the peak of the sum, and when the
     retrain process (``-m projects.retrain``) was first and last seen."""
 
     def __init__(self, root: int, started: float, interval: float = 0.1):
-        self.root, self.started, self.interval = root, started, interval
+        super().__init__(interval)
+        self.root, self.started = root, started
         self.processes: dict[int, dict] = {}
         self.peak_sum_mb = 0.0
         self.retrain_first: float | None = None
         self.retrain_last: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _tree(self) -> list[int]:
         found, todo = [], [self.root]
@@ -84,34 +84,24 @@ class TreeWatcher:
             todo.extend(children(pid))
         return found
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.perf_counter() - self.started
-            total = 0.0
-            for pid in self._tree():
-                try:
-                    status, command = status_kib(pid), cmdline(pid)
-                except OSError:  # exited meanwhile
-                    continue
-                rss = status.get("VmRSS", 0) / 1024
-                total += rss
-                entry = self.processes.setdefault(pid, {"command": command, "hwm_mb": 0.0})
-                if command:
-                    entry["command"] = command
-                entry["hwm_mb"] = max(entry["hwm_mb"], status.get("VmHWM", 0) / 1024)
-                if "projects.retrain" in command:
-                    self.retrain_first = now if self.retrain_first is None else self.retrain_first
-                    self.retrain_last = now
-            self.peak_sum_mb = max(self.peak_sum_mb, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TreeWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        now = time.perf_counter() - self.started
+        total = 0.0
+        for pid in self._tree():
+            try:
+                status, command = status_kib(pid), cmdline(pid)
+            except OSError:  # exited meanwhile
+                continue
+            rss = status.get("VmRSS", 0) / 1024
+            total += rss
+            entry = self.processes.setdefault(pid, {"command": command, "hwm_mb": 0.0})
+            if command:
+                entry["command"] = command
+            entry["hwm_mb"] = max(entry["hwm_mb"], status.get("VmHWM", 0) / 1024)
+            if "projects.retrain" in command:
+                self.retrain_first = now if self.retrain_first is None else self.retrain_first
+                self.retrain_last = now
+        self.peak_sum_mb = max(self.peak_sum_mb, total)
 
 
 def clean_env() -> dict[str, str]:

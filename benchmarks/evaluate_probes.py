@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import threading
 import time
 from collections.abc import Iterator
+
+from benchmarks._common import Poller
+
 
 class Phases:
     """Accumulates seconds per call path ("first pass > content hash") while patches are active."""
@@ -75,34 +77,23 @@ def rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-class RssSampler:
+class RssSampler(Poller):
     """Samples this process's RSS every few ms in a thread: the peak, and the phase it happened in."""
 
     def __init__(self, phases: Phases | None = None, interval: float = 0.005):
-        self.phases, self.interval = phases, interval
+        super().__init__(interval)
+        self.phases = phases
         self.start_mb = rss_mb()
         self.peak_mb, self.peak_phase = self.start_mb, "before"
         self.per_phase: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            value = rss_mb()
-            stack = list(self.phases.stack) if self.phases is not None else []
-            phase = stack[0] if stack else "other"
-            self.per_phase[phase] = max(self.per_phase.get(phase, 0.0), value)
-            if value > self.peak_mb:
-                self.peak_mb, self.peak_phase = value, " > ".join(stack) or "other"
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        value = rss_mb()
+        stack = list(self.phases.stack) if self.phases is not None else []
+        phase = stack[0] if stack else "other"
+        self.per_phase[phase] = max(self.per_phase.get(phase, 0.0), value)
+        if value > self.peak_mb:
+            self.peak_mb, self.peak_phase = value, " > ".join(stack) or "other"
 
 
 # the phases, in the order they happen; (patch target, attribute, label)

@@ -192,15 +192,20 @@ class CellTable:
 
     def values(self, weights: np.ndarray) -> np.ndarray:
         """(B, 2): both models' metric for each row of cell ``weights``."""
-        return np.column_stack([self._one_model(weights, m)[0] for m in (0, 1)])
+        return self.values_and_se(weights)[0]
 
     def difference(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Candidate − baseline and its delta-method standard error, per row of ``weights``."""
+        values, se = self.values_and_se(weights)
+        return values[:, 1] - values[:, 0], se
+
+    def values_and_se(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 2) values of both models and the (B,) standard error of their difference."""
         (base, g_base), (cand, g_cand) = (self._one_model(weights, m) for m in (0, 1))
         g = g_cand - g_base
         n = weights.sum(axis=1)
         variance = (weights * g * g).sum(axis=1) - (weights * g).sum(axis=1) ** 2 / np.maximum(n, 1.0)
-        return cand - base, np.sqrt(np.maximum(variance, 0.0))
+        return np.column_stack([base, cand]), np.sqrt(np.maximum(variance, 0.0))
 
     def permuted(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """(size, cells) weights of random paired permutations of the rows."""
@@ -230,10 +235,9 @@ def confusion_metric(per_class: PerClass, balanced: bool = False) -> Estimator:
 
     def estimate(outcomes: PairedOutcomes, labels: LabelSet, n_resamples: int, rng: np.random.Generator) -> Estimate:
         table = CellTable(outcomes, labels, per_class, balanced)
-        point = table.counts[None, :]
-        baseline, candidate = table.values(point)[0]
-        se = float(table.difference(point)[1][0])
-        return Estimate(float(baseline), float(candidate), se=se, null=table.studentized_null(rng, n_resamples))
+        values, se = table.values_and_se(table.counts[None, :])
+        return Estimate(float(values[0, 0]), float(values[0, 1]), se=float(se[0]),
+                        null=table.studentized_null(rng, n_resamples))
 
     return estimate
 
