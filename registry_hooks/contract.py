@@ -67,9 +67,19 @@ TAG_REASON = "gatekeeper.reason"
 TAG_EVIDENCE_RUN_IDS = "gatekeeper.evidence_run_ids"
 TAG_POLICY_HASH = "gatekeeper.policy_hash"
 
-# -- the audit log's tables (registry_hooks/audit) --------------------------------------------------
-DECISIONS_TABLE = "gatekeeper_decisions"
+# -- the gate's own tables (registry_hooks/audit: one Alembic chain) --------------------------------
+DECISIONS_TABLE = "gatekeeper_decisions"  # the append-only, hash-chained audit log
+EVAL_SETS_TABLE = "gatekeeper_eval_sets"  # registered evaluation-set versions (append-only)
+VERIFICATIONS_TABLE = "gatekeeper_verifications"  # re-scoring requests and their signed results
+SECRET_TABLE = "gatekeeper_secret"  # the generated server secret, when none is configured
 AUDIT_VERSION_TABLE = "alembic_version_gatekeeper"  # beside MLflow's alembic_version and basic-auth's
+
+# -- trusted evidence: registered sets, verification, the server secret -----------------------------
+SET_DATA_PREFIX = "set:"  # evaluate's data=set:NAME[@VERSION]: a registered evaluation set
+SECRET_ENV = "GATEKEEPER_SECRET"  # keys the verification sample, its signatures and the audit chain
+SET_ADMINS_ENV = "GATEKEEPER_SET_REGISTRARS"  # comma-separated users (besides admins) who may register sets
+VERIFIER_ENV = "GATEKEEPER_VERIFIER"  # "spawn" (default: the server starts a verifier process) or "external"
+VERIFIER_MODULE = "projects.verify"  # the verifier program: `python -m projects.verify`
 
 _SERVER_SCHEMES = ("http://", "https://", "databricks")
 

@@ -1,11 +1,11 @@
-"""Declarative tables of the audit log."""
+"""Declarative tables of the gate: the audit log, registered evaluation sets, verifications, the secret."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 
-from registry_hooks.contract import DECISIONS_TABLE
+from registry_hooks.contract import DECISIONS_TABLE, EVAL_SETS_TABLE, SECRET_TABLE, VERIFICATIONS_TABLE
 
 Base = declarative_base()
 
@@ -37,3 +37,79 @@ class SqlDecision(Base):
     policy_hash = Column(String(64), nullable=False)
 
     __table_args__ = (Index("idx_gatekeeper_decisions_model", "model_name", "id"),)
+
+
+class SqlEvalSet(Base):
+    """One registered version of an evaluation set: where its data lives and exactly what it holds.
+
+    Append-only like the decisions: a new version is a new row, never an edit, so the content hash
+    an old decision relied on stays readable. ``name`` is the normalised key (NFKC, case,
+    whitespace: ``Golden`` and ``ｇｏｌｄｅｎ`` are one set); ``display_name`` the spelling it was
+    registered with. ``keys_digest`` fingerprints the (row id, label) pairs so the gate can tell
+    evidence that covers the set from evidence on a subset without reading the data.
+    """
+
+    __tablename__ = EVAL_SETS_TABLE
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    name = Column(String(256), nullable=False)
+    display_name = Column(String(256), nullable=False)
+    version = Column(Integer, nullable=False)
+    source = Column(Text, nullable=False)
+    content_hash = Column(String(64), nullable=False)
+    n_rows = Column(BigInteger, nullable=False)
+    columns = Column(Text, nullable=False)  # JSON list of [name, dtype]
+    label_column = Column(String(256), nullable=False)
+    keys_digest = Column(String(64), nullable=False)
+    description = Column(Text, nullable=True)
+    created_by = Column(String(256), nullable=True)
+    created_at = Column(BigInteger, nullable=False)
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_gatekeeper_eval_sets_version"),)
+
+
+class SqlVerification(Base):
+    """A request to re-score a sample of an evidence run, and the verifier's signed answer.
+
+    One row per (evidence run, outcomes file): a request is inserted by the gate (never by a
+    client route), claimed by a verifier process, and finished with a result whose ``signature``
+    (HMAC with the server secret over the key and the result) the gate checks before trusting it.
+    """
+
+    __tablename__ = VERIFICATIONS_TABLE
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    evidence_run_id = Column(String(64), nullable=False)
+    outcomes_sha256 = Column(String(64), nullable=False)
+    model_name = Column(String(256), nullable=False)
+    candidate_version = Column(String(32), nullable=False)
+    baseline_version = Column(String(32), nullable=True)
+    set_name = Column(String(256), nullable=False)
+    set_version = Column(Integer, nullable=False)
+    set_content_hash = Column(String(64), nullable=False)
+    sample_size = Column(Integer, nullable=False)
+    status = Column(String(16), nullable=False)  # pending | running | passed | failed | error
+    requested_at = Column(BigInteger, nullable=False)
+    claimed_at = Column(BigInteger, nullable=True)
+    heartbeat_at = Column(BigInteger, nullable=True)
+    finished_at = Column(BigInteger, nullable=True)
+    tries = Column(Integer, nullable=False, default=0)
+    worker = Column(String(256), nullable=True)  # host:pid of the verifier that claimed it
+    result = Column(Text, nullable=True)  # JSON: rows checked, mismatches, tolerance, timings
+    error = Column(Text, nullable=True)
+    signature = Column(String(64), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("evidence_run_id", "outcomes_sha256", name="uq_gatekeeper_verifications_evidence"),
+        Index("idx_gatekeeper_verifications_status", "status", "id"),
+    )
+
+
+class SqlSecret(Base):
+    """The server secret generated on first use when ``GATEKEEPER_SECRET`` is not set (one row)."""
+
+    __tablename__ = SECRET_TABLE
+
+    id = Column(Integer, primary_key=True)
+    value = Column(String(128), nullable=False)
+    created_at = Column(BigInteger, nullable=False)
