@@ -75,7 +75,7 @@ class GatekeeperClient:
 
         if self._store is None:
             self._store = build_store(f"{STORE_URI_PREFIX}{self.tracking_uri}", tracking_uri=self.tracking_uri)
-        view = getattr(server_app, route)
+        view = getattr(server_app, route.replace("/", "_"))  # "audit/verify" is the view audit_verify
         try:
             return json.loads(json.dumps(server_app.run_view(view, params, self._store), default=str))
         except MlflowException as exc:
@@ -106,3 +106,23 @@ class GatekeeperClient:
 
     def policy(self, name: str) -> dict[str, Any]:
         return self._call("GET", "policy", {"name": name})
+
+    def audit_verify(self, name: str | None = None) -> dict[str, Any]:
+        """The audit chain recomputed by the server: ``{"ok", "models", "rows", "legacy", "problems"}``."""
+        return self._call("GET", "audit/verify", {} if name is None else {"name": name})
+
+    def register_set(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Record a set version from facts computed by ``gatekeeper_cli.sets.register``."""
+        return self._call("POST", "sets/register", fields)["set"]
+
+    def sets(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every version of ``name``, newest first, or the current version of every set."""
+        return self._call("GET", "sets", {} if name is None else {"name": name})["sets"]
+
+    def set_version(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """One registered version of a set (the current one when ``version`` is None)."""
+        found = self.sets(name)
+        match = found[0] if version is None else next((s for s in found if s["version"] == version), None)
+        if match is None:
+            raise GatekeeperError(f"set {found[0]['name']} has no version {version} (versions 1 to {found[0]['version']})")
+        return match

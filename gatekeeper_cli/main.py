@@ -1,7 +1,8 @@
 """``gatekeeper``: promote, explain, history and rollback from a terminal or a script.
 
 Exit codes are for scripts: 0 the promotion (or rollback) happened or would happen, 1 the gate
-refused, 2 the request itself failed (bad input, unknown model, server unreachable).
+refused (or ``audit verify`` found the log changed), 2 the request itself failed (bad input,
+unknown model, server unreachable).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
+from gatekeeper_cli.sets import print_sets
+from gatekeeper_cli.sets import register as register_set
 from registry_hooks.names import version_number
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
@@ -80,6 +83,42 @@ def _print_history(decisions: list[dict[str, Any]], out) -> None:
             print(f"        - {_compact(reason)}", file=out)
 
 
+def _print_audit(report: dict[str, Any], out) -> None:
+    """One line per problem, then the verdict on the whole log."""
+    for problem in report["problems"]:
+        where = f"#{problem['decision_id']}" if problem.get("decision_id") is not None else "-"
+        print(f"{problem['kind']:<13} {problem.get('model_name') or '(all models)'} {where}: {problem['message']}",
+              file=out)
+    legacy = f", {report['legacy']} written before the chain" if report.get("legacy") else ""
+    counted = f"{report['rows']} decisions{legacy}, {report['models']} models"
+    if report["ok"]:
+        print(f"audit log intact ({counted})", file=out)
+    else:
+        print(f"audit log CHANGED outside the gate: {len(report['problems'])} problems ({counted})", file=out)
+
+
+def _sets(client: GatekeeperClient, args) -> dict[str, Any]:
+    if args.sets_command == "register":
+        return {"sets": [register_set(client, args.name, args.data_uri, args.label, args.description)]}
+    return {"sets": client.sets(args.name)}
+
+
+def _verify_worker(client: GatekeeperClient, args) -> int:
+    """The verifier is a program of its own (it loads models: torch, scikit-learn…), started by
+    module name like the server starts it; it needs the database, not a server URL."""
+    import subprocess
+
+    from registry_hooks.contract import VERIFIER_MODULE
+
+    if client.remote:
+        print("gatekeeper: verify-worker reads the gate's database: give --tracking-uri the database URI the "
+              "server uses (e.g. postgresql+psycopg2://…), not its URL", file=sys.stderr)
+        return EXIT_ERROR
+    command = [sys.executable, "-m", VERIFIER_MODULE, "--db-uri", client.tracking_uri, "--worker",
+               "--poll", str(args.poll)] + (["--once"] if args.once else [])
+    return subprocess.call(command)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gatekeeper", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", help="server URL or database URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -101,6 +140,22 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason")
     policy = commands.add_parser("policy", help="the effective policy for a model")
     policy.add_argument("model")
+    sets = commands.add_parser("sets", help="the evaluation sets evidence must be computed on").add_subparsers(
+        dest="sets_command", required=True)
+    register = sets.add_parser("register", help="record a new version of a set (admins, or GATEKEEPER_SET_REGISTRARS)")
+    register.add_argument("name")
+    register.add_argument("data_uri", help="Parquet or CSV: a path (uploaded when the server is remote) or a URI")
+    register.add_argument("--label", default="label", help="the label column (default: label)")
+    register.add_argument("--description")
+    listing = sets.add_parser("list", help="the current version of every set, or every version of one")
+    listing.add_argument("name", nargs="?")
+    worker = commands.add_parser("verify-worker", help="re-score evidence for the gate: poll the verification queue")
+    worker.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the queue")
+    worker.add_argument("--once", action="store_true", help="verify what is pending now, then exit")
+    audit = commands.add_parser("audit", help="the audit log itself")
+    verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
+        "verify", help="recompute the audit chain: exit 1 if a decision was edited, deleted or reordered")
+    verify.add_argument("model", nargs="?", help="one model (default: every model; admins only under basic-auth)")
     return parser
 
 
@@ -119,12 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             payload = client.rollback(args.model, args.reason)
         elif args.command == "policy":
             payload = client.policy(args.model)
+        elif args.command == "audit":
+            payload = client.audit_verify(args.model)
+        elif args.command == "sets":
+            payload = _sets(client, args)
+        elif args.command == "verify-worker":
+            return _verify_worker(client, args)
         else:
             payload = {"decisions": client.history(args.model, args.limit)}
     except PromotionRefused as exc:
         print(exc.payload.get("message") or str(exc), file=sys.stderr)
-        return EXIT_REFUSED
-    except GatekeeperError as exc:
+        return EXIT_ERROR if args.command == "audit" else EXIT_REFUSED  # a 403 there is permission, not the log
+    except (GatekeeperError, ValueError) as exc:  # ValueError: a set's data unusable (SetError, DataError)
         print(f"gatekeeper: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - e.g. connection refused: one line, not a traceback
@@ -134,9 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(payload, indent=2, default=str))
     elif args.command == "history":
         _print_history(payload["decisions"], sys.stdout)
+    elif args.command == "audit":
+        _print_audit(payload, sys.stdout)
+    elif args.command == "sets":
+        print_sets(payload["sets"], sys.stdout)
     else:
         _print_decision(payload, sys.stdout)
     if args.command == "explain" and payload.get("verdict") not in ("promote", "unchanged"):
+        return EXIT_REFUSED
+    if args.command == "audit" and not payload["ok"]:
         return EXIT_REFUSED
     return EXIT_OK
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
@@ -32,12 +33,15 @@ from registry_hooks.contract import (
     TAG_DRIFT,
     TAG_EVIDENCE,
 )
-from registry_hooks.decision import DriftFinding, EvidenceFinding
+from registry_hooks.decision import DriftFinding
+from registry_hooks.eval_sets import SetVersion
 from registry_hooks.evidence import VersionRef
+from registry_hooks.trust import NO_TRUST_FACTS, Attempt, EvidenceFinding, SetEvidence, TrustFacts
 
 _SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"
 _SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
-_MAX_CANDIDATE_RUNS = 20
+_RUNS_PAGE = 200
+_MAX_EVIDENCE_RUNS = 1000  # a candidate's evidence runs the gate weighs (every attempt counts)
 
 
 def _quote(value: str) -> str:
@@ -49,13 +53,26 @@ def _quote(value: str) -> str:
     raise ValueError(f"names containing both quote characters are not supported: {value!r}")
 
 
+def _data_text(run) -> str:
+    """A run's data for people: its name and the start of its content hash."""
+    return f"data '{run.data.tags.get(TAG_DATA_NAME, '?')}' ({run.data.tags.get(TAG_DATA_HASH, '')[:12]}…)"
+
+
+@dataclass(frozen=True)
+class RequiredSet:
+    """A set the policy requires, with its registered versions newest first (none: unregistered)."""
+
+    name: str
+    versions: tuple[SetVersion, ...]
+
+
 def _run_time(run) -> datetime:
     millis = run.info.end_time or run.info.start_time or 0
     return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
 
 
 class EvidenceSource:
-    """Looks up the newest finished evidence and drift runs for a model version."""
+    """Finds a candidate's evidence runs (all of them: every attempt counts) and its newest drift run."""
 
     def __init__(self, db_uri: str):
         self._db_uri = db_uri  # the registry's database: its tracking tables hold the evidence in process
@@ -74,16 +91,17 @@ class EvidenceSource:
                 self._store = _get_store(self._db_uri)
         return self._store
 
-    def _experiment_ids(self) -> list[str]:
+    def _experiment_ids(self, view_type: int = ViewType.ACTIVE_ONLY) -> list[str]:
         ids, token = [], None
         while True:
-            page = self.tracking_store.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            page = self.tracking_store.search_experiments(view_type=view_type, max_results=1000, page_token=token)
             ids += [e.experiment_id for e in page]
             token = page.token
             if not token:
                 return ids
 
     def _search(self, filters: dict[str, str], max_results: int, experiment_ids: list[str] | None = None) -> list:
+        """The newest finished, active runs with these tags."""
         clauses = [f"tags.`{key}` = {_quote(value)}" for key, value in filters.items()]
         clauses.append("attributes.status = 'FINISHED'")
         return list(self.tracking_store.search_runs(
@@ -118,22 +136,25 @@ class EvidenceSource:
         manifest = evidence.parse_manifest(self._read_artifact(run, EVIDENCE_MANIFEST_PATH))
         return evidence.parse_outcomes(self._read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
 
-    def find_evidence(self, candidate: VersionRef, baseline_version: str | None) -> EvidenceFinding | None:
-        """The newest finished evidence run for ``candidate``, preferring one against ``baseline_version``."""
-        experiment_ids = self._experiment_ids()
-        runs = self._search(
-            {
-                TAG_EVIDENCE: "1",
-                TAG_CANDIDATE_NAME: candidate.name,
-                TAG_CANDIDATE_VERSION: candidate.version,
-            },
-            _MAX_CANDIDATE_RUNS,
-            experiment_ids,
-        )
-        if not runs:
-            return None
-        wanted = baseline_version or NO_BASELINE
-        run = next((r for r in runs if r.data.tags.get(TAG_BASELINE_VERSION) == wanted), runs[0])
+    def _evidence_runs(self, candidate: VersionRef) -> list:
+        """Every finished evidence run of ``candidate``, newest first — deleted ones and those in
+        deleted experiments too: every attempt counts, and deleting a failed one must not hide it."""
+        query = " and ".join([f"tags.`{TAG_EVIDENCE}` = '1'",
+                              f"tags.`{TAG_CANDIDATE_NAME}` = {_quote(candidate.name)}",
+                              f"tags.`{TAG_CANDIDATE_VERSION}` = {_quote(candidate.version)}",
+                              "attributes.status = 'FINISHED'"])
+        experiments = self._experiment_ids(ViewType.ALL)
+        runs, token = [], None
+        while True:
+            page = self.tracking_store.search_runs(experiments, query, ViewType.ALL, max_results=_RUNS_PAGE,
+                                                   order_by=["attributes.start_time DESC"], page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token or len(runs) >= _MAX_EVIDENCE_RUNS:
+                return runs[:_MAX_EVIDENCE_RUNS]
+
+    def _finding(self, run, newer_hash: str | None = None) -> EvidenceFinding:
+        """One run read and parsed; any failure becomes the finding's error (the gate refuses with it)."""
         if not (run.inputs and run.inputs.dataset_inputs):  # SQL stores include inputs in search results
             run = self.tracking_store.get_run(run.info.run_id)
         hashes = frozenset(
@@ -147,14 +168,81 @@ class EvidenceSource:
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, evidence.EvidenceError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
             return EvidenceFinding(run.info.run_id, None, message, hashes, _run_time(run))
-        newest = self._search(
-            {TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
-             TAG_DATA_NAME: parsed.manifest.data.name},
-            1,
-            experiment_ids,
-        )
-        newer_hash = newest[0].data.tags.get(TAG_DATA_HASH) if newest else None
         return EvidenceFinding(run.info.run_id, parsed, None, hashes, _run_time(run), newer_hash)
+
+    def _outcome_files(self, runs: list) -> list:
+        """The runs of one data version with distinct outcome files (one per file hash): files
+        that are byte-identical need no comparison, the others are parsed and compared."""
+        distinct: dict[str, object] = {}
+        for run in runs:
+            try:
+                sha = evidence.parse_manifest(self._read_artifact(run, EVIDENCE_MANIFEST_PATH)).outcomes_sha256
+            except Exception:  # noqa: BLE001 - an unreadable run is its own "file": the comparison reports it
+                sha = run.info.run_id
+            distinct.setdefault(sha, run)
+        return list(distinct.values())
+
+    def gather(self, candidate: VersionRef, baseline_version: str | None,
+               sets: tuple[RequiredSet, ...]) -> tuple[EvidenceFinding | None, TrustFacts]:
+        """The deciding evidence run and everything else the gate must weigh (``registry_hooks.trust``).
+
+        Without required sets (the weak mode) the newest run against this baseline decides; with
+        them, the newest run on the first set's current version. Either way, every other data
+        version the candidate was evaluated on against this baseline is an earlier attempt, and
+        runs on one data version are compared with each other.
+        """
+        runs = self._evidence_runs(candidate)
+        wanted = baseline_version or NO_BASELINE
+        mine = [r for r in runs if r.data.tags.get(TAG_BASELINE_VERSION) == wanted]
+        groups: dict[str, list] = {}
+        for run in mine:
+            groups.setdefault(run.data.tags.get(TAG_DATA_HASH, ""), []).append(run)
+        live = set(self._experiment_ids())
+        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live]
+        mine_active = [r for r in mine if r in active]
+        if not sets:
+            return self._weak(candidate, active, mine_active, groups)
+        return self._registered(sets, mine_active, groups)
+
+    def _weak(self, candidate: VersionRef, active: list, mine_active: list, groups: dict[str, list]) -> tuple:
+        deciding = mine_active[0] if mine_active else None
+        if deciding is None:  # nothing against this baseline: the newest run says what it was against
+            return (self._finding(active[0]) if active else None), NO_TRUST_FACTS
+        data_hash = deciding.data.tags.get(TAG_DATA_HASH, "")
+        newest = self._search({TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
+                               TAG_DATA_NAME: deciding.data.tags.get(TAG_DATA_NAME, "")}, 1)
+        newer_hash = newest[0].data.tags.get(TAG_DATA_HASH) if newest else None
+        attempts = tuple(Attempt(_data_text(group[0]), self._finding(group[0]))
+                         for key, group in groups.items() if key != data_hash)
+        return self._finding(deciding, newer_hash), TrustFacts(attempts=attempts, same_data=self._same_data(groups))
+
+    def _registered(self, sets: tuple[RequiredSet, ...], mine_active: list, groups: dict[str, list]) -> tuple:
+        found, registered_hashes = [], set()
+        for required in sets:
+            versions = {v.content_hash: v for v in required.versions}
+            registered_hashes |= set(versions)
+            current = required.versions[0] if required.versions else None
+            on_current = [r for r in mine_active if current and r.data.tags.get(TAG_DATA_HASH) == current.content_hash]
+            older = tuple(sorted(versions[h].version for h in groups if h in versions and versions[h] is not current))
+            found.append(SetEvidence(required.name, current, self._finding(on_current[0]) if on_current else None, older))
+        primary_versions = {v.content_hash: v for v in sets[0].versions}
+        current_hash = sets[0].versions[0].content_hash if sets[0].versions else None
+        attempts = tuple(Attempt(str(primary_versions[key]), self._finding(group[0]))
+                         for key, group in groups.items() if key in primary_versions and key != current_hash)
+        unregistered = tuple(r.info.run_id for r in mine_active if r.data.tags.get(TAG_DATA_HASH) not in registered_hashes)
+        kept = {key: group for key, group in groups.items() if key in registered_hashes}
+        trust = TrustFacts(sets=tuple(found), attempts=attempts, same_data=self._same_data(kept), unregistered=unregistered)
+        return found[0].finding, trust
+
+    def _same_data(self, groups: dict[str, list]) -> tuple:
+        """Each data version evaluated by several runs with different outcome files, parsed for comparison."""
+        compared = []
+        for group in groups.values():
+            if len(group) > 1:
+                files = self._outcome_files(group)
+                if len(files) > 1:
+                    compared.append((_data_text(group[0]), tuple(self._finding(r) for r in files)))
+        return tuple(compared)
 
     def find_drift(self, candidate: VersionRef) -> DriftFinding | None:
         """The newest finished drift report for ``candidate``."""

@@ -98,6 +98,34 @@ def _register_auth_validators() -> None:
                                      ("baseline", "GET", read),
                                      ("promote", "POST", update), ("rollback", "POST", update)):
         auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/{route}", method)] = validator
+    auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/audit/verify", "GET")] = _can_verify_audit
+    auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets", "GET")] = lambda: True  # any signed-in user may read
+    auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets/register", "POST")] = _can_register_sets
+
+
+def _can_register_sets() -> bool:
+    """Which data counts as evidence is the gate's trust anchor: admins decide, and the users
+    named in ``GATEKEEPER_SET_REGISTRARS`` (names compared normalised)."""
+    from mlflow.server import auth
+
+    from registry_hooks import names
+    from registry_hooks.contract import SET_ADMINS_ENV
+
+    if auth.sender_is_admin():
+        return True
+    allowed = {names.normalise(u) for u in os.environ.get(SET_ADMINS_ENV, "").split(",") if u.strip()}
+    username = request.authorization.username if request.authorization else None
+    return username is not None and names.normalise(username) in allowed
+
+
+def _can_verify_audit() -> bool:
+    """One model's audit chain: whoever may read that model. The whole log names every model, so
+    without a name it is for admins only (basic-auth lets admins past before any validator)."""
+    from mlflow.server import auth
+
+    if request.args.get("name") is not None:
+        return auth.validate_can_read_registered_model()
+    return auth.sender_is_admin()
 
 
 def run_view(view: Callable[[dict[str, Any], Any], Any], params: dict[str, Any], store) -> Any:
@@ -171,6 +199,27 @@ def baseline(params: dict[str, Any], store) -> dict[str, Any]:
     return {"version": found.version, "source": found.source}
 
 
+def audit_verify(params: dict[str, Any], store) -> dict[str, Any]:
+    """The audit chain recomputed: one model's (``name``), or every model's."""
+    name = params.get("name")
+    return store.verify_audit(None if name is None else parse_name(name)).to_dict()
+
+
+def sets(params: dict[str, Any], store) -> dict[str, Any]:
+    """Every version of one set (``name``), or the current version of every set."""
+    from plugins import set_registry
+
+    return {"sets": [v.to_dict() for v in set_registry.listing(store, params.get("name"))]}
+
+
+def sets_register(params: dict[str, Any], store) -> dict[str, Any]:
+    """Record the next version of a set from the facts ``gatekeeper sets register`` computed."""
+    from plugins import set_registry
+    from plugins.request_context import current_actor
+
+    return {"set": set_registry.register(store, params, current_actor()).to_dict()}
+
+
 _HTTP_ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED"}
 
 
@@ -190,6 +239,9 @@ def blueprint() -> Blueprint:
     for view, methods in ((explain, ["GET"]), (history, ["GET"]), (policy, ["GET"]), (baseline, ["GET"]),
                           (promote, ["POST"]), (rollback, ["POST"])):
         routes.add_url_rule(f"{API_PREFIX}/{view.__name__}", view_func=_route(view), methods=methods)
+    routes.add_url_rule(f"{API_PREFIX}/audit/verify", view_func=_route(audit_verify), methods=["GET"])
+    routes.add_url_rule(f"{API_PREFIX}/sets", view_func=_route(sets), methods=["GET"])
+    routes.add_url_rule(f"{API_PREFIX}/sets/register", view_func=_route(sets_register), methods=["POST"])
     return routes
 
 

@@ -7,6 +7,9 @@
   recorded the table's full content hash (``gatekeeper.content_hash``, as every job of this
   project does), the table read must still have that hash: evaluating "the data run X used" on a
   file that has since changed would be evidence about other data;
+- a registered evaluation set: ``set:NAME`` (its current version) or ``set:NAME@VERSION``, resolved
+  through the gate (``gatekeeper sets register``) and read from its registered source; the table
+  read must have the registered content hash, and the evidence is then named after the set;
 - from Python, a ``pandas.DataFrame`` or an ``mlflow.data`` ``PandasDataset``, read from memory.
 """
 
@@ -19,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from projects.datasets import DataError, local_path, source_uri
-from registry_hooks.contract import INPUT_TAG_CONTENT_HASH, INPUT_TAG_SOURCE
+from registry_hooks.contract import INPUT_TAG_CONTENT_HASH, INPUT_TAG_SOURCE, SET_DATA_PREFIX
 
 DATASET_SCHEME = "dataset:"
 _DATASET_REFERENCE = re.compile(rf"^{DATASET_SCHEME}(?P<run_id>[A-Za-z0-9]+)(?:/(?P<name>.+))?$")
+_SET_REFERENCE = re.compile(rf"^{SET_DATA_PREFIX}(?P<name>[^@]+?)(?:@v?(?P<version>[0-9]+))?$")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -37,18 +41,21 @@ class TableInput:
     name: str
     reference: str
     expected_hash: str | None = None
+    label: str | None = None  # a registered set's label column: the evaluation must use it
 
     def check_hash(self, content_hash: str) -> None:
-        """Refuse a table whose content is not what the referenced run logged."""
+        """Refuse a table whose content is not what the referenced run logged or the set registered."""
         if self.expected_hash and content_hash != self.expected_hash:
+            what = "the registered set" if self.label else "the table its run logged"
             raise DataError(
-                f"{self.reference} is not the table its run logged: {self.source} now has content hash "
-                f"{content_hash[:16]}…, the run recorded {self.expected_hash[:16]}… (the file changed since)"
+                f"{self.reference} is not {what}: {self.source} now has content hash "
+                f"{content_hash[:16]}…, {self.expected_hash[:16]}… was recorded (the file changed since)"
             )
 
 
-def open_table(data, name: str | None = None) -> TableInput:
-    """Resolve ``data`` (see the module docstring); ``name`` overrides the dataset name."""
+def open_table(data, name: str | None = None, gate=None) -> TableInput:
+    """Resolve ``data`` (see the module docstring); ``name`` overrides the dataset name; ``gate``
+    (a ``GatekeeperClient``) resolves ``set:`` references."""
     if isinstance(data, pd.DataFrame):
         return TableInput(data, source="in-memory DataFrame", name=name or "dataframe", reference="a DataFrame")
     if _is_pandas_dataset(data):
@@ -60,6 +67,8 @@ def open_table(data, name: str | None = None) -> TableInput:
     text = str(data)
     if text.startswith(DATASET_SCHEME):
         return _logged_dataset(text, name)
+    if text.startswith(SET_DATA_PREFIX):
+        return _registered_set(text, gate)
     return TableInput(local_path(text), source=text, name=name or _file_name(text), reference=text)
 
 
@@ -93,6 +102,23 @@ def _logged_dataset(reference: str, name: str | None) -> TableInput:
                         "that names no file, so it cannot be read back; pass the file itself")
     return TableInput(local_path(uri), source=uri, name=name or dataset.name, reference=reference,
                       expected_hash=tags.get(INPUT_TAG_CONTENT_HASH) or None)
+
+
+def _registered_set(reference: str, gate) -> TableInput:
+    """A registered set's version, read from its source and held to its content hash. The name
+    is the set's own (``name`` cannot rename it: the evidence must say which set it is on)."""
+    match = _SET_REFERENCE.match(reference)
+    if not match:
+        raise DataError(f"a set reference looks like {SET_DATA_PREFIX}NAME or {SET_DATA_PREFIX}NAME@VERSION, got {reference!r}")
+    if gate is None:
+        raise DataError(f"{reference} names a registered evaluation set, which only a gated registry has "
+                        "(a tracking URI whose registry is gatekeeper:…)")
+    try:
+        found = gate.set_version(match["name"].strip(), int(match["version"]) if match["version"] else None)
+    except Exception as exc:  # unknown set or version, server unreachable: the gate's message says which
+        raise DataError(f"cannot resolve {reference}: {exc}") from exc
+    return TableInput(local_path(found["source"]), source=found["source"], name=found["name"], reference=reference,
+                      expected_hash=found["content_hash"], label=found["label_column"])
 
 
 def _is_pandas_dataset(data) -> bool:

@@ -50,6 +50,9 @@ class Kind(TextEnum):
     FIRST_RELEASE = "first_release"  # an absolute floor without a baseline
     DRIFT = "drift"
     ROLLBACK = "rollback"
+    SET = "set"  # evidence on a registered evaluation set (coverage, version, or a guard set's regression)
+    ATTEMPTS = "attempts"  # every earlier attempt on other data, and agreement between runs on the same data
+    VERIFICATION = "verification"  # the outcomes re-scored by a verifier
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,12 @@ class SliceRef:
         return self.column if self.value is None else f"{self.column}={self.value}"
 
 
-def check_name(kind: Kind, metric: str | None = None, slice: SliceRef | None = None) -> str:  # noqa: A002
-    """``kind[:slice][:metric]``, e.g. ``primary:accuracy``, ``slice:weather=rain:accuracy``, ``drift``."""
-    return ":".join([kind.value] + ([str(slice)] if slice else []) + ([metric] if metric else []))
+def check_name(kind: Kind, metric: str | None = None, slice: SliceRef | None = None,  # noqa: A002
+               evaluation_set: str | None = None) -> str:
+    """``kind[:set][:slice][:metric]``, e.g. ``primary:accuracy``, ``slice:weather=rain:accuracy``,
+    ``set:hard-cases:accuracy``, ``drift``."""
+    parts = [evaluation_set] if evaluation_set else []
+    return ":".join([kind.value] + parts + ([str(slice)] if slice else []) + ([metric] if metric else []))
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class Check:
     numbers: Mapping[str, Any] = field(default_factory=dict)
     metric: str | None = None
     slice: SliceRef | None = None
+    evaluation_set: str | None = None  # the registered set a SET or VERIFICATION check is about
 
     def __post_init__(self) -> None:
         # Frozen fields alone would still let a caller edit the numbers behind a recorded verdict.
@@ -83,7 +90,7 @@ class Check:
 
     @property
     def name(self) -> str:
-        return check_name(self.kind, self.metric, self.slice)
+        return check_name(self.kind, self.metric, self.slice, self.evaluation_set)
 
     def to_dict(self) -> dict[str, Any]:
         """The audit log's and the REST API's form: the same four keys and strings as always."""

@@ -276,3 +276,36 @@ def _floor_verdict(made: partial[Check], threshold, value: float) -> Check:
     outcome = Outcome.PASS if low_ok and high_ok and math.isfinite(value) else Outcome.FAIL_WORSE
     return made(outcome, f"first release: {threshold.metric} = {fmt(value)}, required {bounds}",
                 {"value": value, "min": threshold.min, "max": threshold.max})
+
+
+# ---------------------------------------------------------------------------------- guard sets
+
+
+def guard_check(policy: ModelPolicy, set_name: str, evidence: Evidence, n_guards: int) -> Check:
+    """A further required set (``evaluation.sets[1:]``, e.g. ``hard-cases``): the primary metric
+    may not be shown worse than ``slices.tolerance``, Bonferroni over the guard sets like slices
+    in ``detect`` mode — a guard catches a known failure coming back, it does not ask for an
+    improvement."""
+    metric, tolerance = policy.primary.metric, policy.slices.tolerance
+    made = partial(Check, Kind.SET, metric=metric, evaluation_set=set_name)
+    try:
+        labels = evidence_labels(policy, evidence)
+    except ValueError as exc:
+        return made(Outcome.FAIL_INSUFFICIENT, f"{_name(made)}: evidence run {evidence.run_id} cannot be scored: {exc}")
+    lacking = _lacking(policy, metric, evidence.outcomes, labels)
+    if lacking:
+        return made(Outcome.FAIL_INSUFFICIENT, f"{_name(made)}: not enough evidence to compare: {lacking}; register a "
+                    "larger version of the set", {"n": evidence.n, "minimum": lacking})
+    alpha = (1 - policy.confidence) / n_guards
+    c = _compare(policy, metric, evidence.outcomes, labels, margin=-tolerance, tolerance=tolerance,
+                 confidence=1 - alpha)
+    text = f"{_summary(c)} (n={c.n}, tolerance {tolerance:g}, run {evidence.run_id})"
+    if not math.isfinite(c.improvement) or not math.isfinite(c.p_worse):
+        return _not_a_number(made, c)
+    if c.p_worse < alpha:
+        return made(Outcome.FAIL_WORSE, f"{_name(made)}: regressed beyond tolerance on this guard set: {text}; "
+                    f"one-sided {pct(1 - alpha)} upper bound {fmt(c.ci_high)} < -{tolerance:g}", c.to_dict())
+    if c.improvement < -tolerance:
+        return made(Outcome.WARN, f"{_name(made)}: worse than tolerance in this sample, not significantly: {text}",
+                    c.to_dict())
+    return made(Outcome.PASS, f"{_name(made)}: within tolerance: {text}", c.to_dict())

@@ -69,6 +69,7 @@ TAG_POLICY_HASH = "gatekeeper.policy_hash"
 
 # -- the gate's own tables (registry_hooks/audit: one Alembic chain) --------------------------------
 DECISIONS_TABLE = "gatekeeper_decisions"  # the append-only, hash-chained audit log
+AUDIT_HEADS_TABLE = "gatekeeper_audit_heads"  # the signed head of each model's audit chain
 EVAL_SETS_TABLE = "gatekeeper_eval_sets"  # registered evaluation-set versions (append-only)
 VERIFICATIONS_TABLE = "gatekeeper_verifications"  # re-scoring requests and their signed results
 SECRET_TABLE = "gatekeeper_secret"  # the generated server secret, when none is configured

@@ -17,8 +17,17 @@ from typing import Any
 from registry_hooks import comparison_checks
 from registry_hooks.checks import Check, Kind, Outcome, TextEnum
 from registry_hooks.drift_summary import DriftSummary, parse_timestamp
-from registry_hooks.evidence import Evidence, VersionRef
+from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy
+from registry_hooks.trust import (
+    NO_TRUST_FACTS,
+    Baseline,
+    EvidenceFinding,
+    TrustFacts,
+    evidence_check,
+    evidence_digests,
+    trust_checks,
+)
 
 
 class Verdict(TextEnum):
@@ -46,14 +55,6 @@ _HEADS = {
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """The version a candidate must beat, and how it was found (for the messages and the log)."""
-
-    version: str | None
-    source: str  # e.g. "alias 'champion'", "stage Production", "audit log", "none (first release)"
-
-
-@dataclass(frozen=True)
 class Production:
     """Who holds the protected targets when the candidate is judged (``str(target)``: ``alias
     'champion'``, ``stage Production``). A candidate that already is all of production needs no
@@ -68,18 +69,6 @@ class Production:
 
 
 NOT_IN_PRODUCTION = Production()
-
-
-@dataclass(frozen=True)
-class EvidenceFinding:
-    """One evaluation run found for the candidate, with the facts needed to judge its freshness."""
-
-    run_id: str
-    evidence: Evidence | None
-    error: str | None
-    logged_data_hashes: frozenset[str]
-    run_time: datetime
-    newer_data_hash: str | None = None  # a newer evaluation of the same data set used other rows
 
 
 @dataclass(frozen=True)
@@ -100,6 +89,7 @@ class Decision:
     baseline: Baseline
     checks: tuple[Check, ...]
     evidence_run_ids: tuple[str, ...]
+    digests: tuple[tuple[str, str], ...] = ()  # (what, sha256) of the evidence judged: the audit chain keeps them
 
     @property
     def approved(self) -> bool:
@@ -179,64 +169,6 @@ def rolled_back(candidate: VersionRef, replaced: str | None) -> Decision:
     )
 
 
-def _evidence_checks(
-    policy: ModelPolicy, candidate: VersionRef, baseline: Baseline, finding: EvidenceFinding | None, now: datetime
-) -> Check:
-    """Is there usable, fresh evidence for *this* candidate against *this* baseline?"""
-    evaluate_hint = (
-        f"run `mlflow run . -e evaluate -P model=models:/{candidate.name}/{candidate.version} ...` "
-        "(or log evidence with registry_hooks.evidence.log_evidence)"
-    )
-    if finding is None:
-        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"no evidence: no finished evaluation run for {candidate}; {evaluate_hint}")
-    numbers = {"run_id": finding.run_id}
-    if finding.evidence is None:
-        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}", numbers)
-    manifest = finding.evidence.manifest
-    if (manifest.candidate.name, manifest.candidate.version) != (candidate.name, candidate.version):
-        return Check(
-            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
-            f"evidence run {finding.run_id} is about {manifest.candidate}, not {candidate}", numbers,
-        )
-    evidence_baseline = manifest.baseline.version if manifest.baseline else None
-    if manifest.baseline and manifest.baseline.name != candidate.name:
-        evidence_baseline = f"{manifest.baseline.name}/{manifest.baseline.version}"
-    if evidence_baseline != baseline.version:
-        against = f"v{evidence_baseline}" if evidence_baseline else "no baseline (first release)"
-        now_text = f"v{baseline.version} ({baseline.source})" if baseline.version else "no production version"
-        return Check(
-            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
-            f"stale evidence: run {finding.run_id} compared against {against}, but the baseline is now "
-            f"{now_text}; re-evaluate against it: {evaluate_hint}",
-            numbers,
-        )
-    data_hash = manifest.data.content_hash
-    if data_hash not in finding.logged_data_hashes:
-        return Check(
-            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
-            f"evidence run {finding.run_id} claims data {data_hash[:12]}… but logged no dataset input with "
-            "that gatekeeper.content_hash, so the data cannot be verified",
-            numbers,
-        )
-    if finding.newer_data_hash and finding.newer_data_hash != data_hash:
-        return Check(
-            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
-            f"stale evidence: evaluation data '{manifest.data.name}' changed since run {finding.run_id} "
-            f"(evidence used {data_hash[:12]}…, newest is {finding.newer_data_hash[:12]}…); re-evaluate on the current data",
-            numbers,
-        )
-    age = (now - min(manifest.created_at, finding.run_time)).total_seconds()
-    numbers.update(age_seconds=round(age, 1), max_age_seconds=policy.evidence.max_age_seconds, n=finding.evidence.n)
-    if age > policy.evidence.max_age_seconds:
-        return Check(
-            Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT,
-            f"stale evidence: run {finding.run_id} is {age / 3600:.1f} h old, the policy allows "
-            f"{policy.evidence.max_age_seconds / 3600:.1f} h; re-evaluate",
-            numbers,
-        )
-    return Check(Kind.EVIDENCE, Outcome.PASS, f"evidence run {finding.run_id}: {finding.evidence.n} examples on data {data_hash[:12]}…", numbers)
-
-
 def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFinding | None, now: datetime) -> Check | None:
     rules = policy.drift
     if not rules.required:
@@ -301,12 +233,20 @@ def decide(
     drift: DriftFinding | None,
     now: datetime,
     production: Production = NOT_IN_PRODUCTION,
+    trust: TrustFacts = NO_TRUST_FACTS,
 ) -> Decision:
-    """Judge one candidate. Never raises on bad evidence: that becomes a failing check."""
-    checks = [_evidence_checks(policy, candidate, baseline, evidence, now)]
+    """Judge one candidate. Never raises on bad evidence: that becomes a failing check.
+
+    ``evidence`` is the deciding run (with registered sets: the one on the first set's current
+    version); ``trust`` what else the store found: the required sets, earlier attempts, runs on
+    the same data, verifications (``registry_hooks.trust``)."""
+    usable = evidence_check(policy, candidate, baseline, evidence, now)
+    trusted = trust_checks(policy, candidate, baseline, trust, now)
     drift_check = _drift_check(policy, candidate, drift, now)
-    if checks[0].outcome == Outcome.PASS:
-        checks += _comparison_checks(policy, baseline, evidence, [drift_check] if drift_check else [])
+    checks = [usable] if evidence is not None or not trust.sets else []  # else the set's check says what is missing
+    if usable.outcome == Outcome.PASS:
+        checks += _comparison_checks(policy, baseline, evidence, [c for c in trusted + [drift_check] if c is not None])
+    checks += trusted
     if drift_check is not None:
         checks.append(drift_check)
     outcomes = {c.outcome for c in checks}
@@ -320,5 +260,7 @@ def decide(
             Kind.EVIDENCE, Outcome.PASS,
             f"already production through {production.held[0]}; extending it to {production.requested[0]}",
         )]
-    run_ids = tuple(f.run_id for f in (evidence, drift) if f is not None)
-    return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=tuple(checks), evidence_run_ids=run_ids)
+    extra = [s.finding for s in trust.sets[1:] if s.finding is not None] + [a.finding for a in trust.attempts]
+    run_ids = tuple(dict.fromkeys(f.run_id for f in (evidence, *extra, drift) if f is not None))
+    return Decision(verdict=verdict, candidate=candidate, baseline=baseline, checks=tuple(checks), evidence_run_ids=run_ids,
+                    digests=evidence_digests(evidence, trust))

@@ -160,10 +160,18 @@ class Evidence:
     candidate_only: ModelOutcomes
     label: np.ndarray
     slices: dict[str, np.ndarray]
+    row_id_column: Any = None  # the outcomes' row ids as an Arrow column, decoded only on demand
 
     @property
     def n(self) -> int:
         return int(self.label.shape[0])
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """Each row's id as text (decoded now: most judgements never need them)."""
+        if self.row_id_column is None:
+            return np.arange(self.n).astype(str)
+        return np.asarray(self.row_id_column.to_pylist(), dtype=object).astype(str)
 
 
 def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -> ModelOutcomes:
@@ -229,12 +237,15 @@ def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
         raise EvidenceError("outcomes are empty: evaluate on at least one example")
     if "row_id" in table.column_names and pc.count_distinct(table.column("row_id")).as_py() != table.num_rows:
         raise EvidenceError("outcomes.row_id has duplicates: each example must appear once")
-    # Row ids are checked above and never needed again: not turning 100k strings into Python
-    # objects is most of the parse time. Slice values arrive dictionary-encoded, a few strings.
+    # Row ids stay an Arrow column: turning 100k strings into Python objects is most of the parse
+    # time, and only agreement checks and the verifier need them. Slice values arrive
+    # dictionary-encoded, a few strings.
     columns = {
         name: _column_array(table.column(name), as_text=name.startswith("slice."))
         for name in table.column_names if name != "row_id"
     }
+    if "row_id" in table.column_names:
+        columns["row_id"] = table.column("row_id")
     names, n_rows = set(table.column_names), table.num_rows
     del table
     pa.default_memory_pool().release_unused()  # hand parsed-and-dropped buffers back to the OS
@@ -269,7 +280,8 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
             raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
         slices[column] = columns[key]
     return Evidence(
-        run_id=run_id, manifest=manifest, outcomes=paired, candidate_only=candidate, label=label, slices=slices
+        run_id=run_id, manifest=manifest, outcomes=paired, candidate_only=candidate, label=label, slices=slices,
+        row_id_column=columns["row_id"],
     )
 
 

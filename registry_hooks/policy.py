@@ -130,6 +130,38 @@ class DriftRules:
 
 
 @dataclass(frozen=True)
+class VerifyRules:
+    """How many rows of a registered set a verifier re-scores before evidence on it is trusted
+    (0: no verification — the evidence is then only as good as the evaluator's word)."""
+
+    sample: int = 256
+
+
+@dataclass(frozen=True)
+class EvaluationRules:
+    """Which registered evaluation sets count as evidence (``registry_hooks.eval_sets``).
+
+    ``sets`` empty: the weak mode — evidence on any data the evaluator chose is judged (every
+    attempt still counts). Otherwise the first set is the one the candidate must be shown better
+    on; each further set is a guard the candidate must not be shown worse on (the primary metric,
+    within ``slices.tolerance``), e.g. ``hard-cases``: a failure found once is tested forever.
+    ``min_rows``: the smallest registered version of a required set the gate accepts.
+    """
+
+    sets: tuple[str, ...] = ()
+    min_rows: int = 0
+    verify: VerifyRules = field(default_factory=VerifyRules)
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.sets)
+
+    @property
+    def verified(self) -> bool:
+        return self.registered and self.verify.sample > 0
+
+
+@dataclass(frozen=True)
 class ModelPolicy:
     """The effective rules for one registered model (defaults merged with the matching override).
 
@@ -146,6 +178,7 @@ class ModelPolicy:
     first_release: tuple[AbsoluteThreshold, ...] = ()
     evidence: EvidenceRules = field(default_factory=EvidenceRules)
     drift: DriftRules = field(default_factory=DriftRules)
+    evaluation: EvaluationRules = field(default_factory=EvaluationRules)
     allow_overrides: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,6 +408,21 @@ def _evidence_rules(evidence: _Reader, labels: tuple[Any, Any], path: str) -> Ev
     )
 
 
+def _evaluation_rules(evaluation: _Reader, path: str) -> EvaluationRules:
+    """The required sets (distinct after normalising: ``Golden`` and ``golden`` are one set)."""
+    sets = evaluation.names("sets")
+    seen = [names.normalise(s) for s in sets]
+    if len(set(seen)) != len(seen):
+        raise PolicyError(f"{path}.evaluation.sets: a set is named twice (names compare case- and width-blind): {list(sets)}")
+    verify = evaluation.child("verify")
+    verify.check_keys(set(DEFAULT_POLICY["evaluation"]["verify"]))
+    return EvaluationRules(
+        sets=tuple(s.strip() for s in sets),
+        min_rows=int(evaluation.number("min_rows", 0, 10**12, integer=True)),
+        verify=VerifyRules(sample=int(verify.number("sample", 0, 10**6, integer=True))),
+    )
+
+
 def _drift_rules(drift: _Reader, path: str) -> DriftRules:
     return DriftRules(
         required=drift.boolean("required"),
@@ -400,6 +448,7 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
     drift = _section(root, "drift")
     if drift.data.get("mode") not in ("block", "warn"):
         raise PolicyError(f"{path}.drift.mode: expected 'block' or 'warn', got {drift.data.get('mode')!r}")
+    evaluation = _section(root, "evaluation")
     overrides = _section(root, "overrides")
     return _check_resolution(ModelPolicy(
         targets=targets,
@@ -411,6 +460,7 @@ def _model_policy(data: dict[str, Any], path: str) -> ModelPolicy:
         first_release=_list_of(data.get("first_release") or [], f"{path}.first_release", _absolute),
         evidence=_evidence_rules(evidence, labels, path),
         drift=_drift_rules(drift, path),
+        evaluation=_evaluation_rules(evaluation, path),
         allow_overrides=overrides.boolean("allowed"),
     ), path)
 

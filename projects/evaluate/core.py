@@ -245,7 +245,10 @@ def _plan(asked: _Asked, gate) -> _Plan:
     except Exception as exc:
         raise EvaluationError(f"model version {name} v{version} does not exist: {exc}") from exc
     slices = _policy_slices(gate, name) if asked.slices is None else asked.slices
-    table = open_table(asked.data, asked.data_name)
+    table = open_table(asked.data, asked.data_name, gate)
+    if table.label is not None and table.label != asked.label:
+        raise EvaluationError(f"{table.reference} is labelled by column {table.label!r}: pass --label {table.label} "
+                              f"(-P label={table.label}), not {asked.label!r}")
     columns = dict(table_columns(table.table))
     _check_columns(columns, asked.label, slices)
     task = infer_task(columns[asked.label], asked.task)

@@ -2,7 +2,8 @@
 
 Every function takes the caller's SQLAlchemy session so an audit row commits or rolls back
 together with the registry change it describes: a promotion is never recorded without happening,
-nor happens without being recorded.
+nor happens without being recorded. ``append`` also extends the model's hash chain
+(``registry_hooks.audit.chain``) in that same transaction.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, text
 from sqlalchemy.orm import Session
 
-from registry_hooks.audit.models import SqlDecision
-from registry_hooks.contract import AUDIT_VERSION_TABLE
+from registry_hooks.audit import chain
+from registry_hooks.audit.models import SqlAuditHead, SqlDecision
+from registry_hooks.contract import AUDIT_VERSION_TABLE, DECISIONS_TABLE
 from registry_hooks.decision import Action
 from registry_hooks.transactions import retrying
 
@@ -80,16 +82,28 @@ class DecisionRecord:
     evidence_run_ids: list[str]
     policy_hash: str
     replaced: dict[str, Any] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)  # evidence name -> hex digest judged on
     id: int | None = None
     created_at: int | None = None
+    prev_hash: str | None = None  # the chain, as stored (None on rows written before it)
+    row_hash: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def append(session: Session, record: DecisionRecord) -> DecisionRecord:
-    """Insert one decision; returns it with its id and timestamp filled in."""
+def append(session: Session, record: DecisionRecord, secret: bytes) -> DecisionRecord:
+    """Insert one decision, chained to the model's previous one; returns it with its id, timestamp
+    and hashes filled in.
+
+    The caller holds the per-model lock (a row lock on the registered model on PostgreSQL, BEGIN
+    IMMEDIATE on SQLite), so the model's head read here is still its head at commit; the head of
+    all models is row-locked here.
+    """
+    head, head_trusted = chain.claim_head(session, secret, record.model_name)
+    total, total_trusted = chain.claim_head(session, secret, chain.ALL_MODELS)
     row = SqlDecision(
+        id=_next_id(session, total),
         created_at=int(time.time() * 1000),
         model_name=record.model_name,
         candidate_version=record.candidate_version,
@@ -104,10 +118,27 @@ def append(session: Session, record: DecisionRecord) -> DecisionRecord:
         evidence_run_ids=json.dumps(record.evidence_run_ids),
         replaced=json.dumps(record.replaced),
         policy_hash=record.policy_hash,
+        digests=json.dumps(record.digests, sort_keys=True),
+        prev_hash=head.last_hash or chain.GENESIS,
     )
+    row.row_hash = chain.row_hash(secret, row.prev_hash, row)
     session.add(row)
     session.flush()
-    return replace(record, id=row.id, created_at=row.created_at)
+    chain.advance(secret, head, head_trusted, row)
+    chain.advance(secret, total, total_trusted, row)
+    session.flush()
+    return replace(record, id=row.id, created_at=row.created_at, prev_hash=row.prev_hash, row_hash=row.row_hash)
+
+
+def _next_id(session: Session, total: SqlAuditHead) -> int:
+    """The new row's id, chosen before the insert: it is part of the hashed row, and the append-only
+    triggers forbid writing the hash afterwards. PostgreSQL draws it from the table's sequence; on
+    SQLite the caller's BEGIN IMMEDIATE makes max + 1 safe, and an id the log ever sealed is never
+    handed out again (a deleted last row must not be replaced by a new one with its number)."""
+    if session.get_bind().dialect.name == "postgresql":
+        sequence = text(f"SELECT nextval(pg_get_serial_sequence('{DECISIONS_TABLE}', 'id'))")
+        return session.execute(sequence).scalar_one()
+    return max(session.query(func.max(SqlDecision.id)).scalar() or 0, total.last_id or 0) + 1
 
 
 def _decode(row: SqlDecision) -> DecisionRecord:
@@ -127,6 +158,9 @@ def _decode(row: SqlDecision) -> DecisionRecord:
         evidence_run_ids=json.loads(row.evidence_run_ids),
         replaced=json.loads(row.replaced),
         policy_hash=row.policy_hash,
+        digests=json.loads(row.digests) if row.digests else {},
+        prev_hash=row.prev_hash,
+        row_hash=row.row_hash,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 
-from registry_hooks.contract import DECISIONS_TABLE, EVAL_SETS_TABLE, SECRET_TABLE, VERIFICATIONS_TABLE
+from registry_hooks.contract import AUDIT_HEADS_TABLE, DECISIONS_TABLE, EVAL_SETS_TABLE, SECRET_TABLE, VERIFICATIONS_TABLE
 
 Base = declarative_base()
 
@@ -35,8 +35,29 @@ class SqlDecision(Base):
     evidence_run_ids = Column(Text, nullable=False)  # JSON list
     replaced = Column(Text, nullable=False)  # JSON: what the write displaced (old holders)
     policy_hash = Column(String(64), nullable=False)
+    # The audit chain (registry_hooks/audit/chain.py); NULL on rows written before it existed.
+    digests = Column(Text, nullable=True)  # JSON object: evidence name -> hex digest it was judged on
+    prev_hash = Column(String(64), nullable=True)  # row_hash of the model's previous decision
+    row_hash = Column(String(64), nullable=True)  # HMAC of prev_hash and this row
 
     __table_args__ = (Index("idx_gatekeeper_decisions_model", "model_name", "id"),)
+
+
+class SqlAuditHead(Base):
+    """The end of one model's audit chain: its last row, that row's hash and how many rows it has.
+
+    Overwritten on every decision (no append-only trigger) and signed with the server secret, so a
+    deleted last row or a deleted history is visible: the rows alone cannot tell. The head named
+    ``""`` counts the rows of every model, for a history deleted together with its own head.
+    """
+
+    __tablename__ = AUDIT_HEADS_TABLE
+
+    model_name = Column(String(256), primary_key=True)
+    last_id = Column(Integer, nullable=True)
+    last_hash = Column(String(64), nullable=True)
+    count = Column(Integer, nullable=False, default=0)
+    signature = Column(String(64), nullable=True)
 
 
 class SqlEvalSet(Base):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -62,7 +63,7 @@ def test_migrations_live_beside_mlflows_and_the_log_is_append_only(tmp_path, gat
     with sqlite3.connect(db) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"gatekeeper_decisions", "alembic_version_gatekeeper", "alembic_version", "registered_models"} <= tables
-        assert connection.execute("SELECT version_num FROM alembic_version_gatekeeper").fetchall() == [("0001_decisions",)]
+        assert connection.execute("SELECT version_num FROM alembic_version_gatekeeper").fetchall() == [(_gate_head(),)]
         assert connection.execute("SELECT count(*) FROM gatekeeper_decisions").fetchone() == (1,)
         for statement in ("UPDATE gatekeeper_decisions SET verdict = 'promote'", "DELETE FROM gatekeeper_decisions"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -142,3 +143,12 @@ def test_postgres_uvicorn_full_cycle(tmp_path, gate_policy, postgres_uri_factory
         with engine.connect() as connection, pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"):
             connection.execute(sqlalchemy.text("DELETE FROM gatekeeper_decisions"))
         engine.dispose()
+
+
+def _gate_head() -> str:
+    """The newest revision of the gate's own migration chain (what a fresh server must be at)."""
+    from alembic.script import ScriptDirectory
+
+    from registry_hooks.audit import log
+
+    return ScriptDirectory(str(Path(log.__file__).parent / "migrations")).get_current_head()
