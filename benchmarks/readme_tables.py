@@ -316,9 +316,27 @@ def calibration_slices(results: Path) -> str:
     return table(["slice case", "refusal wanted", *(f"{mode}: refused by slices" for mode in modes)], rows)
 
 
+def attempts(results: Path) -> str:
+    """Per pair of models and re-evaluation strategy, the promotion rate when the newest run alone
+    decides (before "every attempt counts") and under the rule, with the attempts made."""
+    record = load(results, "attempts")
+    header = ["models", "strategy", "promotion wanted", "promoted: newest run decides (before)",
+              "promoted: every attempt counts", "mean attempts made (before / now)"]
+    if record is None:
+        return table(header, [["—", "", "", NOT_MEASURED, "", ""]]) + "\n\n" + provenance({"attempts": None})
+    figures, rules = record["figures"], ("newest run only", "every attempt counts")
+    cell = lambda s: f"{s['rate']:.3f} ± {s['se']:.3f}"  # noqa: E731
+    rows = [[case["models"], case["strategy"], "yes" if case["promotion_wanted"] else "no",
+             *(cell(case["rules"][rule]) for rule in rules),
+             " / ".join(f"{case['rules'][rule]['mean_attempts']:.2f}" for rule in rules)]
+            for case in figures["cases"]]
+    return table(header, rows) + (f"\n\n{figures['reps']:,} replicates a case, ± Monte-Carlo standard error; nominal "
+                                  f"level {figures['nominal_level']:g}. ") + provenance({"attempts": record})
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
-    "calibration-slices": calibration_slices,
+    "calibration-slices": calibration_slices, "attempts": attempts,
 }
 
 

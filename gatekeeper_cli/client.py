@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from registry_hooks.contract import API_PREFIX, STORE_URI_PREFIX, is_server_uri
@@ -126,3 +127,22 @@ class GatekeeperClient:
         if match is None:
             raise GatekeeperError(f"set {found[0]['name']} has no version {version} (versions 1 to {found[0]['version']})")
         return match
+
+    def wait_for_verification(self, name: str, version: str | int, timeout_s: float = 300,
+                              poll_s: float = 2.0) -> dict[str, Any]:
+        """``explain`` until no verification of the candidate's evidence is still pending or
+        running (asking ``explain`` is what requests a verification the first time); the last
+        answer, whatever its verdict. Scripts call this between evaluate and promote, so that the
+        audit log records one decision instead of a refusal per poll."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            payload = self.explain(name, version)
+            waiting = [c for c in payload.get("checks", []) if _verification_waits(c)]
+            if not waiting or time.monotonic() >= deadline:
+                return payload
+            time.sleep(poll_s)
+
+
+def _verification_waits(check: dict[str, Any]) -> bool:
+    """A verification check that will change by itself: pending or running (not down, failed or forged)."""
+    return check["name"].startswith("verification") and check.get("numbers", {}).get("status") in ("pending", "running")

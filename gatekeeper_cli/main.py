@@ -103,6 +103,11 @@ def _sets(client: GatekeeperClient, args) -> dict[str, Any]:
     return {"sets": client.sets(args.name)}
 
 
+def _verified(payload: dict[str, Any]) -> bool:
+    """Every verification the policy asks for passed (none asked: nothing to verify, also a pass)."""
+    return all(c["outcome"] == "pass" for c in payload.get("checks", []) if c["name"].startswith("verification"))
+
+
 def _verify_worker(client: GatekeeperClient, args) -> int:
     """The verifier is a program of its own (it loads models: torch, scikit-learn…), started by
     module name like the server starts it; it needs the database, not a server URL."""
@@ -116,6 +121,8 @@ def _verify_worker(client: GatekeeperClient, args) -> int:
         return EXIT_ERROR
     command = [sys.executable, "-m", VERIFIER_MODULE, "--db-uri", client.tracking_uri, "--worker",
                "--poll", str(args.poll)] + (["--once"] if args.once else [])
+    if args.artifacts_destination:
+        command += ["--artifacts-destination", args.artifacts_destination]
     return subprocess.call(command)
 
 
@@ -149,9 +156,15 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--description")
     listing = sets.add_parser("list", help="the current version of every set, or every version of one")
     listing.add_argument("name", nargs="?")
+    verifying = commands.add_parser("verify", help="have the candidate's evidence verified (re-scored) and wait for it")
+    verifying.add_argument("model")
+    verifying.add_argument("version", type=_version)
+    verifying.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
     worker = commands.add_parser("verify-worker", help="re-score evidence for the gate: poll the verification queue")
     worker.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the queue")
     worker.add_argument("--once", action="store_true", help="verify what is pending now, then exit")
+    worker.add_argument("--artifacts-destination", help="the server's --artifacts-destination (models and sets stored "
+                        "as mlflow-artifacts:/ are read from there)")
     audit = commands.add_parser("audit", help="the audit log itself")
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
         "verify", help="recompute the audit chain: exit 1 if a decision was edited, deleted or reordered")
@@ -180,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             payload = _sets(client, args)
         elif args.command == "verify-worker":
             return _verify_worker(client, args)
+        elif args.command == "verify":
+            payload = client.wait_for_verification(args.model, args.version, args.timeout)
         else:
             payload = {"decisions": client.history(args.model, args.limit)}
     except PromotionRefused as exc:
@@ -202,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         _print_decision(payload, sys.stdout)
     if args.command == "explain" and payload.get("verdict") not in ("promote", "unchanged"):
+        return EXIT_REFUSED
+    if args.command == "verify" and not _verified(payload):
         return EXIT_REFUSED
     if args.command == "audit" and not payload["ok"]:
         return EXIT_REFUSED

@@ -39,7 +39,7 @@ from registry_hooks.evidence import VersionRef
 from registry_hooks.trust import NO_TRUST_FACTS, Attempt, EvidenceFinding, SetEvidence, TrustFacts
 
 _SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"
-_SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
+SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"  # set by `mlflow server`; a spawned verifier inherits it
 _RUNS_PAGE = 200
 _MAX_EVIDENCE_RUNS = 1000  # a candidate's evidence runs the gate weighs (every attempt counts)
 
@@ -112,7 +112,7 @@ class EvidenceSource:
     @staticmethod
     def _repository(uri: str):
         """The artifact repository behind a run's artifact URI, resolving the server's own proxy."""
-        if uri.startswith("mlflow-artifacts:") and os.environ.get(_SERVER_ARTIFACTS_ENV):
+        if uri.startswith("mlflow-artifacts:") and os.environ.get(SERVER_ARTIFACTS_ENV):
             from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
 
             return _get_artifact_repo_mlflow_artifacts(), urlparse(uri).path.lstrip("/") + "/"
@@ -120,7 +120,25 @@ class EvidenceSource:
 
         return get_artifact_repository(uri), ""
 
-    def _read_artifact(self, run, path: str) -> bytes:
+    @classmethod
+    def local_copy(cls, uri: str) -> str:
+        """A local path (or a URI MLflow's client reads) for an artifact URI: ``mlflow-artifacts:/…``
+        resolved to the server's own artifact destination, as the gate reads evidence; anything
+        else unchanged. The verifier reads models and registered sets through this."""
+        if not uri.startswith("mlflow-artifacts:"):
+            return uri
+        if not os.environ.get(SERVER_ARTIFACTS_ENV):
+            raise OSError(f"{uri} is served by the tracking server: give the verifier the server's "
+                          "--artifacts-destination")
+        from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+        repository, prefix = cls._repository(uri)
+        if isinstance(repository, LocalArtifactRepository):
+            return str(Path(repository.artifact_dir) / prefix)
+        return repository.download_artifacts(prefix.rstrip("/"), tempfile.mkdtemp(prefix="gatekeeper-artifact-"))
+
+    def read_artifact(self, run, path: str) -> bytes:
+        """One artifact of ``run``, read in place from the server's destination when it can be."""
         from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
         repository, prefix = self._repository(run.info.artifact_uri.rstrip("/"))
@@ -133,16 +151,16 @@ class EvidenceSource:
             return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
 
     def _parse(self, run) -> evidence.Evidence:
-        manifest = evidence.parse_manifest(self._read_artifact(run, EVIDENCE_MANIFEST_PATH))
-        return evidence.parse_outcomes(self._read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
+        manifest = evidence.parse_manifest(self.read_artifact(run, EVIDENCE_MANIFEST_PATH))
+        return evidence.parse_outcomes(self.read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
 
     def _evidence_runs(self, candidate: VersionRef) -> list:
-        """Every finished evidence run of ``candidate``, newest first — deleted ones and those in
-        deleted experiments too: every attempt counts, and deleting a failed one must not hide it."""
+        """Every evidence run of ``candidate``, newest first, whatever its status, deleted or in a
+        deleted experiment: every attempt counts, and marking a failed one FAILED or deleting it
+        must not hide it. Only a finished, active run can decide."""
         query = " and ".join([f"tags.`{TAG_EVIDENCE}` = '1'",
                               f"tags.`{TAG_CANDIDATE_NAME}` = {_quote(candidate.name)}",
-                              f"tags.`{TAG_CANDIDATE_VERSION}` = {_quote(candidate.version)}",
-                              "attributes.status = 'FINISHED'"])
+                              f"tags.`{TAG_CANDIDATE_VERSION}` = {_quote(candidate.version)}"])
         experiments = self._experiment_ids(ViewType.ALL)
         runs, token = [], None
         while True:
@@ -176,7 +194,7 @@ class EvidenceSource:
         distinct: dict[str, object] = {}
         for run in runs:
             try:
-                sha = evidence.parse_manifest(self._read_artifact(run, EVIDENCE_MANIFEST_PATH)).outcomes_sha256
+                sha = evidence.parse_manifest(self.read_artifact(run, EVIDENCE_MANIFEST_PATH)).outcomes_sha256
             except Exception:  # noqa: BLE001 - an unreadable run is its own "file": the comparison reports it
                 sha = run.info.run_id
             distinct.setdefault(sha, run)
@@ -198,7 +216,8 @@ class EvidenceSource:
         for run in mine:
             groups.setdefault(run.data.tags.get(TAG_DATA_HASH, ""), []).append(run)
         live = set(self._experiment_ids())
-        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live]
+        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live
+                  and r.info.status == "FINISHED"]
         mine_active = [r for r in mine if r in active]
         if not sets:
             return self._weak(candidate, active, mine_active, groups)
@@ -258,7 +277,7 @@ class EvidenceSource:
             return None
         run = runs[0]
         try:
-            summary = drift_summary.parse_drift_summary(self._read_artifact(run, DRIFT_SUMMARY_PATH))
+            summary = drift_summary.parse_drift_summary(self.read_artifact(run, DRIFT_SUMMARY_PATH))
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, drift_summary.DriftError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
             return DriftFinding(run.info.run_id, None, message, _run_time(run))

@@ -89,7 +89,10 @@ def log_dataset_input(
 
     digest = digest or content_hash(df)
     n_rows = len(df) if n_rows is None else n_rows
-    dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
+    try:
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:32])
+    except MlflowException:  # a URI MLflow's dataset sources do not know (mlflow-artifacts:/…): the tag keeps it
+        dataset = mlflow.data.from_pandas(df, name=name, targets=targets, digest=digest[:32])
     tags = {INPUT_TAG_CONTENT_HASH: digest, INPUT_TAG_N_ROWS: str(n_rows)}
     if len(source) <= _MAX_INPUT_TAG_VALUE:  # a cut URI would point elsewhere: longer ones are left out
         tags[INPUT_TAG_SOURCE] = source

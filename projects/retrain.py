@@ -1,8 +1,8 @@
 """``retrain``: the whole cycle in one command, every step a child run of the ``retrain`` run.
 
 data-set versions → (tune) → train and register → drift of the current production window →
-evaluate against production (its verdict preview then sees the drift report too) → ask the gate
-to promote → summary. The promotion goes through the
+register the evaluation sets the policy requires → evaluate against production on each →
+wait for the verifier → ask the gate to promote → summary. The promotion goes through the
 gate (the server's, or on the embedded SQLite default an in-process gated store), so a cycle can
 never promote what the gate would refuse. Exit status 0 means the pipeline ran, whatever the
 verdict (the summary says which); non-zero means a step failed. Re-running is safe: data-set
@@ -26,6 +26,7 @@ from registry_hooks.contract import (
     DATASET_ENV,
     DRIFT_REPORT_PATH,
     POLICY_ENV,
+    SET_DATA_PREFIX,
     STEP_ENV,
     STORE_URI_PREFIX,
     TAG_CANDIDATE_VERSION,
@@ -39,6 +40,7 @@ DEFAULT_POLICY = Path(__file__).with_name("road_scenes_policy.yaml")
 DRIFT_COLUMNS = ["weather", "light", "img_brightness", "img_contrast", "img_saturation", "img_sharpness",
                  "img_mean_r", "img_mean_g", "img_mean_b"]
 SLICES = ["weather", "light", "label_name"]
+VERIFY_TIMEOUT_S = 600  # the verifier loads both models and re-scores a sample: seconds, not minutes
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,14 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
             result.runs["drift"] = drifted.run_id
             result.report_uri = f"runs:/{drifted.run_id}/{DRIFT_REPORT_PATH}"
         with _step("evaluate", result):
-            evaluated = evaluate.evaluate(model_uri, str(eval_dir / DATA_FILE), "label", SLICES, data_name="road-scenes-eval",
-                                          out=out)
-            result.runs["evaluate"] = evaluated.run_id
+            sets = _register_sets(gate, config, eval_dir / DATA_FILE, window_dir / DATA_FILE, drifted)
+            datas = [f"{SET_DATA_PREFIX}{name}" for name in sets] or [str(eval_dir / DATA_FILE)]
+            for i, data in enumerate(datas):
+                evaluated = evaluate.evaluate(model_uri, data, "label", SLICES, data_name="road-scenes-eval", out=out)
+                result.runs["evaluate" if i == 0 else f"evaluate {data}"] = evaluated.run_id
+        if sets and gate.policy(config.registered_model)["policy"]["evaluation"]["verify"]["sample"]:
+            with _step("verify", result):
+                gate.wait_for_verification(config.registered_model, result.version, VERIFY_TIMEOUT_S)
         with _step("gate", result):
             try:
                 decision = gate.promote(config.registered_model, result.version)
@@ -192,6 +199,32 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
     os.environ.pop(DATASET_ENV, None)
     _print_summary(result, config.registered_model, uri, out)
     return result
+
+
+def _register_sets(gate, config: RetrainConfig, eval_path: Path, window_path: Path, drifted) -> list[str]:
+    """Register the policy's evaluation sets from this cycle's data; the names evaluated on.
+
+    The first set is the held-out evaluation mix. A further set (``hard-cases``) is the production
+    window, registered when the drift report flags it — a critical column drifted, or the data set
+    as a whole: a failure found once is tested by every later candidate, even when the window it
+    came from has moved on. Registering unchanged data adds no version (the registry keeps the
+    current one), so re-running a cycle does not open new attempts.
+    """
+    from gatekeeper_cli.sets import register
+    from registry_hooks.names import normalise
+
+    policy = gate.policy(config.registered_model)["policy"]
+    wanted = policy["evaluation"]["sets"]
+    if not wanted:
+        return []  # the weak mode: evaluate on the cycle's evaluation data, as before
+    register(gate, wanted[0], str(eval_path), "label", f"retrain evaluation mix ({config.eval_size} scenes)")
+    summary = drifted.summary
+    flagged = summary.dataset_drift or set(summary.drifted_columns) & set(policy["drift"]["critical_columns"])
+    if len(wanted) > 1 and flagged:
+        register(gate, wanted[1], str(window_path), "label",
+                 f"production window '{config.current}' flagged by drift run {drifted.run_id}")
+    registered = {normalise(s["name"]) for s in gate.sets()}
+    return [name for name in wanted if normalise(name) in registered]
 
 
 def _run_link(uri: str, run_id: str) -> str:

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,12 +42,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from registry_hooks import eval_sets, verification
-from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH, STORE_URI_PREFIX
+from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH, STORE_URI_PREFIX, VERIFIER_MODULE
 from registry_hooks.secret import server_secret
 from registry_hooks.tables import iter_table, local_path
 from registry_hooks.verification import PROBA_TOLERANCE, VALUE_RTOL, Claim
 
-_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"  # set by `mlflow server`, inherited by a spawned verifier
 _FIELDS = ("prediction", "proba_label", "score")  # what the gate judges; loss it recomputes
 
 
@@ -82,7 +80,13 @@ def _registered(engine, key: verification.VerificationKey) -> eval_sets.SetVersi
 
 def _checked_source(registered: eval_sets.SetVersion) -> str:
     """A local copy of the set's source, once it still holds the registered table."""
-    path = str(local_path(registered.source))  # downloaded once: hashed and sampled from the same bytes
+    from plugins.evidence_source import EvidenceSource
+
+    try:
+        source = EvidenceSource.local_copy(registered.source)  # a set uploaded to a server's artifacts
+    except OSError as exc:
+        raise RuntimeError(f"cannot read {registered}: {exc}") from exc
+    path = str(local_path(source))  # downloaded once: hashed and sampled from the same bytes
     facts = eval_sets.describe_table(path, registered.label_column)
     if (facts.content_hash, facts.n_rows) != (registered.content_hash, registered.n_rows):
         raise RuntimeError(f"the source of {registered} no longer holds the registered table ({registered.source} "
@@ -102,13 +106,12 @@ def _evidence(db_uri: str, key: verification.VerificationKey):
 
     source = EvidenceSource(db_uri)
     run = source.tracking_store.get_run(key.evidence_run_id)
-    # _read_artifact is the gate's own reader (mlflow-artifacts mapped to the server's destination)
-    raw = source._read_artifact(run, EVIDENCE_OUTCOMES_PATH)
+    raw = source.read_artifact(run, EVIDENCE_OUTCOMES_PATH)  # the gate's own reader
     digest = hashlib.sha256(raw).hexdigest()
     if digest != key.outcomes_sha256:
         raise Failed(f"the outcomes changed after the evidence was logged ({EVIDENCE_OUTCOMES_PATH} of run "
                      f"{key.evidence_run_id} now hashes to {digest[:12]}…, the gate read {key.outcomes_sha256[:12]}…)")
-    manifest = parse_manifest(source._read_artifact(run, EVIDENCE_MANIFEST_PATH))
+    manifest = parse_manifest(source.read_artifact(run, EVIDENCE_MANIFEST_PATH))
     named = (manifest.candidate.name, manifest.candidate.version, manifest.baseline.version if manifest.baseline else None)
     wanted = (key.model_name, key.candidate_version, key.baseline_version)
     if named != wanted:
@@ -161,22 +164,14 @@ def model_location(db_uri: str, name: str, version: str) -> str:
     way the gate reads evidence (``_MLFLOW_SERVER_ARTIFACT_DESTINATION``; ``--artifacts-destination``
     for a verifier started by hand)."""
     from mlflow import MlflowClient
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
     from plugins.evidence_source import EvidenceSource
 
     uri = MlflowClient(tracking_uri=db_uri, registry_uri=db_uri).get_model_version_download_uri(name, version)
-    if not uri.startswith("mlflow-artifacts:"):
-        return uri
-    if not os.environ.get(_ARTIFACTS_ENV):
-        raise RuntimeError(f"{name} v{version} is stored at {uri}, served by the tracking server: start the verifier "
-                           "with --artifacts-destination set to the server's --artifacts-destination")
-    repository, prefix = EvidenceSource._repository(uri)
-    if isinstance(repository, LocalArtifactRepository):
-        return str(Path(repository.artifact_dir) / prefix)
-    import tempfile
-
-    return repository.download_artifacts(prefix.rstrip("/"), tempfile.mkdtemp(prefix="gatekeeper-verify-"))
+    try:
+        return EvidenceSource.local_copy(uri)
+    except OSError as exc:
+        raise RuntimeError(f"{name} v{version}: {exc} (--artifacts-destination)") from exc
 
 
 # -- re-scoring and comparing ----------------------------------------------------------------------
@@ -286,22 +281,17 @@ def _rescore(key: verification.VerificationKey, registered: eval_sets.SetVersion
 
 
 def _verify(engine, db_uri: str, claim: Claim, secret: bytes) -> _Answer:
-    """Steps 1 to 3 of the module docstring; any exception becomes an error answer. The models load
-    on a thread meanwhile: loading (torch's first import above all) is most of a verification's time."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Steps 1 to 3 of the module docstring; any exception becomes an error answer."""
     started, key = time.perf_counter(), claim.key
     try:
         registered = _registered(engine, key)
+        path = _checked_source(registered)
         manifest, outcomes = _evidence(db_uri, key)
-        with ThreadPoolExecutor(1, thread_name_prefix="verifier-load") as pool:
-            loading = pool.submit(_load_models, db_uri, key, registered, manifest.slice_columns)
-            path = _checked_source(registered)
-            _check_coverage(registered, path, outcomes)
-            positions = verification.sample_rows(secret, key, registered.n_rows)
-            rows = _rows_at(path, positions)
-            checked = time.perf_counter()
-            scorers, load_s = loading.result()
+        _check_coverage(registered, path, outcomes)
+        positions = verification.sample_rows(secret, key, registered.n_rows)
+        rows = _rows_at(path, positions)
+        checked = time.perf_counter()
+        scorers, load_s = _load_models(db_uri, key, registered, manifest.slice_columns)
         answer = _rescore(key, registered, rows, positions, manifest, outcomes, scorers)
         answer.result.update(inputs_s=round(checked - started, 3), load_s=round(load_s, 3))
     except Failed as exc:
@@ -407,7 +397,7 @@ def run_worker(db_uri: str, poll_s: float, once: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m projects.verify", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {VERIFIER_MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db-uri", required=True, help="the registry's database (gatekeeper: prefix allowed)")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--request", type=int, help="verify this request id and exit")
@@ -421,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--poll must be positive")
     db_uri = args.db_uri.removeprefix(STORE_URI_PREFIX)
     if args.artifacts_destination:
-        os.environ[_ARTIFACTS_ENV] = args.artifacts_destination
+        from plugins.evidence_source import SERVER_ARTIFACTS_ENV
+
+        os.environ[SERVER_ARTIFACTS_ENV] = args.artifacts_destination
     import mlflow
 
     mlflow.set_tracking_uri(db_uri)  # runs:/ sources resolve through the same database

@@ -113,7 +113,8 @@ def primary_check(policy: ModelPolicy, outcomes: PairedOutcomes, labels: LabelSe
                     f"by the required margin {threshold.margin:g}; fix the model, don't re-run", c.to_dict())
     advice = (
         f"the refusal rests on {', '.join(worse_elsewhere)}: fix that first, more examples will not change it"
-        if worse_elsewhere else "evaluate on more examples or improve the model"
+        if worse_elsewhere else "improve the model; every attempt counts, so evaluating this version again on "
+        "other data cannot overturn this result — size an evaluation for the gain you expect before running it"
     )
     return made(Outcome.FAIL_INSUFFICIENT, f"{text}: one-sided {level} bounds [{fmt(c.ci_low)}, {fmt(c.ci_high)}]: "
                 f"cannot show an improvement of at least {threshold.margin:g} at {level} confidence; {advice}",

@@ -200,8 +200,8 @@ def _verification_check(found: SetEvidence) -> Check:
                      f"{found.label} are not verified yet", evaluation_set=found.required)
     outcome = Outcome.PASS if fact.trusted else Outcome.FAIL_INSUFFICIENT
     prefix = "" if fact.trusted else "not enough evidence: "
-    return Check(Kind.VERIFICATION, outcome, prefix + fact.message, dict(fact.numbers),
-                 evaluation_set=found.required)
+    numbers = dict(fact.numbers) | {"status": fact.status, "request_id": getattr(fact, "request_id", None)}
+    return Check(Kind.VERIFICATION, outcome, prefix + fact.message, numbers, evaluation_set=found.required)
 
 
 def _guard_checks(policy: ModelPolicy, candidate: VersionRef, baseline: Baseline, guards: list[SetEvidence],

@@ -278,10 +278,10 @@ def lookup(session: Session, key: VerificationKey, secret: bytes, now_ms: int) -
     row = _row(session, key)
     if row is None or VerificationKey.of_row(row) != key:
         return None
-    return describe(row, key, secret, now_ms)
+    return _describe(row, key, secret, now_ms)
 
 
-def describe(row: SqlVerification, key: VerificationKey, secret: bytes, now_ms: int) -> VerificationFact:
+def _describe(row: SqlVerification, key: VerificationKey, secret: bytes, now_ms: int) -> VerificationFact:
     """The fact a request row stands for at ``now_ms`` (see ``lookup``)."""
     if row.status in FINISHED:
         return _finished(row, key, secret)

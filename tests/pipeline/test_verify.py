@@ -20,13 +20,13 @@ from mlflow.models import infer_signature
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from benchmarks.evidence import FEATURES, make_data, models
+from benchmarks.evidence import make_data, models
 from plugins import verifier_launch
 from projects.datasets import log_dataset_input
 from projects.evaluate import evaluate
 from registry_hooks import eval_sets, verification
 from registry_hooks.audit.log import migrate
-from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH, SECRET_ENV, VERIFIER_ENV
+from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH, SECRET_ENV, VERIFIER_ENV, VERIFIER_MODULE
 from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, log_evidence, parse_manifest
 from registry_hooks.secret import server_secret
 from registry_hooks.verification import VerificationKey
@@ -107,7 +107,7 @@ def _request(engine, key: VerificationKey) -> int:
 
 
 def _verifier(db_uri: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "projects.verify", "--db-uri", db_uri, *args],
+    done = subprocess.run([sys.executable, "-m", VERIFIER_MODULE, "--db-uri", db_uri, *args],
                           capture_output=True, text=True, timeout=240, env=os.environ | {"DO_NOT_TRACK": "true"})
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -236,3 +236,23 @@ def test_fabricated_outcomes_of_the_scenes_cnn_are_caught(store):
     failed = _fact(engine, fabricated)
     assert failed.status == verification.FAILED and failed.numbers["mismatches"]["candidate.prediction"] > 0
     assert json.dumps(failed.numbers)  # plain JSON, as the audit log stores it
+
+
+def test_a_verifier_that_errs_is_started_again_at_most_max_tries_then_stays_an_error(store):
+    """Spawned for real: each verifier records the reason; the gate starts a new one on its next
+    call until ``MAX_TRIES`` starts were made, then reports the error and the verifier's log."""
+    db_uri, engine, _ = store
+    key = VerificationKey("never-logged", "2" * 64, "m", "1", None, "unregistered", 1, "3" * 64, 256)
+    secret = server_secret(engine)
+    messages = []
+    for _ in range(verification.MAX_TRIES + 1):
+        fact = _wait(engine, db_uri, key) if messages else verifier_launch.ensure(engine, db_uri, key, secret)
+        messages.append(fact.message)
+    assert messages[0].startswith("verification pending: request #")
+    assert all(m.startswith("verification #") and "could not be done: SetError: no evaluation set named "
+               "'unregistered' is registered" in m for m in messages[1:])
+    for n, message in ((2, messages[1]), (3, messages[2])):
+        assert message.endswith(f"a verifier was started again (start {n} of {verification.MAX_TRIES})")
+    final = verifier_launch.ensure(engine, db_uri, key, secret)
+    assert final.status == verification.ERROR and final.message == messages[3] and "started again" not in final.message
+    assert final.message.endswith(f"(verifier log: {verifier_launch.log_path(db_uri, final.request_id)})")
