@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import NamedTuple
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,6 +36,7 @@ from registry_hooks.contract import (
 )
 from registry_hooks.decision import DriftFinding
 from registry_hooks.eval_sets import SetVersion
+from registry_hooks.evidence_seen import SeenRun
 from registry_hooks.evidence import VersionRef
 from registry_hooks.trust import NO_TRUST_FACTS, Attempt, EvidenceFinding, SetEvidence, TrustFacts
 
@@ -56,6 +58,14 @@ def _quote(value: str) -> str:
 def _data_text(run) -> str:
     """A run's data for people: its name and the start of its content hash."""
     return f"data '{run.data.tags.get(TAG_DATA_NAME, '?')}' ({run.data.tags.get(TAG_DATA_HASH, '')[:12]}…)"
+
+
+class Gathered(NamedTuple):
+    """What ``EvidenceSource.gather`` found for one judgement."""
+
+    finding: EvidenceFinding | None
+    trust: TrustFacts
+    observed: tuple[SeenRun, ...]
 
 
 @dataclass(frozen=True)
@@ -200,14 +210,16 @@ class EvidenceSource:
             distinct.setdefault(sha, run)
         return list(distinct.values())
 
-    def gather(self, candidate: VersionRef, baseline_version: str | None,
-               sets: tuple[RequiredSet, ...]) -> tuple[EvidenceFinding | None, TrustFacts]:
+    def gather(self, candidate: VersionRef, baseline_version: str | None, sets: tuple[RequiredSet, ...],
+               seen: tuple[SeenRun, ...] = ()) -> Gathered:
         """The deciding evidence run and everything else the gate must weigh (``registry_hooks.trust``).
 
         Without required sets (the weak mode) the newest run against this baseline decides; with
         them, the newest run on the first set's current version. Either way, every other data
         version the candidate was evaluated on against this baseline is an earlier attempt, and
-        runs on one data version are compared with each other.
+        runs on one data version are compared with each other. ``seen``: the runs the gate recorded
+        earlier (``registry_hooks.evidence_seen``); one no longer found under its recorded identity
+        is weighed as it was recorded. ``observed``: every run found now, for the record.
         """
         runs = self._evidence_runs(candidate)
         wanted = baseline_version or NO_BASELINE
@@ -215,13 +227,45 @@ class EvidenceSource:
         groups: dict[str, list] = {}
         for run in mine:
             groups.setdefault(run.data.tags.get(TAG_DATA_HASH, ""), []).append(run)
+        gone = self._hidden(seen, wanted, groups, {r.info.run_id: r for r in runs})
         live = set(self._experiment_ids())
         active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live
                   and r.info.status == "FINISHED"]
         mine_active = [r for r in mine if r in active]
-        if not sets:
-            return self._weak(candidate, active, mine_active, groups)
-        return self._registered(sets, mine_active, groups)
+        finding, trust = (self._weak(candidate, active, mine_active, groups) if not sets
+                          else self._registered(sets, mine_active, groups))
+        counted = {v.content_hash for v in sets[0].versions} if sets else None
+        gone = tuple(a for key, a in gone if counted is None or key in counted)
+        observed = tuple(SeenRun(r.info.run_id, candidate, r.data.tags.get(TAG_BASELINE_VERSION, ""),
+                                 r.data.tags.get(TAG_DATA_HASH, "")) for r in runs)
+        return Gathered(finding, replace(trust, attempts=trust.attempts + gone) if gone else trust, observed)
+
+    def _hidden(self, seen: tuple[SeenRun, ...], wanted: str, groups: dict[str, list],
+                found: dict[str, object]) -> list[tuple[str, Attempt]]:
+        """Recorded runs against this baseline that the search no longer finds as recorded: put back
+        into their recorded data group when the run still exists (retagged), else an attempt that
+        cannot be read (the run is gone)."""
+        gone = []
+        for was in seen:
+            if was.baseline_version != wanted or was.run_id in {r.info.run_id for r in groups.get(was.data_hash, [])}:
+                continue
+            run = found.get(was.run_id) or self._run_or_none(was.run_id)
+            if run is not None:
+                groups.setdefault(was.data_hash, []).append(run)
+                continue
+            gone.append((was.data_hash, Attempt(
+                f"data {was.data_hash[:12]}…",
+                EvidenceFinding(was.run_id, None, "the run no longer exists (the gate saw it before: every attempt "
+                                "counts)", frozenset(), datetime.now(timezone.utc)))))
+        return gone
+
+    def _run_or_none(self, run_id: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.tracking_store.get_run(run_id)
+        except MlflowException:
+            return None
 
     def _weak(self, candidate: VersionRef, active: list, mine_active: list, groups: dict[str, list]) -> tuple:
         deciding = mine_active[0] if mine_active else None

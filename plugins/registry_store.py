@@ -39,7 +39,7 @@ from plugins import verifier_launch
 from plugins.evidence_source import EvidenceSource, RequiredSet
 from plugins.params import parse_int, parse_text, parse_version, require_storable
 from plugins.request_context import current_actor, current_route
-from registry_hooks import contract, eval_sets, names, verification
+from registry_hooks import contract, eval_sets, evidence_seen, names, verification
 from registry_hooks.audit import chain
 from registry_hooks.audit import log as audit
 from registry_hooks.baseline import ProductionState, Target, find_baseline, promote_targets
@@ -50,6 +50,7 @@ from registry_hooks.policy import ModelPolicy, Policy
 from registry_hooks.trust import SetEvidence, TrustFacts
 from registry_hooks.verification import VerificationKey
 from registry_hooks.secret import server_secret
+from registry_hooks.transactions import retrying
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
@@ -202,7 +203,10 @@ class GatekeeperStore(SqlAlchemyStore):
         if any; verifications are then only looked up in it, never requested (a request
         commits on its own connection, which the lock would block on SQLite)."""
         candidate, (baseline, production) = VersionRef(name, version), facts
-        finding, trust = self.evidence.gather(candidate, baseline.version, sets)
+        seen = self._seen(candidate, locked)
+        finding, trust, observed = self.evidence.gather(candidate, baseline.version, sets, seen)
+        if locked is None:
+            self._remember(observed)
         if policy.evaluation.verified:
             trust = self._verify(trust, candidate, baseline, policy, locked)
         return decide(
@@ -215,6 +219,24 @@ class GatekeeperStore(SqlAlchemyStore):
             production,
             trust,
         )
+
+    def _seen(self, candidate: VersionRef, locked: Session | None):
+        """The evidence runs of ``candidate`` the gate recorded before (in the locked session, if any)."""
+        if locked is not None:
+            return evidence_seen.seen(locked, candidate)
+        with self._base_session_maker() as session:
+            return evidence_seen.seen(session, candidate)
+
+    def _remember(self, observed) -> None:
+        """Record the evidence runs seen for the first time (their own transaction: no lock held)."""
+        if not observed:
+            return
+
+        def once() -> None:
+            with Session(self.engine) as session, session.begin():
+                evidence_seen.record(session, observed)
+
+        retrying(once)
 
     def _verify(self, trust: TrustFacts, candidate: VersionRef, baseline: Baseline, policy: ModelPolicy,
                 locked: Session | None) -> TrustFacts:

@@ -72,6 +72,7 @@ DECISIONS_TABLE = "gatekeeper_decisions"  # the append-only, hash-chained audit 
 AUDIT_HEADS_TABLE = "gatekeeper_audit_heads"  # the signed head of each model's audit chain
 EVAL_SETS_TABLE = "gatekeeper_eval_sets"  # registered evaluation-set versions (append-only)
 VERIFICATIONS_TABLE = "gatekeeper_verifications"  # re-scoring requests and their signed results
+EVIDENCE_SEEN_TABLE = "gatekeeper_evidence_seen"  # every evidence run the gate has seen (append-only)
 SECRET_TABLE = "gatekeeper_secret"  # the generated server secret, when none is configured
 AUDIT_VERSION_TABLE = "alembic_version_gatekeeper"  # beside MLflow's alembic_version and basic-auth's
 
@@ -81,6 +82,7 @@ SECRET_ENV = "GATEKEEPER_SECRET"  # keys the verification sample, its signatures
 SET_ADMINS_ENV = "GATEKEEPER_SET_REGISTRARS"  # comma-separated users (besides admins) who may register sets
 VERIFIER_ENV = "GATEKEEPER_VERIFIER"  # "spawn" (default: the server starts a verifier process) or "external"
 VERIFIER_MODULE = "projects.verify"  # the verifier program: `python -m projects.verify`
+VERIFIER_TIMEOUT_ENV = "GATEKEEPER_VERIFIER_TIMEOUT"  # seconds a request may wait unclaimed before "verifier down"
 
 _SERVER_SCHEMES = ("http://", "https://", "databricks")
 

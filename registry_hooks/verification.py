@@ -23,6 +23,8 @@ inserts it (``request``), a verifier takes it atomically (``claim``: an ``UPDATE
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from registry_hooks.audit.models import SqlVerification
+from registry_hooks.contract import VERIFIER_TIMEOUT_ENV
 from registry_hooks.secret import keyed_digest, same_digest
 
 # -- statuses ----------------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ FINISHED = (PASSED, FAILED, ERROR)
 STATUSES = (PASSED, FAILED, PENDING, RUNNING, DOWN, ERROR, FORGED)
 
 # -- limits --------------------------------------------------------------------------------------------
-UNCLAIMED_AFTER_S = 60  # a pending request no verifier took in this long: no verifier is running
+UNCLAIMED_AFTER_S = 60  # a pending request no verifier took in this long: no verifier is running (default)
 SILENT_AFTER_S = 60  # a running request with no heartbeat in this long: its verifier died
 HEARTBEAT_EVERY_S = 10  # how often a verifier at work says so (well under SILENT_AFTER_S)
 MAX_TRIES = 3  # verifier starts per request (spawns, or a worker taking it over) before giving up
@@ -281,6 +284,17 @@ def lookup(session: Session, key: VerificationKey, secret: bytes, now_ms: int) -
     return _describe(row, key, secret, now_ms)
 
 
+def unclaimed_after_s() -> float:
+    """How long a request may wait for a verifier before the gate reports it down:
+    ``GATEKEEPER_VERIFIER_TIMEOUT`` seconds (a worker that starts slowly needs more), else 60.
+    A value that is not a positive number is ignored rather than turned into "never down"."""
+    try:
+        value = float(os.environ.get(VERIFIER_TIMEOUT_ENV, ""))
+    except ValueError:
+        return UNCLAIMED_AFTER_S
+    return value if math.isfinite(value) and value > 0 else UNCLAIMED_AFTER_S
+
+
 def _describe(row: SqlVerification, key: VerificationKey, secret: bytes, now_ms: int) -> VerificationFact:
     """The fact a request row stands for at ``now_ms`` (see ``lookup``)."""
     if row.status in FINISHED:
@@ -288,7 +302,7 @@ def _describe(row: SqlVerification, key: VerificationKey, secret: bytes, now_ms:
     base = {"tries": row.tries, "requested_at": row.requested_at, "worker": row.worker}
     if row.status == PENDING:
         waited = (now_ms - row.requested_at) / 1000
-        if waited > UNCLAIMED_AFTER_S:
+        if waited > unclaimed_after_s():
             return VerificationFact(DOWN, row.id, _down_unclaimed(row, waited), base | {"waited_s": round(waited, 1)})
         return VerificationFact(PENDING, row.id, f"verification pending: request #{row.id} waits for a verifier "
                                 f"(requested {waited:.0f} s ago)", base | {"waited_s": round(waited, 1)})

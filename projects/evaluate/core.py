@@ -389,7 +389,7 @@ def _judge_here(name: str, version: str, baseline: Baseline) -> dict[str, Any]:
 
     policy = Policy.from_environment().for_model(name)
     source, candidate = EvidenceSource(mlflow.get_tracking_uri()), VersionRef(name, version)
-    finding, trust = source.gather(candidate, baseline.version, ())  # no registry of sets without a gate
+    finding, trust, _ = source.gather(candidate, baseline.version, ())  # no registry of sets without a gate
     decision = decide(policy, candidate, baseline, finding, source.find_drift(candidate) if policy.drift.required else None,
                       datetime.now(timezone.utc), trust=trust)
     return decision.to_dict()

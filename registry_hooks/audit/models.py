@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import declarative_base
 
-from registry_hooks.contract import AUDIT_HEADS_TABLE, DECISIONS_TABLE, EVAL_SETS_TABLE, SECRET_TABLE, VERIFICATIONS_TABLE
+from registry_hooks.contract import (
+    AUDIT_HEADS_TABLE,
+    DECISIONS_TABLE,
+    EVAL_SETS_TABLE,
+    EVIDENCE_SEEN_TABLE,
+    SECRET_TABLE,
+    VERIFICATIONS_TABLE,
+)
 
 Base = declarative_base()
 
@@ -134,3 +141,24 @@ class SqlSecret(Base):
     id = Column(Integer, primary_key=True)
     value = Column(String(128), nullable=False)
     created_at = Column(BigInteger, nullable=False)
+
+
+class SqlEvidenceSeen(Base):
+    """An evidence run as the gate first saw it: which candidate, against which baseline, on which
+    data. Every attempt counts, so an attempt the gate has seen stays one after its run is
+    retagged, marked failed or deleted (``registry_hooks.evidence_seen``)."""
+
+    __tablename__ = EVIDENCE_SEEN_TABLE
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    run_id = Column(String(64), nullable=False)
+    model_name = Column(String(256), nullable=False)
+    candidate_version = Column(String(32), nullable=False)
+    baseline_version = Column(String(32), nullable=False)
+    data_hash = Column(String(64), nullable=False)
+    first_seen_at = Column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", name="uq_gatekeeper_evidence_seen_run"),
+        Index("idx_gatekeeper_evidence_seen_candidate", "model_name", "candidate_version"),
+    )

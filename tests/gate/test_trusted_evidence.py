@@ -12,8 +12,10 @@ shopping across set versions refused → the audit chain intact.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -247,3 +249,27 @@ def _replay(server: MlflowServer, story: Story, *, from_version: str, onto_versi
                            {"status": passed.status, "result": passed.result, "signature": passed.signature,
                             "error": passed.error, "id": target.id})
     engine.dispose()
+
+
+def test_verifier_down_then_an_external_worker_verifies(tmp_path):
+    """``GATEKEEPER_VERIFIER=external``: the server starts no verifier. Until one claims the
+    request the gate refuses ("pending", then "verifier down" with what to do); a
+    ``gatekeeper verify-worker`` pointed at the database then verifies, and the promotion passes."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    db_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"GATEKEEPER_VERIFIER": "external", "GATEKEEPER_VERIFIER_TIMEOUT": "2"}
+    with MlflowServer(tmp_path, db_uri, policy=policy, env=env) as server:
+        story = Story(server, tmp_path)
+        story.register_set("golden", _table(600, 2), "golden.parquet")
+        v1 = story.register("weak")
+        story.evaluate(v1, "set:golden")  # its preview asks the gate: the request is made
+        time.sleep(3)
+        down = story.refusal(v1)
+        assert "verifier down" in down and "has not been claimed" in down and "gatekeeper verify-worker" in down, down
+        worker = subprocess.run(
+            [sys.executable, "-m", "gatekeeper_cli.main", "--tracking-uri", db_uri, "verify-worker", "--once",
+             "--artifacts-destination", str(tmp_path / "artifacts")],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "DO_NOT_TRACK": "true"})
+        assert worker.returncode == 0, worker.stdout + worker.stderr
+        assert story.gate.promote(story.name, v1)["verdict"] == "promote"

@@ -92,12 +92,13 @@ def test_the_gate_finds_and_reads_what_log_evidence_writes(tmp_path):
                                                   candidate={"prediction": data["label"]},
                                                   baseline={"prediction": 1 - data["label"]},
                                                   slices={"weather": data["weather"]}))
-        finding, trust = EvidenceSource(uri).gather(VersionRef("m", "2"), "1", ())
+        finding, trust, observed = EvidenceSource(uri).gather(VersionRef("m", "2"), "1", ())
     finally:
         mlflow.set_tracking_uri(None)
     assert finding is not None and finding.error is None and finding.run_id == run.info.run_id
     assert logged.content_hash in finding.logged_data_hashes and finding.newer_data_hash == logged.content_hash
     assert trust.attempts == () and trust.same_data == ()  # one run: no other attempt to weigh
+    assert [(r.run_id, r.baseline_version, r.data_hash) for r in observed] == [(run.info.run_id, "1", logged.content_hash)]
     assert finding.evidence.manifest.baseline == VersionRef("m", "1") and finding.evidence.n == 60
     assert mlflow.MlflowClient(uri).get_run(run.info.run_id).data.tags[contract.TAG_BASELINE_VERSION] == "1"
 
