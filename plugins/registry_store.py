@@ -11,9 +11,8 @@ that transaction through a re-entrant session maker, so the plugin reuses it ins
 from __future__ import annotations
 
 import contextvars
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -35,22 +34,19 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from plugins import verifier_launch
-from plugins.evidence_source import EvidenceSource, RequiredSet
+from plugins.evidence_source import EvidenceSource
+from plugins.judging import Judge, required_sets
 from plugins.params import parse_int, parse_text, parse_version, require_storable
 from plugins.request_context import current_actor, current_route
-from registry_hooks import contract, eval_sets, evidence_seen, names, verification
+from registry_hooks import contract, names
 from registry_hooks.audit import chain
 from registry_hooks.audit import log as audit
 from registry_hooks.baseline import ProductionState, Target, find_baseline, promote_targets
 from registry_hooks.contract import TAG_PREFIX as RESERVED_TAG_PREFIX
-from registry_hooks.decision import Action, Baseline, Decision, Production, RecordedDecision, decide, rolled_back
+from registry_hooks.decision import Action, Baseline, Decision, Production, RecordedDecision, rolled_back
 from registry_hooks.evidence import VersionRef
 from registry_hooks.policy import ModelPolicy, Policy
-from registry_hooks.trust import SetEvidence, TrustFacts
-from registry_hooks.verification import VerificationKey
 from registry_hooks.secret import server_secret
-from registry_hooks.transactions import retrying
 
 PROMPT_TAG = "mlflow.prompt.is_prompt"
 STAGE_DELETED = "Deleted_Internal"
@@ -72,21 +68,6 @@ def _refuse(message: str) -> MlflowException:
     return MlflowException(message, error_code=PERMISSION_DENIED)
 
 
-def _verification_key(found: SetEvidence, candidate: VersionRef, baseline: Baseline,
-                      policy: ModelPolicy) -> VerificationKey | None:
-    """What a verifier must re-check for this set's evidence; None when there is nothing to verify
-    yet (no usable evidence on the current version, or not all of its rows)."""
-    finding, current = found.finding, found.current
-    if finding is None or finding.evidence is None or current is None or finding.evidence.n != current.n_rows:
-        return None
-    return VerificationKey(
-        evidence_run_id=finding.run_id, outcomes_sha256=finding.evidence.manifest.outcomes_sha256,
-        model_name=candidate.name, candidate_version=candidate.version, baseline_version=baseline.version,
-        set_name=current.name, set_version=current.version, set_content_hash=current.content_hash,
-        sample_size=policy.evaluation.verify.sample,
-    )
-
-
 class GatekeeperStore(SqlAlchemyStore):
     """A SQL registry store that refuses promotions without passing evidence and logs every decision."""
 
@@ -100,6 +81,7 @@ class GatekeeperStore(SqlAlchemyStore):
         self.secret = server_secret(self.engine)
         self.policy = Policy.from_environment()
         self.evidence = EvidenceSource(db_uri)
+        self.judge = Judge(self.engine, self.db_uri, self.secret, self.evidence)
         self._active_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
             f"gatekeeper_session_{id(self)}", default=None
         )
@@ -193,68 +175,6 @@ class GatekeeperStore(SqlAlchemyStore):
         )
         return self._baseline(session, name, version, pending, state, policy), production
 
-    def _required_sets(self, session: Session, policy: ModelPolicy) -> tuple[RequiredSet, ...]:
-        """The policy's required sets with their registered versions, newest first."""
-        return tuple(RequiredSet(name, tuple(eval_sets.versions(session, name))) for name in policy.evaluation.sets)
-
-    def _judge(self, name: str, version: str, facts: tuple[Baseline, Production], policy: ModelPolicy,
-               sets: tuple[RequiredSet, ...], locked: Session | None = None) -> Decision:
-        """Gather the evidence and judge it. ``locked``: the session holding the per-model lock,
-        if any; verifications are then only looked up in it, never requested (a request
-        commits on its own connection, which the lock would block on SQLite)."""
-        candidate, (baseline, production) = VersionRef(name, version), facts
-        seen = self._seen(candidate, locked)
-        finding, trust, observed = self.evidence.gather(candidate, baseline.version, sets, seen)
-        if locked is None:
-            self._remember(observed)
-        if policy.evaluation.verified:
-            trust = self._verify(trust, candidate, baseline, policy, locked)
-        return decide(
-            policy,
-            candidate,
-            baseline,
-            finding,
-            self.evidence.find_drift(candidate) if policy.drift.required else None,
-            datetime.now(timezone.utc),
-            production,
-            trust,
-        )
-
-    def _seen(self, candidate: VersionRef, locked: Session | None):
-        """The evidence runs of ``candidate`` the gate recorded before (in the locked session, if any)."""
-        if locked is not None:
-            return evidence_seen.seen(locked, candidate)
-        with self._base_session_maker() as session:
-            return evidence_seen.seen(session, candidate)
-
-    def _remember(self, observed) -> None:
-        """Record the evidence runs seen for the first time (their own transaction: no lock held)."""
-        if not observed:
-            return
-
-        def once() -> None:
-            with Session(self.engine) as session, session.begin():
-                evidence_seen.record(session, observed)
-
-        retrying(once)
-
-    def _verify(self, trust: TrustFacts, candidate: VersionRef, baseline: Baseline, policy: ModelPolicy,
-                locked: Session | None) -> TrustFacts:
-        """Each required set's evidence with its verification: requested (and a verifier started)
-        the first time the gate sees the evidence, looked up after that."""
-        found = []
-        for required in trust.sets:
-            key = _verification_key(required, candidate, baseline, policy)
-            if key is None:
-                found.append(required)
-            elif locked is not None:
-                found.append(replace(required, verification=verification.lookup(
-                    locked, key, self.secret, int(time.time() * 1000))))
-            else:
-                found.append(replace(required, verification=verifier_launch.ensure(
-                    self.engine, self.db_uri, key, self.secret)))
-        return replace(trust, sets=tuple(found))
-
     # -- writing a decision ------------------------------------------------------------------
 
     def _record(self, session: Session, decision: Decision, action: Action, ask: _Ask, pending: list[Target],
@@ -345,9 +265,9 @@ class GatekeeperStore(SqlAlchemyStore):
                     return None  # already there: nothing changes, nothing to decide
                 if mode != "rollback":
                     facts = self._facts(session, name, ask.version, pending, state, policy)
-                    sets = self._required_sets(session, policy)
+                    sets = required_sets(session, policy)
             if mode != "rollback":  # judged outside any transaction: a verification request commits on its own
-                early = facts, sets, self._judge(name, ask.version, facts, policy, sets)
+                early = facts, sets, self.judge.judge(VersionRef(name, ask.version), facts, policy, sets)
             with self._locked(name) as (session, _model):
                 state, pending = self._pending(session, name, ask.version, targets, policy)
                 if not pending:
@@ -371,10 +291,10 @@ class GatekeeperStore(SqlAlchemyStore):
             return rolled_back(VersionRef(ask.name, ask.version), current)
         policy = self.policy.for_model(ask.name)
         facts = self._facts(session, ask.name, ask.version, pending, state, policy)
-        sets = self._required_sets(session, policy)
+        sets = required_sets(session, policy)
         if (facts, sets) == early[:2]:  # same production, same registered sets: the judgement stands
             return early[2]
-        return self._judge(ask.name, ask.version, facts, policy, sets, locked=session) if last else None
+        return self.judge.judge(VersionRef(ask.name, ask.version), facts, policy, sets, locked=session) if last else None
 
     def _write_decision(self, session: Session, decision: Decision, ask: _Ask, pending: list[Target],
                         state: ProductionState) -> RecordedDecision:
@@ -575,8 +495,8 @@ class GatekeeperStore(SqlAlchemyStore):
         with self.ManagedSessionMaker() as session:
             state, pending = self._pending(session, name, version, targets, policy)
             facts = self._facts(session, name, version, pending, state, policy)
-            sets = self._required_sets(session, policy)
-        return self._judge(name, version, facts, policy, sets)
+            sets = required_sets(session, policy)
+        return self.judge.judge(VersionRef(name, version), facts, policy, sets)
 
     def baseline(self, name: str) -> Baseline:
         """The version a new candidate of ``name`` would be compared with now (the gate's own rule)."""
