@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("model")
     sets = commands.add_parser("sets", help="the evaluation sets evidence must be computed on").add_subparsers(
         dest="sets_command", required=True)
-    register = sets.add_parser("register", help="record a new version of a set (admins, or GATEKEEPER_SET_REGISTRARS)")
+    register = sets.add_parser("register", help="record a new version of a set (under basic-auth: admins, or the policy's registrars)")
     register.add_argument("name")
     register.add_argument("data_uri", help="Parquet or CSV: a path (uploaded when the server is remote) or a URI")
     register.add_argument("--label", default="label", help="the label column (default: label)")

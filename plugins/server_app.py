@@ -104,18 +104,13 @@ def _register_auth_validators() -> None:
 
 
 def _can_register_sets() -> bool:
-    """Which data counts as evidence is the gate's trust anchor: admins decide, and the users
-    named in ``GATEKEEPER_SET_REGISTRARS`` (names compared normalised)."""
+    """Which data counts as evidence is the gate's trust anchor: admins decide, and the users the
+    policy names as ``registrars``."""
     from mlflow.server import auth
-
-    from registry_hooks import names
-    from registry_hooks.contract import SET_ADMINS_ENV
 
     if auth.sender_is_admin():
         return True
-    allowed = {names.normalise(u) for u in os.environ.get(SET_ADMINS_ENV, "").split(",") if u.strip()}
-    username = request.authorization.username if request.authorization else None
-    return username is not None and names.normalise(username) in allowed
+    return STARTUP_POLICY.may_register_sets(request.authorization.username if request.authorization else None)
 
 
 def _can_verify_audit() -> bool:

@@ -1,13 +1,22 @@
-"""The gate's side of verification: find the answer, or ask for one and start a verifier.
+"""The gate's side of verification: find the answer, or ask for one and have a verifier take it.
 
 ``ensure`` is what the gated store calls for every promotion that needs a verification. Once a
-signed answer exists it costs one indexed SELECT and an HMAC. Otherwise it inserts the request
-and, unless ``GATEKEEPER_VERIFIER=external`` (a ``gatekeeper verify-worker`` polls instead),
-starts ``python -m projects.verify --request ID`` as a detached process: the server worker never
-imports torch nor spends its time scoring, and the child inherits the server's environment, so it
-sees the same stores and secret. A request whose verifier never started, died or hit an error is
-started again on a later call, at most ``MAX_TRIES`` times in all; then it stays down with the
-reason. The caller gets a fact, never an exception, and only "passed" is trusted.
+signed answer exists it costs one indexed SELECT and an HMAC. Otherwise it inserts the request,
+counted as a verifier start, and, unless ``GATEKEEPER_VERIFIER=external`` (a ``gatekeeper
+verify-worker`` polls instead), makes sure this process's **verifier daemon** runs: one
+``python -m projects.verify --worker --parent-pid PID`` child per server process and database,
+started at the first ``ensure`` (or by ``prestart`` when the store is built inside ``mlflow
+server``). It imports mlflow, pandas and torch once, in the background right after it starts,
+keeps the last models it loaded, and takes the requests the gate counted (claims are atomic, so
+the daemons of several gunicorn workers share one queue); it exits by itself once its parent is
+gone and the queue is empty. The server worker never imports torch nor spends its time scoring,
+and the child inherits the server's environment, so it sees the same stores and secret.
+
+A daemon found dead (``Popen.poll``) is started again on the next call. A request whose verifier
+never answered, died (silent, then "down") or hit an error is put back and counted again on a
+later call, at most ``MAX_TRIES`` starts in all; then it stays down with the reason and the log
+of the verifier that last worked on it. The caller gets a fact, never an exception, and only
+"passed" is trusted.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -28,10 +38,16 @@ from sqlalchemy.orm import Session
 from registry_hooks import verification
 from registry_hooks.contract import VERIFIER_ENV, VERIFIER_MODULE
 from registry_hooks.transactions import retrying
-from registry_hooks.verification import DOWN, ERROR, FORGED, MAX_TRIES, PENDING, VerificationFact, VerificationKey
+from registry_hooks.verification import (DOWN, ERROR, FORGED, MAX_TRIES, PENDING, RUNNING, VerificationFact,
+                                         VerificationKey)
 
 SPAWN, EXTERNAL = "spawn", "external"
+POLL_S = 0.5  # how often a daemon looks at the queue (and at its parent)
 _RESTARTABLE = (DOWN, ERROR, FORGED)  # a failed verification is an answer: never re-run
+_WAITING = (PENDING, RUNNING)  # a daemon must be alive for these to end
+_SERVER_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server` for its workers
+_daemons: dict[str, subprocess.Popen] = {}  # this process's daemon per database URI
+_daemons_lock = threading.Lock()
 
 
 def _now_ms() -> int:
@@ -46,15 +62,19 @@ def verifier_mode() -> str:
     return mode
 
 
+def log_folder(db_uri: str) -> Path:
+    """Where the verifiers of one database log: the daemons' ``daemon.log`` and one file per request."""
+    return Path(tempfile.gettempdir()) / "gatekeeper-verifier" / hashlib.sha256(db_uri.encode()).hexdigest()[:12]
+
+
 def log_path(db_uri: str, request_id: int) -> Path:
-    """Where a spawned verifier of ``request_id`` writes its stderr (one folder per database)."""
-    folder = hashlib.sha256(db_uri.encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / "gatekeeper-verifier" / folder / f"request-{request_id}.log"
+    """The stderr of the verifier that worked on ``request_id`` (a daemon writes it there while it does)."""
+    return log_folder(db_uri) / f"request-{request_id}.log"
 
 
 def ensure(engine: Engine, db_uri: str, key: VerificationKey, secret: bytes, *, spawn: bool = True) -> VerificationFact:
-    """The verification of ``key``: the answer when there is one, else requested (and a verifier
-    started when ``spawn`` and the mode allows); usually "pending" right after asking."""
+    """The verification of ``key``: the answer when there is one, else requested (and the daemon
+    kept alive when ``spawn`` and the mode allows); usually "pending" right after asking."""
     try:
         mode = verifier_mode()
     except ValueError as exc:
@@ -63,14 +83,13 @@ def ensure(engine: Engine, db_uri: str, key: VerificationKey, secret: bytes, *, 
     with Session(engine) as session:
         fact = verification.lookup(session, key, secret, _now_ms())
     if fact is not None and (fact.status not in _RESTARTABLE or not spawning):
-        return fact
+        problem = start_daemon(db_uri) if spawning and fact.status in _WAITING else None
+        return _down(fact.request_id, problem, fact.numbers.get("tries", 0)) if problem else fact
     if fact is not None and fact.numbers.get("tries", 0) >= MAX_TRIES and fact.status != FORGED:
         return _with_log(fact, db_uri)
     request_id, tries = retrying(lambda: _request(engine, key, count_start=spawning))
-    if spawning:
-        problem = _spawn(db_uri, request_id)
-        if problem:
-            return VerificationFact(DOWN, request_id, f"verifier down: {problem}", {"tries": tries})
+    if spawning and (problem := start_daemon(db_uri)):
+        return _down(request_id, problem, tries)
     if fact is not None:  # the gate reports what it found this time; the next call sees the new try
         return replace(fact, message=f"{fact.message}; a verifier was started again (start {tries} of {MAX_TRIES})")
     with Session(engine) as session:
@@ -80,7 +99,7 @@ def ensure(engine: Engine, db_uri: str, key: VerificationKey, secret: bytes, *, 
 
 def _request(engine: Engine, key: VerificationKey, *, count_start: bool) -> tuple[int, int]:
     """One transaction: the request row (new or re-keyed), reset to pending and counted as a verifier
-    start when one is about to be spawned; returns its id and its starts so far."""
+    start when a daemon is to take it (daemons take only counted requests); its id and starts so far."""
     with Session(engine) as session, session.begin():
         request_id = verification.request(session, key, _now_ms())
         if not count_start:
@@ -88,19 +107,54 @@ def _request(engine: Engine, key: VerificationKey, *, count_start: bool) -> tupl
         return request_id, verification.restart(session, request_id, _now_ms())
 
 
-def _spawn(db_uri: str, request_id: int) -> str | None:
-    """Start the verifier for one request, detached; the reason it could not start, else None."""
-    path = log_path(db_uri, request_id)
-    command = [sys.executable, "-m", VERIFIER_MODULE, "--db-uri", db_uri, "--request", str(request_id)]
+def _down(request_id: int | None, problem: str, tries: int) -> VerificationFact:
+    return VerificationFact(DOWN, request_id, f"verifier down: {problem}", {"tries": tries})
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+def prestart(db_uri: str, policy: Any) -> None:
+    """Start the daemon as the store is built, when that is inside ``mlflow server`` in spawn mode
+    and ``policy`` (a ``Policy``) verifies anything: it has warmed up before the first promotion.
+    A CLI or script opening the store leaves it to the first ``ensure``: it may never verify."""
+    policies = (policy.default, *(p for _, p in policy.overrides))
+    if not os.environ.get(_SERVER_ENV) or not any(p.evaluation.verified for p in policies):
+        return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                       start_new_session=True, close_fds=True)
-    except OSError as exc:
-        return f"cannot start `{' '.join(command[:3])}` for request #{request_id} ({exc}); see {path}"
-    threading.Thread(target=process.wait, daemon=True, name=f"verifier-{request_id}-reaper").start()
+        spawning = verifier_mode() == SPAWN
+    except ValueError:  # a bad mode: every ensure says so by name
+        return
+    if spawning:
+        start_daemon(db_uri)  # a failure to start is reported by the first ensure, which tries again
+
+
+def start_daemon(db_uri: str) -> str | None:
+    """Make sure this process's daemon for ``db_uri`` runs, starting it (again) when it is not; the
+    reason it cannot, else None. One ``waitpid`` when it runs. A forked worker never reuses its
+    parent's: the pid is not its child, so ``poll`` reports it gone and the worker starts its own."""
+    with _daemons_lock:
+        daemon = _daemons.get(db_uri)
+        if daemon is not None and daemon.poll() is None:
+            return None
+        folder = log_folder(db_uri)
+        command = [sys.executable, "-m", VERIFIER_MODULE, "--db-uri", db_uri, "--worker", "--poll", str(POLL_S),
+                   "--parent-pid", str(os.getpid())]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "daemon.log", "ab") as log:
+                _daemons[db_uri] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                    stderr=log, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            return f"cannot start `{' '.join(command[:3])} --worker` ({exc}); see {folder / 'daemon.log'}"
     return None
+
+
+def daemon_pid(db_uri: str) -> int | None:
+    """The pid of this process's daemon for ``db_uri`` while it runs (for tests and diagnostics)."""
+    with _daemons_lock:
+        daemon = _daemons.get(db_uri)
+        return daemon.pid if daemon is not None and daemon.poll() is None else None
 
 
 def _with_log(fact: VerificationFact, db_uri: str) -> VerificationFact:

@@ -79,7 +79,6 @@ AUDIT_VERSION_TABLE = "alembic_version_gatekeeper"  # beside MLflow's alembic_ve
 # -- trusted evidence: registered sets, verification, the server secret -----------------------------
 SET_DATA_PREFIX = "set:"  # evaluate's data=set:NAME[@VERSION]: a registered evaluation set
 SECRET_ENV = "GATEKEEPER_SECRET"  # keys the verification sample, its signatures and the audit chain
-SET_ADMINS_ENV = "GATEKEEPER_SET_REGISTRARS"  # comma-separated users (besides admins) who may register sets
 VERIFIER_ENV = "GATEKEEPER_VERIFIER"  # "spawn" (default: the server starts a verifier process) or "external"
 VERIFIER_MODULE = "projects.verify"  # the verifier program: `python -m projects.verify`
 VERIFIER_TIMEOUT_ENV = "GATEKEEPER_VERIFIER_TIMEOUT"  # seconds a request may wait unclaimed before "verifier down"

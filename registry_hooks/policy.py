@@ -496,6 +496,11 @@ class Policy:
     overrides: tuple[tuple[str, ModelPolicy], ...]
     content_hash: str
     source: str
+    registrars: tuple[str, ...] = ()  # users besides admins who may register evaluation sets (basic-auth)
+
+    def may_register_sets(self, username: str | None) -> bool:
+        """Whether ``username`` is one of the policy's ``registrars`` (names compared normalised)."""
+        return username is not None and names.normalise(username) in {names.normalise(u) for u in self.registrars}
 
     def for_model(self, name: str) -> ModelPolicy:
         """The first override whose glob pattern matches ``name``, else the defaults.
@@ -512,7 +517,7 @@ class Policy:
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> Policy:
         root = _Reader(data if data is not None else {}, "policy")
-        root.check_keys({"version", "defaults", "models"})
+        root.check_keys({"version", "defaults", "models", "registrars"})
         if data and data.get("version", 1) != 1:
             raise PolicyError(f"policy.version: only version 1 is supported, got {data.get('version')!r}")
         data = data or {}
@@ -534,6 +539,7 @@ class Policy:
             overrides=tuple(overrides),
             content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
             source=source,
+            registrars=root.names("registrars"),
         )
 
     @classmethod

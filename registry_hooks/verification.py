@@ -208,14 +208,14 @@ def claim(session: Session, worker: str, now_ms: int, request_id: int | None = N
           count_try: bool = False) -> Claim | None:
     """Take a pending request (``request_id``, else the oldest one with starts left) for ``worker``;
     None when there is none to take. ``count_try``: this claim is a verifier start of its own (a
-    worker polling, not a process the gate spawned and counted already)."""
+    worker polling); without it and without ``request_id``, only a request the gate already counted
+    a start for (its daemon's claim: the gate counts, so a request nobody started stays untouched)."""
     if request_id is not None:
         candidates = [request_id]
     else:
         query = session.query(SqlVerification.id).filter(SqlVerification.status == PENDING)
-        if count_try:
-            query = query.filter(SqlVerification.tries < MAX_TRIES)
-        candidates = [i for (i,) in query.order_by(SqlVerification.id).limit(10)]
+        eligible = SqlVerification.tries < MAX_TRIES if count_try else SqlVerification.tries > 0
+        candidates = [i for (i,) in query.filter(eligible).order_by(SqlVerification.id).limit(10)]
     values = dict(status=RUNNING, worker=worker, claimed_at=now_ms, heartbeat_at=now_ms)
     if count_try:
         values["tries"] = SqlVerification.tries + 1

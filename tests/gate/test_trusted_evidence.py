@@ -273,3 +273,37 @@ def test_verifier_down_then_an_external_worker_verifies(tmp_path):
             capture_output=True, text=True, timeout=300, env={**os.environ, "DO_NOT_TRACK": "true"})
         assert worker.returncode == 0, worker.stdout + worker.stderr
         assert story.gate.promote(story.name, v1)["verdict"] == "promote"
+
+
+def test_under_basic_auth_only_admins_and_the_policys_registrars_register_sets(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY + "registrars: [Bob]\n")
+    env = {"GATEKEEPER_BASIC_AUTH": "true", "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret"}
+    admin = ("admin", "admin-password-123")
+    golden = _table(300, 2)
+    golden.to_parquet(tmp_path / "golden.parquet")
+    from registry_hooks.eval_sets import describe_table
+
+    facts = describe_table(str(tmp_path / "golden.parquet"), "label")
+    body = {"name": "golden", "source": str(tmp_path / "golden.parquet"), "label_column": "label",
+            "content_hash": facts.content_hash, "n_rows": facts.n_rows, "columns": [list(c) for c in facts.columns],
+            "keys_digest": facts.keys_digest}
+    with MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", policy=policy, env=env) as server:
+        for user in ("alice", "bob"):
+            created = requests.post(f"{server.url}/api/2.0/mlflow/users/create", auth=admin, timeout=30,
+                                    json={"username": user, "password": f"{user}-password-123"})
+            assert created.status_code == 200, created.text
+        route = f"{server.url}/gatekeeper/api/sets/register"
+        assert requests.post(route, json=body, timeout=30).status_code == 401  # nobody signed in
+        refused = requests.post(route, json=body, auth=("alice", "alice-password-123"), timeout=30)
+        assert refused.status_code == 403, refused.text
+        listed = requests.get(f"{server.url}/gatekeeper/api/sets", auth=("alice", "alice-password-123"), timeout=30)
+        assert listed.status_code == 200 and listed.json() == {"sets": []}  # alice may read; nothing was recorded
+        accepted = requests.post(route, json=body, auth=("bob", "bob-password-123"), timeout=30)
+        assert accepted.status_code == 200 and accepted.json()["set"]["created_by"] == "bob", accepted.text
+        cli = subprocess.run([sys.executable, "-m", "gatekeeper_cli.main", "--tracking-uri", server.url, "sets",
+                              "register", "golden", str(tmp_path / "golden.parquet")], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "MLFLOW_TRACKING_USERNAME": "admin",
+                                               "MLFLOW_TRACKING_PASSWORD": "admin-password-123"})
+        assert cli.returncode == 0 and "golden v1" in cli.stdout, cli.stdout + cli.stderr  # same table: no new version
