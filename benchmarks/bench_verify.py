@@ -12,8 +12,13 @@ time with the default sample of 256.
 (default width, candidate and baseline) on a SQLite store. Cold: ``python -m projects.verify
 --request ID`` as the gate spawns it, timed from process start to the signed answer (interpreter
 start-up and the first import of mlflow and torch included). Warm: a ``--worker`` process that
-has verified before, timed from the request to the answer. The verifier's own split (set,
-evidence and rows; loading the models; scoring and comparing) is read from its result. Budget: 10 s.
+has verified before, timed from the request to the answer. Daemon: the default spawn mode as the
+server runs it, this process playing the server: ``verifier_launch.ensure`` records the request
+and starts the warm verifier daemon at first use; timed from the request to the signed answer for
+the first request (the daemon's start-up and imports included), for the first request to a daemon
+started with the store (``prestart``, given time to warm up), and for later requests (the same
+models, kept loaded). The verifier's own split (set, evidence and rows; loading the models;
+scoring and comparing) is read from its result. Budget: 10 s.
 
     .venv/bin/python benchmarks/bench_verify.py [--replicates 2000] [--timing-runs 3]
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,6 +156,16 @@ def _restart(engine, request_id: int) -> None:
         session.get(SqlVerification, request_id).tries = 0
 
 
+def _forget(engine, request_id: int) -> None:
+    """No request for the evidence any more: the next ``ensure`` asks afresh, as at its first sight."""
+    from sqlalchemy.orm import Session
+
+    from registry_hooks.audit.models import SqlVerification
+
+    with Session(engine) as session, session.begin():
+        session.delete(session.get(SqlVerification, request_id))
+
+
 def _answer(engine, key: VerificationKey, limit_s: float = 300) -> verification.VerificationFact:
     from sqlalchemy.orm import Session
 
@@ -174,9 +190,56 @@ def _figures(walls: list[float], facts: list) -> dict:
             "score_s": pick("score_s"), "within_budget": max(walls) <= BUDGET_S}
 
 
+def _daemon_request(engine, db_uri: str, key: VerificationKey) -> tuple[float, verification.VerificationFact]:
+    """The gate's first sight of the evidence (``ensure``) to the signed answer, in seconds."""
+    from plugins import verifier_launch
+    from registry_hooks.secret import server_secret
+
+    started = time.perf_counter()
+    fact = verifier_launch.ensure(engine, db_uri, key, server_secret(engine))
+    answer = _answer(engine, key)
+    _forget(engine, fact.request_id)
+    return time.perf_counter() - started, answer
+
+
+def _stop_daemon(db_uri: str) -> None:
+    from plugins import verifier_launch
+
+    pid = verifier_launch.daemon_pid(db_uri)
+    os.kill(pid, signal.SIGTERM)
+    while verifier_launch.daemon_pid(db_uri) is not None:
+        time.sleep(0.05)
+
+
+def _prestarted(db_uri: str, limit_s: float = 300) -> None:
+    """A daemon started as the store starts it in a server, once its imports are done."""
+    from plugins import verifier_launch
+
+    log = verifier_launch.log_folder(db_uri) / "daemon.log"
+    done_before = log.read_text().count("imports done") if log.exists() else 0
+    verifier_launch.start_daemon(db_uri)
+    deadline = time.monotonic() + limit_s
+    while log.read_text().count("imports done") == done_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def time_daemon(engine, db_uri: str, key: VerificationKey, request_id: int, runs: int) -> dict:
+    """The default spawn mode: a lazily started daemon's first answer, a prestarted one's, then later ones."""
+    _forget(engine, request_id)
+    first_wall, first = _daemon_request(engine, db_uri, key)
+    later = [_daemon_request(engine, db_uri, key) for _ in range(runs)]
+    _stop_daemon(db_uri)
+    _prestarted(db_uri)
+    prestarted_wall, prestarted = _daemon_request(engine, db_uri, key)
+    _stop_daemon(db_uri)
+    return {"first": _figures([first_wall], [first]), "prestarted_first": _figures([prestarted_wall], [prestarted]),
+            "later": _figures([w for w, _ in later], [f for _, f in later])}
+
+
 def time_verification(runs: int, n_rows: int) -> dict:
     """Cold: ``--request`` processes as the gate spawns them (start-up and imports included).
-    Warm: one ``--worker`` process answering the same request again and again."""
+    Warm: one ``--worker`` process answering the same request again and again. Daemon: the
+    default spawn mode (``time_daemon``)."""
     from sqlalchemy.orm import Session
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,17 +266,27 @@ def time_verification(runs: int, n_rows: int) -> dict:
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+        daemon = time_daemon(engine, db_uri, key, request_id, runs)
         engine.dispose()
     print(cold[-1].message)
     return {"n_rows": n_rows, "sample": 256, "runs": runs, "budget_s": BUDGET_S,
             "max_abs_diff": cold[-1].numbers.get("max_abs_diff"), "near_ties": cold[-1].numbers.get("near_ties"),
             "cold": _figures(cold_walls, cold), "warm": _figures(warm_walls[1:], warm[1:]),
-            "warm_first_wall_s": round(warm_walls[0], 2)}
+            "warm_first_wall_s": round(warm_walls[0], 2), "daemon": daemon}
+
+
+_MODES = (("cold", "one-shot process per request, start to signed answer"),
+          ("warm", "polling worker that verified before, request to answer"),
+          ("daemon.first", "warm daemon (spawned by the server at first use, pre-imported), first request"),
+          ("daemon.prestarted_first", "warm daemon started with the store, first request"),
+          ("daemon.later", "warm daemon, later requests (models kept loaded)"))
 
 
 def print_timing(timing: dict) -> None:
-    for mode, what in (("cold", "spawned process, start to signed answer"), ("warm", "polling worker, request to answer")):
-        t = timing[mode]
+    for mode, what in _MODES:
+        t = timing
+        for part in mode.split("."):
+            t = t[part]
         print(f"{mode}: 256 of {timing['n_rows']:,} scenes rows, two CNNs, {what}: median {t['wall_median_s']} s "
               f"(runs {t['wall_s']}; in the verifier: set, evidence and rows {t['inputs_s']} s, loading the models "
               f"{t['load_s']} s, scoring and comparing {t['score_s']} s); budget {BUDGET_S} s")

@@ -40,7 +40,7 @@ from registry_hooks.evidence_seen import SeenRun
 from registry_hooks.evidence import VersionRef
 from registry_hooks.trust import NO_TRUST_FACTS, Attempt, EvidenceFinding, SetEvidence, TrustFacts
 
-_SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"
+SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server` for its workers
 SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"  # set by `mlflow server`; a spawned verifier inherits it
 _RUNS_PAGE = 200
 _MAX_EVIDENCE_RUNS = 1000  # a candidate's evidence runs the gate weighs (every attempt counts)
@@ -91,7 +91,7 @@ class EvidenceSource:
     @property
     def tracking_store(self):
         if self._store is None:
-            if os.environ.get(_SERVER_BACKEND_ENV):
+            if os.environ.get(SERVER_BACKEND_ENV):
                 from mlflow.server.handlers import _get_tracking_store
 
                 self._store = _get_tracking_store()

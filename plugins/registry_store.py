@@ -34,6 +34,7 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from plugins import verifier_launch
 from plugins.evidence_source import EvidenceSource
 from plugins.judging import Judge, required_sets
 from plugins.params import parse_int, parse_text, parse_version, require_storable
@@ -80,6 +81,7 @@ class GatekeeperStore(SqlAlchemyStore):
         audit.migrate(self.engine)
         self.secret = server_secret(self.engine)
         self.policy = Policy.from_environment()
+        verifier_launch.prestart(self.db_uri, self.policy)  # in `mlflow server`: warm before the first promotion
         self.evidence = EvidenceSource(db_uri)
         self.judge = Judge(self.engine, self.db_uri, self.secret, self.evidence)
         self._active_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

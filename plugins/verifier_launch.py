@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from plugins.evidence_source import SERVER_BACKEND_ENV
 from registry_hooks import verification
 from registry_hooks.contract import VERIFIER_ENV, VERIFIER_MODULE
 from registry_hooks.transactions import retrying
@@ -45,7 +46,6 @@ SPAWN, EXTERNAL = "spawn", "external"
 POLL_S = 0.5  # how often a daemon looks at the queue (and at its parent)
 _RESTARTABLE = (DOWN, ERROR, FORGED)  # a failed verification is an answer: never re-run
 _WAITING = (PENDING, RUNNING)  # a daemon must be alive for these to end
-_SERVER_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server` for its workers
 _daemons: dict[str, subprocess.Popen] = {}  # this process's daemon per database URI
 _daemons_lock = threading.Lock()
 
@@ -119,7 +119,7 @@ def prestart(db_uri: str, policy: Any) -> None:
     and ``policy`` (a ``Policy``) verifies anything: it has warmed up before the first promotion.
     A CLI or script opening the store leaves it to the first ``ensure``: it may never verify."""
     policies = (policy.default, *(p for _, p in policy.overrides))
-    if not os.environ.get(_SERVER_ENV) or not any(p.evaluation.verified for p in policies):
+    if not os.environ.get(SERVER_BACKEND_ENV) or not any(p.evaluation.verified for p in policies):
         return
     try:
         spawning = verifier_mode() == SPAWN

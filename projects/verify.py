@@ -1,10 +1,13 @@
 """The verifier: re-score a secret sample of a registered set and compare with the logged outcomes.
 
-``python -m projects.verify --db-uri URI --request ID`` verifies one request (the gate spawns this,
-``plugins.verifier_launch``); ``--worker [--poll S] [--once]`` polls for pending requests
-(``gatekeeper verify-worker``, or ``GATEKEEPER_VERIFIER=external``). It runs outside the server
-worker, which never imports torch, and it writes only one thing: its signed answer on the request
-row (``registry_hooks.verification``).
+``python -m projects.verify --db-uri URI --request ID`` verifies one request; ``--worker [--poll S]
+[--once]`` polls for pending requests (``gatekeeper verify-worker``, or ``GATEKEEPER_VERIFIER=external``);
+``--worker --parent-pid PID`` is the gate's daemon (``plugins.verifier_launch`` starts one per
+server process): it imports what verification needs in the background as soon as it starts, takes
+the requests the gate counted as started, and exits once its parent is gone and the queue is
+empty. Every mode runs outside the server worker, which never imports torch, keeps the last
+``SCORERS_KEPT`` models it loaded, and writes only one thing: its signed answer on the request row
+(``registry_hooks.verification``).
 
 One request, in order; the first step that does not hold decides:
 
@@ -28,12 +31,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import importlib.util
 import os
 import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +57,13 @@ from registry_hooks.tables import iter_table, local_path
 from registry_hooks.verification import PROBA_TOLERANCE, VALUE_RTOL, Claim
 
 _FIELDS = ("prediction", "proba_label", "score")  # what the gate judges; loss it recomputes
+SCORERS_KEPT = 4  # loaded models a verifier keeps: a candidate and its baseline, twice over
+_scorers: OrderedDict[tuple, Any] = OrderedDict()
+# What a verification imports, loaded by the daemon before its first request (torch when installed:
+# a pt2 model's first load imports torch._dynamo, seconds of its own).
+_WARM_MODULES = ("mlflow.pyfunc", "pandas", "pyarrow.ipc", "pyarrow.parquet", "plugins.evidence_source",
+                 "registry_hooks.evidence", "projects.evaluate.core", "projects.evaluate.scoring")
+_WARM_TORCH = ("torch", "torch.export", "torch._dynamo", "mlflow.pytorch")
 
 
 class Failed(Exception):
@@ -156,18 +172,16 @@ def _rows_at(path: str, positions: np.ndarray) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def model_location(db_uri: str, name: str, version: str) -> str:
-    """Where a version's model files are, readable without calling the server over HTTP.
+def model_location(uri: str, name: str, version: str) -> str:
+    """Where a version's model files are (``uri``: its download URI), readable without calling the
+    server over HTTP.
 
     A version registered from a logged model has its artifacts at the logged model's location;
     under a server that is ``mlflow-artifacts:/…``, mapped to the server's artifact destination the
     way the gate reads evidence (``_MLFLOW_SERVER_ARTIFACT_DESTINATION``; ``--artifacts-destination``
     for a verifier started by hand)."""
-    from mlflow import MlflowClient
-
     from plugins.evidence_source import EvidenceSource
 
-    uri = MlflowClient(tracking_uri=db_uri, registry_uri=db_uri).get_model_version_download_uri(name, version)
     try:
         return EvidenceSource.local_copy(uri)
     except OSError as exc:
@@ -201,11 +215,25 @@ def _plain(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _load(location: str, registered: eval_sets.SetVersion, slices: tuple[str, ...]):
-    """evaluate's scorer for one model: the same input columns, the same outputs."""
+def _scorer(db_uri: str, name: str, version: str, registered: eval_sets.SetVersion, slices: tuple[str, ...]):
+    """evaluate's scorer for one version (the same input columns, the same outputs), reused from the
+    last ``SCORERS_KEPT`` this process loaded: a daemon verifying candidate after candidate against
+    one baseline loads the baseline once. Keyed by the version's download URI, which names one
+    logged model's files (a model deleted and registered again gets another), and the input columns."""
+    from mlflow import MlflowClient
+
     from projects.evaluate.scoring import Scorer
 
-    return Scorer(location, [tuple(c) for c in registered.columns], {registered.label_column, "row_id", *slices})
+    uri = MlflowClient(tracking_uri=db_uri, registry_uri=db_uri).get_model_version_download_uri(name, version)
+    columns = tuple(tuple(c) for c in registered.columns)
+    key = (uri, columns, registered.label_column, tuple(slices))
+    scorer = _scorers.pop(key, None) or Scorer(model_location(uri, name, version), list(columns),
+                                                {registered.label_column, "row_id", *slices})
+    scorer.outputs = []  # a reused scorer starts empty: it accumulates what it scores
+    _scorers[key] = scorer
+    while len(_scorers) > SCORERS_KEPT:
+        _scorers.popitem(last=False)
+    return scorer
 
 
 def _compare_model(comparison: _Comparison, prefix: str, rescored: dict[str, np.ndarray], proba: np.ndarray | None,
@@ -241,10 +269,11 @@ def _near_tie(proba: np.ndarray, classes: np.ndarray, logged: np.ndarray) -> np.
 
 def _load_models(db_uri: str, key: verification.VerificationKey, registered: eval_sets.SetVersion,
                  slices: tuple[str, ...]) -> tuple[dict[str, Any], float]:
-    """evaluate's scorer for the candidate (and the baseline), loaded from the registry; seconds taken."""
+    """evaluate's scorer for the candidate (and the baseline), loaded from the registry (or kept
+    from an earlier request); seconds taken."""
     started = time.perf_counter()
     versions = {"candidate": key.candidate_version, **({"baseline": key.baseline_version} if key.baseline_version else {})}
-    scorers = {p: _load(model_location(db_uri, key.model_name, v), registered, slices) for p, v in versions.items()}
+    scorers = {p: _scorer(db_uri, key.model_name, v, registered, slices) for p, v in versions.items()}
     return scorers, time.perf_counter() - started
 
 
@@ -352,14 +381,19 @@ def process(engine, db_uri: str, claim: Claim, secret: bytes) -> str:
     return answer.status
 
 
-def _claim(engine, worker: str, request_id: int | None) -> Claim | None:
+def _claim(engine, worker: str, request_id: int | None, *, daemon: bool = False) -> Claim | None:
+    """``request_id``; else a polling worker's pick (silent requests taken over, the claim counted as
+    a start); else, for the gate's ``daemon``, a request the gate counted (the gate restarts silent
+    ones itself, so ``MAX_TRIES`` counts the same starts as for any spawned verifier)."""
     from registry_hooks.transactions import retrying
+
+    polling = request_id is None and not daemon
 
     def once() -> Claim | None:
         with Session(engine) as session, session.begin():
-            if request_id is None:
+            if polling:
                 verification.release_silent(session, _now_ms())
-            return verification.claim(session, worker, _now_ms(), request_id, count_try=request_id is None)
+            return verification.claim(session, worker, _now_ms(), request_id, count_try=polling)
 
     return retrying(once)
 
@@ -396,6 +430,66 @@ def run_worker(db_uri: str, poll_s: float, once: bool) -> int:
             time.sleep(poll_s)
 
 
+def run_daemon(db_uri: str, gate_uri: str, poll_s: float, parent_pid: int) -> int:
+    """``--worker --parent-pid PID``: the gate's daemon. Warms up in a background thread while it
+    polls, writes what it says about a request to that request's log (``gate_uri``: the database
+    URI as the gate spelled it, which names the log folder), and, once ``parent_pid`` is no longer
+    its parent, finishes what is queued and exits: a CLI that asked and quit still gets its answer."""
+    from plugins.verifier_launch import log_path
+
+    warm = threading.Thread(target=_warm_up, args=(db_uri,), daemon=True, name="verifier-warm-up")
+    warm.start()
+    engine, worker = create_engine(db_uri), _worker_name()
+    secret = server_secret(engine)
+    print(f"verifier daemon {worker} of pid {parent_pid}: polling every {poll_s:g} s", file=sys.stderr)
+    while True:
+        claim = _claim(engine, worker, None, daemon=True)
+        if claim is not None:
+            warm.join()  # the verification imports nothing while another thread does
+            with _stderr_to(log_path(gate_uri, claim.request_id)):
+                process(engine, db_uri, claim, secret)
+        elif os.getppid() != parent_pid:
+            print(f"verifier daemon {worker}: pid {parent_pid} is gone and nothing is queued; exiting", file=sys.stderr)
+            return 0
+        else:
+            time.sleep(poll_s)
+
+
+def _warm_up(db_uri: str) -> None:
+    """Import what a verification needs and open MLflow's tracking store of ``db_uri`` (MLflow keeps
+    it per process; the first opening costs about a second), so that the first request pays none of it."""
+    started = time.perf_counter()
+    names = _WARM_MODULES + (_WARM_TORCH if importlib.util.find_spec("torch") else ())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the request that needs it will say why
+            print(f"verifier: could not pre-import {name} ({type(exc).__name__}: {exc})", file=sys.stderr)
+    try:
+        from plugins.evidence_source import EvidenceSource
+
+        EvidenceSource(db_uri).tracking_store.get_experiment("0")
+    except Exception as exc:  # noqa: BLE001 - likewise
+        print(f"verifier: could not open the tracking store ({type(exc).__name__}: {exc})", file=sys.stderr)
+    print(f"verifier: imports done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """File descriptor 2 appended to ``path`` meanwhile, so a crash's last words land there too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {VERIFIER_MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--db-uri", required=True, help="the registry's database (gatekeeper: prefix allowed)")
@@ -404,11 +498,16 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--worker", action="store_true", help="poll for pending requests")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between polls in --worker mode")
     parser.add_argument("--once", action="store_true", help="--worker: exit when no request is pending")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="--worker as the gate's daemon: take the requests the gate started, exit after this "
+                             "process does")
     parser.add_argument("--artifacts-destination", default=None,
                         help="the server's --artifacts-destination, to read mlflow-artifacts:/ models and evidence")
     args = parser.parse_args(argv)
     if args.poll <= 0:
         parser.error("--poll must be positive")
+    if args.parent_pid is not None and (not args.worker or args.once):
+        parser.error("--parent-pid goes with --worker, without --once")
     db_uri = args.db_uri.removeprefix(STORE_URI_PREFIX)
     if args.artifacts_destination:
         from plugins.evidence_source import SERVER_ARTIFACTS_ENV
@@ -420,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_registry_uri(db_uri)
     if args.request is not None:
         return verify_request(db_uri, args.request)
+    if args.parent_pid is not None:
+        return run_daemon(db_uri, args.db_uri, args.poll, args.parent_pid)
     return run_worker(db_uri, args.poll, args.once)
 
 
