@@ -101,14 +101,17 @@ class EvidenceSource:
                 self._store = _get_store(self._db_uri)
         return self._store
 
-    def _experiment_ids(self, view_type: int = ViewType.ACTIVE_ONLY) -> list[str]:
-        ids, token = [], None
+    def _experiments(self, view_type: int = ViewType.ACTIVE_ONLY) -> list:
+        found, token = [], None
         while True:
             page = self.tracking_store.search_experiments(view_type=view_type, max_results=1000, page_token=token)
-            ids += [e.experiment_id for e in page]
+            found += list(page)
             token = page.token
             if not token:
-                return ids
+                return found
+
+    def _experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self._experiments()]
 
     def _search(self, filters: dict[str, str], max_results: int, experiment_ids: list[str] | None = None) -> list:
         """The newest finished, active runs with these tags."""
@@ -164,14 +167,13 @@ class EvidenceSource:
         manifest = evidence.parse_manifest(self.read_artifact(run, EVIDENCE_MANIFEST_PATH))
         return evidence.parse_outcomes(self.read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
 
-    def _evidence_runs(self, candidate: VersionRef) -> list:
+    def _evidence_runs(self, candidate: VersionRef, experiments: list[str]) -> list:
         """Every evidence run of ``candidate``, newest first, whatever its status, deleted or in a
         deleted experiment: every attempt counts, and marking a failed one FAILED or deleting it
         must not hide it. Only a finished, active run can decide."""
         query = " and ".join([f"tags.`{TAG_EVIDENCE}` = '1'",
                               f"tags.`{TAG_CANDIDATE_NAME}` = {_quote(candidate.name)}",
                               f"tags.`{TAG_CANDIDATE_VERSION}` = {_quote(candidate.version)}"])
-        experiments = self._experiment_ids(ViewType.ALL)
         runs, token = [], None
         while True:
             page = self.tracking_store.search_runs(experiments, query, ViewType.ALL, max_results=_RUNS_PAGE,
@@ -221,18 +223,20 @@ class EvidenceSource:
         earlier (``registry_hooks.evidence_seen``); one no longer found under its recorded identity
         is weighed as it was recorded. ``observed``: every run found now, for the record.
         """
-        runs = self._evidence_runs(candidate)
+        experiments = self._experiments(ViewType.ALL)  # listed once: all for attempts, live ones to decide
+        live = [e.experiment_id for e in experiments if e.lifecycle_stage == "active"]
+        runs = self._evidence_runs(candidate, [e.experiment_id for e in experiments])
         wanted = baseline_version or NO_BASELINE
         mine = [r for r in runs if r.data.tags.get(TAG_BASELINE_VERSION) == wanted]
         groups: dict[str, list] = {}
         for run in mine:
             groups.setdefault(run.data.tags.get(TAG_DATA_HASH, ""), []).append(run)
         gone = self._hidden(seen, wanted, groups, {r.info.run_id: r for r in runs})
-        live = set(self._experiment_ids())
-        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live
+        live_ids = set(live)
+        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live_ids
                   and r.info.status == "FINISHED"]
         mine_active = [r for r in mine if r in active]
-        finding, trust = (self._weak(candidate, active, mine_active, groups) if not sets
+        finding, trust = (self._weak(candidate, active, mine_active, groups, live) if not sets
                           else self._registered(sets, mine_active, groups))
         counted = {v.content_hash for v in sets[0].versions} if sets else None
         gone = tuple(a for key, a in gone if counted is None or key in counted)
@@ -267,13 +271,14 @@ class EvidenceSource:
         except MlflowException:
             return None
 
-    def _weak(self, candidate: VersionRef, active: list, mine_active: list, groups: dict[str, list]) -> tuple:
+    def _weak(self, candidate: VersionRef, active: list, mine_active: list, groups: dict[str, list],
+              live: list[str]) -> tuple:
         deciding = mine_active[0] if mine_active else None
         if deciding is None:  # nothing against this baseline: the newest run says what it was against
             return (self._finding(active[0]) if active else None), NO_TRUST_FACTS
         data_hash = deciding.data.tags.get(TAG_DATA_HASH, "")
         newest = self._search({TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
-                               TAG_DATA_NAME: deciding.data.tags.get(TAG_DATA_NAME, "")}, 1)
+                               TAG_DATA_NAME: deciding.data.tags.get(TAG_DATA_NAME, "")}, 1, live)
         newer_hash = newest[0].data.tags.get(TAG_DATA_HASH) if newest else None
         attempts = tuple(Attempt(_data_text(group[0]), self._finding(group[0]))
                          for key, group in groups.items() if key != data_hash)

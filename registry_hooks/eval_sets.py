@@ -168,11 +168,6 @@ def versions(session: Session, name: str | None = None) -> list[SetVersion]:
     return [_decode(r) for r in rows]
 
 
-def current(session: Session, name: str) -> SetVersion | None:
-    found = versions(session, name)
-    return found[0] if found else None
-
-
 def get(session: Session, name: str, version: int | None = None) -> SetVersion:
     """One version (the current one when ``version`` is None); a clear error when there is none."""
     found = versions(session, name)
@@ -185,10 +180,3 @@ def get(session: Session, name: str, version: int | None = None) -> SetVersion:
     if match is None:
         raise SetError(f"set {found[0].name} has no version {version} (versions 1 to {found[0].version})")
     return match
-
-
-def with_hash(session: Session, content_hash: str) -> list[SetVersion]:
-    """The registered versions (of any set) whose table has ``content_hash``."""
-    rows = session.query(SqlEvalSet).filter(SqlEvalSet.content_hash == content_hash).order_by(SqlEvalSet.id).all()
-    return [_decode(r) for r in rows]
-

@@ -66,11 +66,6 @@ def server_secret(engine: Engine) -> bytes:
     return _configured() or _stored(engine)
 
 
-def is_configured() -> bool:
-    """Whether the secret comes from the environment (the strong mode), for messages and docs."""
-    return _configured() is not None
-
-
 def keyed_digest(secret: bytes, *parts: str) -> str:
     """HMAC-SHA256 of ``parts`` (joined unambiguously) as 64 hex characters."""
     message = "\x1f".join(f"{len(p)}:{p}" for p in parts).encode()

@@ -207,7 +207,7 @@ def _verification_check(found: SetEvidence) -> Check:
 def _guard_checks(policy: ModelPolicy, candidate: VersionRef, baseline: Baseline, guards: list[SetEvidence],
                   now: datetime) -> list[Check]:
     """Each further required set: usable evidence, and the primary metric not shown worse."""
-    checks = []
+    checks, tested = [], sum(1 for g in guards if g.current is not None)
     for found in guards:
         if found.current is None or found.finding is None:
             continue  # not registered yet, or no evidence on it: _set_check says so
@@ -216,7 +216,6 @@ def _guard_checks(policy: ModelPolicy, candidate: VersionRef, baseline: Baseline
             checks.append(Check(Kind.SET, usable.outcome, f"{found.label}: {usable.message}", usable.numbers,
                                 evaluation_set=found.required))
         elif baseline.version is not None:
-            tested = sum(1 for g in guards if g.current is not None)
             checks.append(comparison_checks.guard_check(policy, found.required, found.finding.evidence, tested))
     return checks
 
