@@ -12,7 +12,11 @@ the plugin adds < 30 MB per worker and the worker never imports torch or evident
    carrying the same content hash) was logged against the previous champion *before* timing;
    only ``MlflowClient.set_registered_model_alias`` is timed. The same call on the plain server
    (same chain of versions, no evidence needed) and an unprotected alias on the gated server are
-   timed in the same repetition, in rotating order.
+   timed in the same repetition, in rotating order. Two gated columns: the weak mode (evidence on
+   any data, judged for the first time by the timed call) and a fourth server, "verified", whose
+   policy requires a registered set with verification: there each candidate's verification is
+   requested and recorded before timing (``benchmarks/verified_side.py``), so the timed call
+   reuses the statistics judged when the verification was requested (``registry_hooks.memo``).
 2. Throughput of untouched calls (search_registered_models, get_model_version,
    get_registered_model, log_metric, search_runs) over REST from a few client threads, a fixed
    number of requests per round; each round runs every server once, in rotating order, and the
@@ -68,6 +72,7 @@ from _common import (  # noqa: E402
 )
 from benchmarks.evidence import Comparison, Scored, log_evidence_run, make_data, register_version  # noqa: E402
 from benchmarks.servers import MlflowServer  # noqa: E402
+from benchmarks.verified_side import SERVER_ENV as VERIFIED_ENV, RecordingWorker, policy_file, register_set  # noqa: E402
 
 MODEL = "bench-gate"
 PROTECTED_ALIAS = "champion"
@@ -123,8 +128,9 @@ _md.entry_points = entry_points
 """
 
 
-def start_servers(stack: ExitStack, workdir: Path) -> tuple[Side, Side, Side]:
-    """plain, gated and bare (plain with this package's entry points hidden), started in parallel."""
+def start_servers(stack: ExitStack, workdir: Path) -> tuple[Side, Side, Side, Side]:
+    """plain, gated, bare (plain with this package's entry points hidden) and verified (gated,
+    requiring a registered, verified set: ``benchmarks.verified_side``), started in parallel."""
     env = {"PYTHONPROFILEIMPORTTIME": "1"}  # every side: lets us see every module the servers import
     hide = workdir / "hide-plugin"
     hide.mkdir()
@@ -133,7 +139,9 @@ def start_servers(stack: ExitStack, workdir: Path) -> tuple[Side, Side, Side]:
     plain = MlflowServer(workdir / "plain", f"sqlite:///{workdir / 'plain.db'}", gated=False, workers=1, env=env)
     gated = MlflowServer(workdir / "gated", f"sqlite:///{workdir / 'gated.db'}", gated=True, workers=1, env=env)
     bare = MlflowServer(workdir / "bare", f"sqlite:///{workdir / 'bare.db'}", gated=False, workers=1, env=bare_env)
-    servers = (plain, gated, bare)
+    verified = MlflowServer(workdir / "verified", f"sqlite:///{workdir / 'verified.db'}", gated=True, workers=1,
+                            policy=policy_file(workdir, DATA_NAME), env=env | VERIFIED_ENV)
+    servers = (plain, gated, bare, verified)
     for server in servers:
         stack.callback(server.stop)  # registered before starting: a failed start still stops the others
     started = time.perf_counter()
@@ -141,8 +149,8 @@ def start_servers(stack: ExitStack, workdir: Path) -> tuple[Side, Side, Side]:
         for future in [pool.submit(server.start, 240) for server in servers]:
             future.result()
     say(f"servers healthy in {time.perf_counter() - started:.1f} s: plain {plain.url}, gated {gated.url}, "
-        f"bare (plugin hidden) {bare.url}")
-    sides = Side("plain", plain), Side("gated", gated), Side("bare", bare)
+        f"bare (plugin hidden) {bare.url}, verified {verified.url}")
+    sides = Side("plain", plain), Side("gated", gated), Side("bare", bare), Side("verified", verified)
     for side in sides:
         side.client = MlflowClient(tracking_uri=side.url, registry_uri=side.url)
         workers = children(side.server.process.pid)
@@ -246,13 +254,23 @@ def extra_mapped(gated: Side, plain: Side) -> list[str]:
 # -- 1. promotion latency -----------------------------------------------------------------------
 
 
-def prepare_chain(plain: Side, gated: Side, reps: int, ev) -> None:
-    """reps new versions on each side; on the gated one, evidence for each against its predecessor."""
+def first_verified_release(verified: Side, worker: RecordingWorker, ev) -> None:
+    """The verified server's set registered and its v1 promoted (first-release evidence, verified)."""
+    register_set(verified.url, DATA_NAME, ev[0], verified.server.workdir)
+    verified.versions.append(register_version(verified.client, MODEL))
+    log_evidence_for(verified, verified.versions[0], None, ev)
+    worker.verify(MODEL, verified.versions[0])
+    verified.client.set_registered_model_alias(MODEL, PROTECTED_ALIAS, verified.versions[0])
+
+
+def prepare_chain(plain: Side, gated: Side, verified: Side, reps: int, ev) -> None:
+    """reps new versions on each side; on the gated ones, evidence for each against its predecessor."""
     started = time.perf_counter()
     for i in range(reps):
-        for side in (plain, gated):
+        for side in (plain, gated, verified):
             side.versions.append(register_version(side.client, MODEL))
-        log_evidence_for(gated, gated.versions[-1], gated.versions[-2], ev)
+        for side in (gated, verified):
+            log_evidence_for(side, side.versions[-1], side.versions[-2], ev)
         if (i + 1) % 10 == 0:
             say(f"  evidence {i + 1}/{reps} logged")
     say(f"prepared {reps} versions per side and {reps} evidence runs in {time.perf_counter() - started:.1f} s")
@@ -268,28 +286,33 @@ def timed_ms(call) -> tuple[float, str | None]:
     return (time.perf_counter() - started) * 1000, error
 
 
-def measure_latency(plain: Side, gated: Side, reps: int) -> dict[str, list[float]]:
+def measure_latency(plain: Side, gated: Side, verified: Side, worker: RecordingWorker, reps: int) -> dict[str, list[float]]:
+    """Each repetition promotes the next version on every gated column; the verified column's
+    candidate is verified (untimed) just before its promotion is timed."""
     columns = {
         "plain": lambda v: plain.client.set_registered_model_alias(MODEL, PROTECTED_ALIAS, plain.versions[v]),
         "gated": lambda v: gated.client.set_registered_model_alias(MODEL, PROTECTED_ALIAS, gated.versions[v]),
         "unprotected": lambda v: gated.client.set_registered_model_alias(MODEL, FREE_ALIAS, gated.versions[v]),
+        "verified": lambda v: verified.client.set_registered_model_alias(MODEL, PROTECTED_ALIAS, verified.versions[v]),
     }
     results: dict[str, list[float]] = {name: [] for name in columns}
     errors: list[str] = []
     order = list(columns)
     for i in range(1, reps + 1):
-        for name in order[i % 3:] + order[:i % 3]:  # rotate who goes first
+        worker.verify(MODEL, verified.versions[i])
+        for name in order[i % len(order):] + order[:i % len(order)]:  # rotate who goes first
             ms, error = timed_ms(lambda: columns[name](i))
             if error:
                 errors.append(f"rep {i} {name}: {error[:400]}")
             else:
                 results[name].append(ms)
-        if errors and any(e.startswith(f"rep {i} gated") for e in errors):
+        if errors and any(e.startswith((f"rep {i} gated", f"rep {i} verified")) for e in errors):
             say(f"gated promotion refused at rep {i}; stopping the chain: {errors[-1]}")
             break
     results["errors"] = errors  # type: ignore[assignment]
-    holder = gated.client.get_registered_model(MODEL).aliases.get(PROTECTED_ALIAS)
-    say(f"gated champion after the chain: v{holder} (expected v{gated.versions[len(results['gated'])]})")
+    for side in (gated, verified):
+        holder = side.client.get_registered_model(MODEL).aliases.get(PROTECTED_ALIAS)
+        say(f"{side.label} champion after the chain: v{holder} (expected v{side.versions[len(results[side.label])]})")
     return results
 
 
@@ -412,8 +435,10 @@ def measure_all(settings: Settings) -> dict:
     them, and returns the raw measurements once they are stopped."""
     ev = evaluation(settings.examples)
     with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp, ExitStack() as stack:
-        sides = start_servers(stack, Path(tmp))
-        plain, gated, bare = sides
+        plain, gated, bare, verified = start_servers(stack, Path(tmp))
+        sides = plain, gated, bare
+        worker = RecordingWorker(verified.url, verified.server.backend_uri)
+        stack.callback(worker.close)
         for side in sides:
             snapshot_memory(side, "idle")
         first_promotion = {side.label: warm_up(side, ev) for side in sides}
@@ -421,8 +446,9 @@ def measure_all(settings: Settings) -> dict:
             snapshot_memory(side, "warm")
         say(f"warm-up done; first promotion: plain {first_promotion['plain'] * 1000:.0f} ms, "
             f"gated (first release, cold) {first_promotion['gated'] * 1000:.0f} ms")
-        prepare_chain(plain, gated, settings.reps, ev)
-        latency = measure_latency(plain, gated, settings.reps)
+        first_verified_release(verified, worker, ev)
+        prepare_chain(plain, gated, verified, settings.reps, ev)
+        latency = measure_latency(plain, gated, verified, worker, settings.reps)
         for side in sides:
             build_fixture(side)
         throughput = measure_throughput(list(sides), settings.rounds, settings.requests, settings.threads)
@@ -445,7 +471,7 @@ def _summary(values: list[float]) -> dict:
 def figures(measured: dict) -> dict:
     """The record written to ``benchmarks/results/gate.json``: each measure, plain against gated."""
     latency, rps = measured["latency"], measured["throughput"]["rps"]
-    lp, lg, lu = latency["plain"], latency["gated"], latency["unprotected"]
+    lp, lg, lu, lv = latency["plain"], latency["gated"], latency["unprotected"], latency["verified"]
     ratios = [g / p for g, p in zip(rps["gated"], rps["plain"])]
     control = [p / b for p, b in zip(rps["plain"], rps["bare"])]
     memory = {when: {s.label: {key: s.memory[when][key] * 1024 / 1e6 for key in ("VmRSS", "RssAnon")}
@@ -454,8 +480,11 @@ def figures(measured: dict) -> dict:
     forbidden = {name: hits for name, hits in measured["imports"]["gated"].items() if hits}
     return {
         "latency_ms": {"plain": _summary(lp), "gated": _summary(lg), "unprotected": _summary(lu),
+                       "verified": _summary(lv),
                        "gated_minus_plain_median": median(lg) - median(lp),
+                       "verified_minus_plain_median": median(lv) - median(lp),
                        "paired_difference_median": median([g - p for g, p in zip(lg, lp)]),
+                       "verified_paired_difference_median": median([v - p for v, p in zip(lv, lp)]),
                        "unprotected_minus_plain_median": median(lu) - median(lp), "errors": latency["errors"],
                        "first_promotion": {k: v * 1000 for k, v in measured["first_promotion"].items()}},
         "throughput_rps": {"per_round": rps, "median": {k: median(v) for k, v in rps.items()},
@@ -481,11 +510,14 @@ def print_report(result: dict) -> None:
     print(markdown_table(["column", "n", "median", "p90", "min", "max"],
                          [[name, str(v["n"]), *(f"{v[k]:.1f}" for k in ("median", "p90", "min", "max"))]
                           for name, v in ((f"plain MLflow, '{PROTECTED_ALIAS}'", lat["plain"]),
-                                          (f"gated, '{PROTECTED_ALIAS}'", lat["gated"]),
+                                          (f"gated (weak mode), '{PROTECTED_ALIAS}'", lat["gated"]),
+                                          (f"gated (registered set, verified), '{PROTECTED_ALIAS}'", lat["verified"]),
                                           (f"gated, unprotected alias '{FREE_ALIAS}'", lat["unprotected"]))]))
     print(f"median(gated) - median(plain) = {lat['gated_minus_plain_median']:+.1f} ms; median of paired differences = "
           f"{lat['paired_difference_median']:+.1f} ms; unprotected - plain = {lat['unprotected_minus_plain_median']:+.1f} ms; "
           f"first (cold) gated promotion {lat['first_promotion']['gated']:.0f} ms")
+    print(f"registered set, verified: median - plain = {lat['verified_minus_plain_median']:+.1f} ms; median of paired "
+          f"differences = {lat['verified_paired_difference_median']:+.1f} ms")
     for error in lat["errors"]:
         print(f"ERROR {error}")
     print("\n== 2. throughput of untouched calls, requests/s (REST, same mix) ==")

@@ -18,6 +18,7 @@ from registry_hooks import comparison_checks
 from registry_hooks.checks import Check, Kind, Outcome, TextEnum
 from registry_hooks.drift_summary import DriftSummary, parse_timestamp
 from registry_hooks.evidence import VersionRef
+from registry_hooks.memo import Memo, content_key
 from registry_hooks.policy import ModelPolicy
 from registry_hooks.trust import (
     NO_TRUST_FACTS,
@@ -208,10 +209,22 @@ def _drift_check(policy: ModelPolicy, candidate: VersionRef, finding: DriftFindi
     return Check(Kind.DRIFT, Outcome.PASS, f"drift: {summary.n_drifted} of {summary.n_columns} columns drifted, within policy", numbers)
 
 
+_STATISTICS = Memo(256)  # (evidence content, policy, baseline, checks failed elsewhere) -> checks
+
+
 def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: EvidenceFinding,
                        other_checks: list[Check]) -> list[Check]:
-    """The statistical checks of usable evidence; the primary check is judged last so that its
-    advice can agree with the verdict the other checks already force."""
+    """The statistical checks of usable evidence, computed once per evidence content
+    (``registry_hooks.memo``): the rest of the judgement is cheap and is made every time."""
+    worse_elsewhere = tuple(c.name for c in other_checks if c.outcome == Outcome.FAIL_WORSE)
+    key = content_key(finding.evidence, finding.run_id, policy, baseline, worse_elsewhere)
+    return list(_STATISTICS.get(key, lambda: tuple(_statistical_checks(policy, baseline, finding, worse_elsewhere))))
+
+
+def _statistical_checks(policy: ModelPolicy, baseline: Baseline, finding: EvidenceFinding,
+                        worse_elsewhere: tuple[str, ...]) -> list[Check]:
+    """The primary check is judged last so that its advice can agree with the verdict the other
+    checks already force."""
     found = finding.evidence
     try:
         labels = comparison_checks.evidence_labels(policy, found)
@@ -219,7 +232,7 @@ def _comparison_checks(policy: ModelPolicy, baseline: Baseline, finding: Evidenc
             return comparison_checks.first_release_checks(policy, found, labels)
         rest = comparison_checks.secondary_checks(policy, found.outcomes, labels)
         rest += comparison_checks.slice_checks(policy, found, found.outcomes, labels)
-        worse = [c.name for c in rest + other_checks if c.outcome == Outcome.FAIL_WORSE]
+        worse = [c.name for c in rest if c.outcome == Outcome.FAIL_WORSE] + list(worse_elsewhere)
         return [comparison_checks.primary_check(policy, found.outcomes, labels, worse)] + rest
     except ValueError as exc:  # e.g. a metric the evidence cannot support (no probabilities, a stray class)
         return [Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} cannot be scored: {exc}")]

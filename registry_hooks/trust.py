@@ -30,7 +30,10 @@ from registry_hooks import comparison_checks
 from registry_hooks.checks import Check, Kind, Outcome
 from registry_hooks.eval_sets import SetVersion
 from registry_hooks.evidence import Evidence, VersionRef
+from registry_hooks.memo import Memo, content_key
 from registry_hooks.policy import ModelPolicy
+
+_STATISTICS = Memo(256)  # guard and earlier-attempt checks, once per evidence content (registry_hooks.memo)
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,18 @@ def _guard_checks(policy: ModelPolicy, candidate: VersionRef, baseline: Baseline
             checks.append(Check(Kind.SET, usable.outcome, f"{found.label}: {usable.message}", usable.numbers,
                                 evaluation_set=found.required))
         elif baseline.version is not None:
-            checks.append(comparison_checks.guard_check(policy, found.required, found.finding.evidence, tested))
+            evidence = found.finding.evidence
+            checks.append(_STATISTICS.get(content_key(evidence, policy, found.required, tested),
+                                          lambda: comparison_checks.guard_check(policy, found.required, evidence, tested)))
     return checks
+
+
+def _primary(policy: ModelPolicy, evidence: Evidence) -> Check:
+    try:
+        labels = comparison_checks.evidence_labels(policy, evidence)
+        return comparison_checks.primary_check(policy, evidence.outcomes, labels, [])
+    except ValueError as exc:
+        return Check(Kind.PRIMARY, Outcome.FAIL_INSUFFICIENT, f"cannot be scored: {exc}")
 
 
 def _attempt_check(policy: ModelPolicy, baseline: Baseline, attempt: Attempt) -> Check | None:
@@ -230,11 +243,7 @@ def _attempt_check(policy: ModelPolicy, baseline: Baseline, attempt: Attempt) ->
                      "cannot be known; evaluate a new candidate version", numbers)
     if finding.evidence.outcomes is None:
         return None  # first-release evidence: no comparison against this baseline was drawn
-    try:
-        labels = comparison_checks.evidence_labels(policy, finding.evidence)
-        primary = comparison_checks.primary_check(policy, finding.evidence.outcomes, labels, [])
-    except ValueError as exc:
-        primary = Check(Kind.PRIMARY, Outcome.FAIL_INSUFFICIENT, f"cannot be scored: {exc}")
+    primary = _STATISTICS.get(content_key(finding.evidence, policy, "attempt"), lambda: _primary(policy, finding.evidence))
     if primary.outcome == Outcome.PASS or "minimum" in primary.numbers:
         return None
     return Check(Kind.ATTEMPTS, Outcome.FAIL_WORSE if primary.outcome == Outcome.FAIL_WORSE else Outcome.FAIL_INSUFFICIENT,
