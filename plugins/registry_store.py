@@ -201,6 +201,7 @@ class GatekeeperStore(SqlAlchemyStore):
         ), self.secret)
         tags = {
             contract.TAG_DECISION_ID: str(record.id),
+            contract.TAG_DECISION_URL: f"{contract.DECISION_PAGE}?id={record.id}",  # the MLflow UI shows it
             contract.TAG_ACTION: record.action,
             contract.TAG_VERDICT: record.verdict,
             contract.TAG_TARGET: record.target,

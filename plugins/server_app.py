@@ -101,6 +101,9 @@ def _register_auth_validators() -> None:
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/audit/verify", "GET")] = _can_verify_audit
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets", "GET")] = lambda: True  # any signed-in user may read
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets/register", "POST")] = _can_register_sets
+    from plugins.pages.routes import register_auth_validators as register_page_validators
+
+    register_page_validators()  # the /gatekeeper/ pages: model READ, decision's model READ, forms for admins
 
 
 def _can_register_sets() -> bool:
@@ -248,6 +251,10 @@ def create_app(app: Flask | None = None):
     app = app or mlflow_app
     if "gatekeeper" not in app.blueprints:
         app.register_blueprint(blueprint())
+    if "gatekeeper_pages" not in app.blueprints:
+        from plugins.pages.routes import blueprint as pages_blueprint
+
+        app.register_blueprint(pages_blueprint())
     _store()  # fail at start-up, not at the first promotion, when the registry is not gated
     if _basic_auth_enabled():
         from mlflow.server import auth

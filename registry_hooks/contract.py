@@ -66,6 +66,8 @@ TAG_ACTOR = "gatekeeper.actor"
 TAG_REASON = "gatekeeper.reason"
 TAG_EVIDENCE_RUN_IDS = "gatekeeper.evidence_run_ids"
 TAG_POLICY_HASH = "gatekeeper.policy_hash"
+TAG_DECISION_URL = "gatekeeper.decision_url"  # the decision's page on the server: DECISION_PAGE?id=N
+DECISION_PAGE = "/gatekeeper/decision"  # plugins/pages serves it; the store writes it on each version
 
 # -- the gate's own tables (registry_hooks/audit: one Alembic chain) --------------------------------
 DECISIONS_TABLE = "gatekeeper_decisions"  # the append-only, hash-chained audit log
