@@ -513,6 +513,11 @@ class GatekeeperStore(SqlAlchemyStore):
             state = self._state(session, name, policy)
             return self._baseline(session, name, "", self._promote_targets(name), state, policy)
 
+    def production_state(self, name: str) -> ProductionState:
+        """Who holds each protected target of ``name`` now, read as the gate reads it."""
+        with self.ManagedSessionMaker() as session:
+            return self._state(session, name, self.policy.for_model(name))
+
     def rollback(self, name: str, reason: str | None = None) -> RecordedDecision:
         """Move production back to the version approved before the current one."""
         reason = parse_text(reason, "reason")

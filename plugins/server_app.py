@@ -31,7 +31,7 @@ _logger = logging.getLogger(__name__)
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
 
 
-def _basic_auth_enabled() -> bool:
+def basic_auth_enabled() -> bool:
     return os.environ.get(BASIC_AUTH_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -75,7 +75,7 @@ def _require_admin() -> None:
     """Overrides are for admins when basic-auth is on (read/update checks run in basic-auth itself)."""
     from flask import has_request_context
 
-    if not (_basic_auth_enabled() and has_request_context()):
+    if not (basic_auth_enabled() and has_request_context()):
         return
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
@@ -256,7 +256,7 @@ def create_app(app: Flask | None = None):
 
         app.register_blueprint(pages_blueprint())
     _store()  # fail at start-up, not at the first promotion, when the registry is not gated
-    if _basic_auth_enabled():
+    if basic_auth_enabled():
         from mlflow.server import auth
 
         auth.bootstrap_admin_user()

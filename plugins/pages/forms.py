@@ -28,9 +28,9 @@ _PURPOSE = "gatekeeper-pages-form/1"  # keys these tokens apart from every other
 
 
 def basic_auth_enabled() -> bool:
-    from plugins.server_app import _basic_auth_enabled
+    from plugins.server_app import basic_auth_enabled as enabled
 
-    return _basic_auth_enabled()
+    return enabled()
 
 
 def may_administer() -> bool:

@@ -1,7 +1,7 @@
 """What each page shows, gathered from the gated store: plain data for the templates, no Flask.
 
 Everything comes from the same places the gate and its JSON API read: who holds production from
-the registry's tables (``GatekeeperStore._state``), decisions from the audit log
+the registry's tables (``GatekeeperStore.production_state``), decisions from the audit log
 (``store.history``, one row by id), the dry run from ``store.explain``, runs and the drift summary
 through the store's ``EvidenceSource``. Nothing here decides anything: a page shows what the
 gate decided and the numbers it decided on.
@@ -129,9 +129,7 @@ def _versions(store, name: str) -> list[str]:
 
 
 def _holders(store, name: str, history: list[audit.DecisionRecord]) -> list[Holder]:
-    policy = store.policy.for_model(name)
-    with store.ManagedSessionMaker() as session:
-        state = store._state(session, name, policy)  # the gate's own reading of who holds production
+    state = store.production_state(name)
     held = []
     for target in _targets(store, name):
         version = state.holder(target)
@@ -193,12 +191,12 @@ def history(store, name: str, verdict: str | None) -> History:
 
 
 def decision_record(store, decision_id: int) -> audit.DecisionRecord:
-    """One audit row by id (the log has no other reader by id; its decoder is reused as it is)."""
+    """One audit row by id; 404 when there is none."""
     with store.ManagedSessionMaker() as session:
-        row = session.query(SqlDecision).filter(SqlDecision.id == decision_id).one_or_none()
-        if row is None:
-            raise not_found(f"no decision #{decision_id} in the audit log")
-        return audit._decode(row)
+        record = audit.get(session, decision_id)
+    if record is None:
+        raise not_found(f"no decision #{decision_id} in the audit log")
+    return record
 
 
 def decision_model(store, decision_id: int) -> str | None:
@@ -309,14 +307,18 @@ def check_views(checks: Iterable[dict[str, Any]]) -> list[CheckView]:
     return views
 
 
-def run_link(store, run_id: str) -> RunLink:
-    """A run's MLflow UI page, found through the tracking store (the link needs its experiment)."""
+def _run(store, run_id: str) -> tuple[Any, RunLink]:
+    """The run (None when it cannot be read) and its MLflow UI page (the link needs its experiment)."""
     try:
         run = store.evidence.tracking_store.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - a purged or unreadable run is shown, unlinked, with why
-        return RunLink(run_id, None, f"not found in the tracking store ({type(exc).__name__})")
+        return None, RunLink(run_id, None, f"not found in the tracking store ({type(exc).__name__})")
     note = "deleted" if run.info.lifecycle_stage == "deleted" else None
-    return RunLink(run_id, paths.run_ui_path(run.info.experiment_id, run_id), note)
+    return run, RunLink(run_id, paths.run_ui_path(run.info.experiment_id, run_id), note)
+
+
+def run_link(store, run_id: str) -> RunLink:
+    return _run(store, run_id)[1]
 
 
 def drift_view(store, checks: list[dict[str, Any]]) -> DriftView | None:
@@ -325,9 +327,10 @@ def drift_view(store, checks: list[dict[str, Any]]) -> DriftView | None:
     run_id = (check or {}).get("numbers", {}).get("run_id")
     if not run_id:
         return None
-    link = run_link(store, run_id)
+    run, link = _run(store, run_id)
+    if run is None:
+        return DriftView(link, error="cannot read its drift summary: the run is not in the tracking store")
     try:
-        run = store.evidence.tracking_store.get_run(run_id)
         summary = parse_drift_summary(store.evidence.read_artifact(run, DRIFT_SUMMARY_PATH))
     except Exception as exc:  # noqa: BLE001 - the page says why the summary is missing
         return DriftView(link, error=f"cannot read its drift summary: {type(exc).__name__}: {str(exc)[:300]}")

@@ -164,6 +164,12 @@ def _decode(row: SqlDecision) -> DecisionRecord:
     )
 
 
+def get(session: Session, decision_id: int) -> DecisionRecord | None:
+    """One decision by its id, or None when the log holds no such row."""
+    row = session.get(SqlDecision, decision_id)
+    return None if row is None else _decode(row)
+
+
 def history(session: Session, model_name: str, limit: int = 100) -> list[DecisionRecord]:
     """The newest ``limit`` decisions for a model, newest first."""
     rows = (
