@@ -17,14 +17,12 @@ from typing import NamedTuple
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mlflow.entities import ViewType
-
+from plugins.evidence_runs import FoundRun, find
 from registry_hooks import drift_summary, evidence
 from registry_hooks.contract import (
     DRIFT_SUMMARY_PATH,
     EVIDENCE_MANIFEST_PATH,
     EVIDENCE_OUTCOMES_PATH,
-    INPUT_TAG_CONTENT_HASH,
     NO_BASELINE,
     TAG_BASELINE_VERSION,
     TAG_CANDIDATE_NAME,
@@ -38,26 +36,20 @@ from registry_hooks.decision import DriftFinding
 from registry_hooks.eval_sets import SetVersion
 from registry_hooks.evidence_seen import SeenRun
 from registry_hooks.evidence import VersionRef
+from registry_hooks.memo import Memo
 from registry_hooks.trust import NO_TRUST_FACTS, Attempt, EvidenceFinding, SetEvidence, TrustFacts
 
 SERVER_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server` for its workers
 SERVER_ARTIFACTS_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"  # set by `mlflow server`; a spawned verifier inherits it
-_RUNS_PAGE = 200
 _MAX_EVIDENCE_RUNS = 1000  # a candidate's evidence runs the gate weighs (every attempt counts)
+# An outcomes file (path, device, inode, size, mtime, ctime) -> the sha256 it had when parsed and
+# found to match its manifest: an unchanged file is not read again until an array is needed.
+_CHECKED_FILES = Memo(4096)
 
 
-def _quote(value: str) -> str:
-    """Quote a value for an MLflow filter string."""
-    if "'" not in value:
-        return f"'{value}'"
-    if '"' not in value:
-        return f'"{value}"'
-    raise ValueError(f"names containing both quote characters are not supported: {value!r}")
-
-
-def _data_text(run) -> str:
+def _data_text(run: FoundRun) -> str:
     """A run's data for people: its name and the start of its content hash."""
-    return f"data '{run.data.tags.get(TAG_DATA_NAME, '?')}' ({run.data.tags.get(TAG_DATA_HASH, '')[:12]}…)"
+    return f"data '{run.tags.get(TAG_DATA_NAME, '?')}' ({run.tags.get(TAG_DATA_HASH, '')[:12]}…)"
 
 
 class Gathered(NamedTuple):
@@ -74,11 +66,6 @@ class RequiredSet:
 
     name: str
     versions: tuple[SetVersion, ...]
-
-
-def _run_time(run) -> datetime:
-    millis = run.info.end_time or run.info.start_time or 0
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
 
 
 class EvidenceSource:
@@ -100,27 +87,6 @@ class EvidenceSource:
 
                 self._store = _get_store(self._db_uri)
         return self._store
-
-    def _experiments(self, view_type: int = ViewType.ACTIVE_ONLY) -> list:
-        found, token = [], None
-        while True:
-            page = self.tracking_store.search_experiments(view_type=view_type, max_results=1000, page_token=token)
-            found += list(page)
-            token = page.token
-            if not token:
-                return found
-
-    def _experiment_ids(self) -> list[str]:
-        return [e.experiment_id for e in self._experiments()]
-
-    def _search(self, filters: dict[str, str], max_results: int, experiment_ids: list[str] | None = None) -> list:
-        """The newest finished, active runs with these tags."""
-        clauses = [f"tags.`{key}` = {_quote(value)}" for key, value in filters.items()]
-        clauses.append("attributes.status = 'FINISHED'")
-        return list(self.tracking_store.search_runs(
-            experiment_ids or self._experiment_ids(), " and ".join(clauses), ViewType.ACTIVE_ONLY,
-            max_results=max_results, order_by=["attributes.start_time DESC"],
-        ))
 
     @staticmethod
     def _repository(uri: str):
@@ -150,65 +116,70 @@ class EvidenceSource:
             return str(Path(repository.artifact_dir) / prefix)
         return repository.download_artifacts(prefix.rstrip("/"), tempfile.mkdtemp(prefix="gatekeeper-artifact-"))
 
-    def read_artifact(self, run, path: str) -> bytes:
-        """One artifact of ``run``, read in place from the server's destination when it can be."""
+    def _local_path(self, artifact_uri: str, path: str) -> Path | None:
+        """The file behind one artifact when the artifacts are on this machine (read in place, no
+        copy through a temp dir), else None."""
         from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-        repository, prefix = self._repository(run.info.artifact_uri.rstrip("/"))
-        if isinstance(repository, LocalArtifactRepository):  # read in place: no copy through a temp dir
-            target = (Path(repository.artifact_dir) / prefix / path).resolve()
-            if Path(repository.artifact_dir).resolve() not in target.parents:
-                raise OSError(f"artifact path {path!r} leaves the run's artifact directory")
-            return target.read_bytes()
+        repository, prefix = self._repository(artifact_uri.rstrip("/"))
+        if not isinstance(repository, LocalArtifactRepository):
+            return None
+        root = Path(repository.artifact_dir).resolve()
+        target = (root / prefix / path).resolve()
+        if root not in target.parents:
+            raise OSError(f"artifact path {path!r} leaves the run's artifact directory")
+        return target
+
+    def read_artifact(self, artifact_uri: str, path: str) -> bytes:
+        """One artifact of the run whose artifacts are at ``artifact_uri``."""
+        local = self._local_path(artifact_uri, path)
+        if local is not None:
+            return local.read_bytes()
+        repository, prefix = self._repository(artifact_uri.rstrip("/"))
         with tempfile.TemporaryDirectory() as tmp:
             return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
 
-    def _parse(self, run) -> evidence.Evidence:
-        manifest = evidence.parse_manifest(self.read_artifact(run, EVIDENCE_MANIFEST_PATH))
-        return evidence.parse_outcomes(self.read_artifact(run, EVIDENCE_OUTCOMES_PATH), manifest, run.info.run_id)
+    def _parse(self, run: FoundRun) -> evidence.Evidence:
+        """The run's evidence; an outcomes file parsed before and unchanged since (same inode, size,
+        mtime and ctime) is not read again unless an array is needed."""
+        manifest = evidence.parse_manifest(self.read_artifact(run.artifact_uri, EVIDENCE_MANIFEST_PATH))
+        local = self._local_path(run.artifact_uri, EVIDENCE_OUTCOMES_PATH)
+        if local is None:
+            return evidence.parse_outcomes(self.read_artifact(run.artifact_uri, EVIDENCE_OUTCOMES_PATH), manifest, run.run_id)
+        stat = local.stat()  # before the read: a change after it makes a new key
+        key = (str(local), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if _CHECKED_FILES.peek(key) == manifest.outcomes_sha256:
+            return evidence.checked_before(local.read_bytes, manifest, run.run_id, lambda: _CHECKED_FILES.discard(key))
+        parsed = evidence.parse_outcomes(local.read_bytes(), manifest, run.run_id)
+        _CHECKED_FILES.put(key, manifest.outcomes_sha256)
+        return parsed
 
-    def _evidence_runs(self, candidate: VersionRef, experiments: list[str]) -> list:
+    def _evidence_runs(self, candidate: VersionRef) -> list[FoundRun]:
         """Every evidence run of ``candidate``, newest first, whatever its status, deleted or in a
         deleted experiment: every attempt counts, and marking a failed one FAILED or deleting it
         must not hide it. Only a finished, active run can decide."""
-        query = " and ".join([f"tags.`{TAG_EVIDENCE}` = '1'",
-                              f"tags.`{TAG_CANDIDATE_NAME}` = {_quote(candidate.name)}",
-                              f"tags.`{TAG_CANDIDATE_VERSION}` = {_quote(candidate.version)}"])
-        runs, token = [], None
-        while True:
-            page = self.tracking_store.search_runs(experiments, query, ViewType.ALL, max_results=_RUNS_PAGE,
-                                                   order_by=["attributes.start_time DESC"], page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token or len(runs) >= _MAX_EVIDENCE_RUNS:
-                return runs[:_MAX_EVIDENCE_RUNS]
+        return find(self.tracking_store, {TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
+                                          TAG_CANDIDATE_VERSION: candidate.version},
+                    deciding_only=False, limit=_MAX_EVIDENCE_RUNS)
 
-    def _finding(self, run, newer_hash: str | None = None) -> EvidenceFinding:
+    def _finding(self, run: FoundRun, newer_hash: str | None = None) -> EvidenceFinding:
         """One run read and parsed; any failure becomes the finding's error (the gate refuses with it)."""
-        if not (run.inputs and run.inputs.dataset_inputs):  # SQL stores include inputs in search results
-            run = self.tracking_store.get_run(run.info.run_id)
-        hashes = frozenset(
-            tag.value
-            for dataset_input in run.inputs.dataset_inputs
-            for tag in dataset_input.tags
-            if tag.key == INPUT_TAG_CONTENT_HASH
-        )
         try:
             parsed = self._parse(run)
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, evidence.EvidenceError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
-            return EvidenceFinding(run.info.run_id, None, message, hashes, _run_time(run))
-        return EvidenceFinding(run.info.run_id, parsed, None, hashes, _run_time(run), newer_hash)
+            return EvidenceFinding(run.run_id, None, message, run.input_hashes, run.time)
+        return EvidenceFinding(run.run_id, parsed, None, run.input_hashes, run.time, newer_hash)
 
-    def _outcome_files(self, runs: list) -> list:
+    def _outcome_files(self, runs: list[FoundRun]) -> list[FoundRun]:
         """The runs of one data version with distinct outcome files (one per file hash): files
         that are byte-identical need no comparison, the others are parsed and compared."""
-        distinct: dict[str, object] = {}
+        distinct: dict[str, FoundRun] = {}
         for run in runs:
             try:
-                sha = evidence.parse_manifest(self.read_artifact(run, EVIDENCE_MANIFEST_PATH)).outcomes_sha256
+                sha = evidence.parse_manifest(self.read_artifact(run.artifact_uri, EVIDENCE_MANIFEST_PATH)).outcomes_sha256
             except Exception:  # noqa: BLE001 - an unreadable run is its own "file": the comparison reports it
-                sha = run.info.run_id
+                sha = run.run_id
             distinct.setdefault(sha, run)
         return list(distinct.values())
 
@@ -223,35 +194,31 @@ class EvidenceSource:
         earlier (``registry_hooks.evidence_seen``); one no longer found under its recorded identity
         is weighed as it was recorded. ``observed``: every run found now, for the record.
         """
-        experiments = self._experiments(ViewType.ALL)  # listed once: all for attempts, live ones to decide
-        live = [e.experiment_id for e in experiments if e.lifecycle_stage == "active"]
-        runs = self._evidence_runs(candidate, [e.experiment_id for e in experiments])
+        runs = self._evidence_runs(candidate)
         wanted = baseline_version or NO_BASELINE
-        mine = [r for r in runs if r.data.tags.get(TAG_BASELINE_VERSION) == wanted]
-        groups: dict[str, list] = {}
+        mine = [r for r in runs if r.tags.get(TAG_BASELINE_VERSION) == wanted]
+        groups: dict[str, list[FoundRun]] = {}
         for run in mine:
-            groups.setdefault(run.data.tags.get(TAG_DATA_HASH, ""), []).append(run)
-        gone = self._hidden(seen, wanted, groups, {r.info.run_id: r for r in runs})
-        live_ids = set(live)
-        active = [r for r in runs if r.info.lifecycle_stage == "active" and r.info.experiment_id in live_ids
-                  and r.info.status == "FINISHED"]
-        mine_active = [r for r in mine if r in active]
-        finding, trust = (self._weak(candidate, active, mine_active, groups, live) if not sets
+            groups.setdefault(run.tags.get(TAG_DATA_HASH, ""), []).append(run)
+        gone = self._hidden(seen, wanted, groups, {r.run_id: r for r in runs})
+        active = [r for r in runs if r.decides]
+        mine_active = [r for r in mine if r.decides]
+        finding, trust = (self._weak(candidate, active, mine_active, groups) if not sets
                           else self._registered(sets, mine_active, groups))
         counted = {v.content_hash for v in sets[0].versions} if sets else None
         gone = tuple(a for key, a in gone if counted is None or key in counted)
-        observed = tuple(SeenRun(r.info.run_id, candidate, r.data.tags.get(TAG_BASELINE_VERSION, ""),
-                                 r.data.tags.get(TAG_DATA_HASH, "")) for r in runs)
+        observed = tuple(SeenRun(r.run_id, candidate, r.tags.get(TAG_BASELINE_VERSION, ""),
+                                 r.tags.get(TAG_DATA_HASH, "")) for r in runs)
         return Gathered(finding, replace(trust, attempts=trust.attempts + gone) if gone else trust, observed)
 
-    def _hidden(self, seen: tuple[SeenRun, ...], wanted: str, groups: dict[str, list],
-                found: dict[str, object]) -> list[tuple[str, Attempt]]:
+    def _hidden(self, seen: tuple[SeenRun, ...], wanted: str, groups: dict[str, list[FoundRun]],
+                found: dict[str, FoundRun]) -> list[tuple[str, Attempt]]:
         """Recorded runs against this baseline that the search no longer finds as recorded: put back
         into their recorded data group when the run still exists (retagged), else an attempt that
         cannot be read (the run is gone)."""
         gone = []
         for was in seen:
-            if was.baseline_version != wanted or was.run_id in {r.info.run_id for r in groups.get(was.data_hash, [])}:
+            if was.baseline_version != wanted or was.run_id in {r.run_id for r in groups.get(was.data_hash, [])}:
                 continue
             run = found.get(was.run_id) or self._run_or_none(was.run_id)
             if run is not None:
@@ -263,46 +230,48 @@ class EvidenceSource:
                                 "counts)", frozenset(), datetime.now(timezone.utc)))))
         return gone
 
-    def _run_or_none(self, run_id: str):
+    def _run_or_none(self, run_id: str) -> FoundRun | None:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.tracking_store.get_run(run_id)
+            run = self.tracking_store.get_run(run_id)
         except MlflowException:
             return None
+        return FoundRun.of(run, self.tracking_store.get_experiment(run.info.experiment_id).lifecycle_stage == "active")
 
-    def _weak(self, candidate: VersionRef, active: list, mine_active: list, groups: dict[str, list],
-              live: list[str]) -> tuple:
+    def _weak(self, candidate: VersionRef, active: list[FoundRun], mine_active: list[FoundRun],
+              groups: dict[str, list[FoundRun]]) -> tuple:
         deciding = mine_active[0] if mine_active else None
         if deciding is None:  # nothing against this baseline: the newest run says what it was against
             return (self._finding(active[0]) if active else None), NO_TRUST_FACTS
-        data_hash = deciding.data.tags.get(TAG_DATA_HASH, "")
-        newest = self._search({TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
-                               TAG_DATA_NAME: deciding.data.tags.get(TAG_DATA_NAME, "")}, 1, live)
-        newer_hash = newest[0].data.tags.get(TAG_DATA_HASH) if newest else None
+        data_hash = deciding.tags.get(TAG_DATA_HASH, "")
+        newest = find(self.tracking_store, {TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
+                                            TAG_DATA_NAME: deciding.tags.get(TAG_DATA_NAME, "")}, deciding_only=True, limit=1)
+        newer_hash = newest[0].tags.get(TAG_DATA_HASH) if newest else None
         attempts = tuple(Attempt(_data_text(group[0]), self._finding(group[0]))
                          for key, group in groups.items() if key != data_hash)
         return self._finding(deciding, newer_hash), TrustFacts(attempts=attempts, same_data=self._same_data(groups))
 
-    def _registered(self, sets: tuple[RequiredSet, ...], mine_active: list, groups: dict[str, list]) -> tuple:
+    def _registered(self, sets: tuple[RequiredSet, ...], mine_active: list[FoundRun],
+                    groups: dict[str, list[FoundRun]]) -> tuple:
         found, registered_hashes = [], set()
         for required in sets:
             versions = {v.content_hash: v for v in required.versions}
             registered_hashes |= set(versions)
             current = required.versions[0] if required.versions else None
-            on_current = [r for r in mine_active if current and r.data.tags.get(TAG_DATA_HASH) == current.content_hash]
+            on_current = [r for r in mine_active if current and r.tags.get(TAG_DATA_HASH) == current.content_hash]
             older = tuple(sorted(versions[h].version for h in groups if h in versions and versions[h] is not current))
             found.append(SetEvidence(required.name, current, self._finding(on_current[0]) if on_current else None, older))
         primary_versions = {v.content_hash: v for v in sets[0].versions}
         current_hash = sets[0].versions[0].content_hash if sets[0].versions else None
         attempts = tuple(Attempt(str(primary_versions[key]), self._finding(group[0]))
                          for key, group in groups.items() if key in primary_versions and key != current_hash)
-        unregistered = tuple(r.info.run_id for r in mine_active if r.data.tags.get(TAG_DATA_HASH) not in registered_hashes)
+        unregistered = tuple(r.run_id for r in mine_active if r.tags.get(TAG_DATA_HASH) not in registered_hashes)
         kept = {key: group for key, group in groups.items() if key in registered_hashes}
         trust = TrustFacts(sets=tuple(found), attempts=attempts, same_data=self._same_data(kept), unregistered=unregistered)
         return found[0].finding, trust
 
-    def _same_data(self, groups: dict[str, list]) -> tuple:
+    def _same_data(self, groups: dict[str, list[FoundRun]]) -> tuple:
         """Each data version evaluated by several runs with different outcome files, parsed for comparison."""
         compared = []
         for group in groups.values():
@@ -314,20 +283,14 @@ class EvidenceSource:
 
     def find_drift(self, candidate: VersionRef) -> DriftFinding | None:
         """The newest finished drift report for ``candidate``."""
-        runs = self._search(
-            {
-                TAG_DRIFT: "1",
-                TAG_CANDIDATE_NAME: candidate.name,
-                TAG_CANDIDATE_VERSION: candidate.version,
-            },
-            1,
-        )
+        runs = find(self.tracking_store, {TAG_DRIFT: "1", TAG_CANDIDATE_NAME: candidate.name,
+                                          TAG_CANDIDATE_VERSION: candidate.version}, deciding_only=True, limit=1)
         if not runs:
             return None
         run = runs[0]
         try:
-            summary = drift_summary.parse_drift_summary(self.read_artifact(run, DRIFT_SUMMARY_PATH))
+            summary = drift_summary.parse_drift_summary(self.read_artifact(run.artifact_uri, DRIFT_SUMMARY_PATH))
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, drift_summary.DriftError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
-            return DriftFinding(run.info.run_id, None, message, _run_time(run))
-        return DriftFinding(run.info.run_id, summary, None, _run_time(run))
+            return DriftFinding(run.run_id, None, message, run.time)
+        return DriftFinding(run.run_id, summary, None, run.time)

@@ -21,7 +21,7 @@ from plugins import verifier_launch
 from plugins.evidence_source import EvidenceSource, RequiredSet
 from registry_hooks import eval_sets, evidence_seen, verification
 from registry_hooks.decision import Baseline, Decision, Production, decide
-from registry_hooks.evidence import VersionRef
+from registry_hooks.evidence import OutcomesChanged, VersionRef
 from registry_hooks.evidence_seen import SeenRun
 from registry_hooks.policy import ModelPolicy
 from registry_hooks.transactions import retrying
@@ -40,9 +40,25 @@ class Judge:
     def __init__(self, engine: Engine, db_uri: str, secret: bytes, evidence: EvidenceSource):
         self.engine, self.db_uri, self.secret, self.evidence = engine, db_uri, secret, evidence
 
+    _TRIES = 3
+
     def judge(self, candidate: VersionRef, facts: tuple[Baseline, Production], policy: ModelPolicy,
               sets: tuple[RequiredSet, ...], locked: Session | None = None) -> Decision:
-        """Gather and decide; ``locked``: the session holding the per-model lock, if any."""
+        """Gather and decide; ``locked``: the session holding the per-model lock, if any.
+
+        An outcomes file the gate checked before is read again only when an array is needed
+        (``registry_hooks.evidence.Evidence``); one that changed in between makes the judgement
+        start again, and that file is then parsed at once (a bad one becomes a refusal reason)."""
+        for attempt in range(self._TRIES):
+            try:
+                return self._judge(candidate, facts, policy, sets, locked)
+            except OutcomesChanged:
+                if attempt == self._TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _judge(self, candidate: VersionRef, facts: tuple[Baseline, Production], policy: ModelPolicy,
+               sets: tuple[RequiredSet, ...], locked: Session | None) -> Decision:
         baseline, production = facts
         finding, trust, observed = self.evidence.gather(candidate, baseline.version, sets, self._seen(candidate, locked))
         if locked is None:

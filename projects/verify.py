@@ -122,12 +122,12 @@ def _evidence(db_uri: str, key: verification.VerificationKey):
 
     source = EvidenceSource(db_uri)
     run = source.tracking_store.get_run(key.evidence_run_id)
-    raw = source.read_artifact(run, EVIDENCE_OUTCOMES_PATH)  # the gate's own reader
+    raw = source.read_artifact(run.info.artifact_uri, EVIDENCE_OUTCOMES_PATH)  # the gate's own reader
     digest = hashlib.sha256(raw).hexdigest()
     if digest != key.outcomes_sha256:
         raise Failed(f"the outcomes changed after the evidence was logged ({EVIDENCE_OUTCOMES_PATH} of run "
                      f"{key.evidence_run_id} now hashes to {digest[:12]}…, the gate read {key.outcomes_sha256[:12]}…)")
-    manifest = parse_manifest(source.read_artifact(run, EVIDENCE_MANIFEST_PATH))
+    manifest = parse_manifest(source.read_artifact(run.info.artifact_uri, EVIDENCE_MANIFEST_PATH))
     named = (manifest.candidate.name, manifest.candidate.version, manifest.baseline.version if manifest.baseline else None)
     wanted = (key.model_name, key.candidate_version, key.baseline_version)
     if named != wanted:

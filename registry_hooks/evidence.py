@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -152,30 +154,73 @@ def parse_manifest(raw: bytes | str) -> Manifest:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """A validated evidence bundle: the manifest, the paired outcomes and the slice columns."""
+class Arrays:
+    """The per-example arrays of one evidence bundle, as parsed from its outcomes file."""
 
-    run_id: str
-    manifest: Manifest
     outcomes: PairedOutcomes | None  # None for first-release evidence where only the candidate ran
     candidate_only: ModelOutcomes
     label: np.ndarray
     slices: dict[str, np.ndarray]
     row_id_column: Any = None  # the outcomes' row ids as an Arrow column, decoded only on demand
+
+
+class OutcomesChanged(RuntimeError):
+    """An outcomes file read lazily no longer matched its manifest: it changed after the gate
+    checked it. Not an ``EvidenceError`` on purpose: it must reach the judge, which judges again
+    reading every file afresh (``plugins.judging``), rather than be scored as bad evidence."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A validated evidence bundle: the manifest and, loaded on first use, the paired outcomes.
+
+    Why lazy: most judgements of a known file need only the manifest (the statistics of its
+    content are kept, ``registry_hooks.memo``), and parsing 100k rows is most of a promotion's
+    cost. ``load`` parses and validates; it is called at most once per instance.
+    """
+
+    run_id: str
+    manifest: Manifest
+    load: Callable[[], Arrays] = dataclasses.field(repr=False, compare=False)
     # (run id, manifest) when parsed from bytes checked against the manifest's sha256, which then
     # pins every array: results computed from it may be reused (registry_hooks.memo); None otherwise
     content_identity: tuple | None = None
 
+    @cached_property
+    def arrays(self) -> Arrays:
+        return self.load()
+
+    @property
+    def outcomes(self) -> PairedOutcomes | None:
+        return self.arrays.outcomes
+
+    @property
+    def candidate_only(self) -> ModelOutcomes:
+        return self.arrays.candidate_only
+
+    @property
+    def label(self) -> np.ndarray:
+        return self.arrays.label
+
+    @property
+    def slices(self) -> dict[str, np.ndarray]:
+        return self.arrays.slices
+
+    @property
+    def compared(self) -> bool:
+        """Whether a baseline was scored too (else first-release evidence), known without loading."""
+        return self.manifest.baseline is not None
+
     @property
     def n(self) -> int:
-        return int(self.label.shape[0])
+        return self.manifest.data.n_rows  # a parse refuses outcomes with any other row count
 
     @property
     def row_ids(self) -> np.ndarray:
         """Each row's id as text (decoded now: most judgements never need them)."""
-        if self.row_id_column is None:
+        if self.arrays.row_id_column is None:
             return np.arange(self.n).astype(str)
-        return np.asarray(self.row_id_column.to_pylist(), dtype=object).astype(str)
+        return np.asarray(self.arrays.row_id_column.to_pylist(), dtype=object).astype(str)
 
 
 def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -> ModelOutcomes:
@@ -269,7 +314,7 @@ def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     return columns
 
 
-def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
+def _arrays(raw: bytes, manifest: Manifest) -> Arrays:
     """Validate the outcomes table against its manifest and build the paired arrays."""
     columns = _read_columns(raw, manifest)
     label = columns["label"]
@@ -291,10 +336,28 @@ def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
         if key not in columns:
             raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
         slices[column] = columns[key]
-    return Evidence(
-        run_id=run_id, manifest=manifest, outcomes=paired, candidate_only=candidate, label=label, slices=slices,
-        row_id_column=columns["row_id"], content_identity=(run_id, manifest),
-    )
+    return Arrays(outcomes=paired, candidate_only=candidate, label=label, slices=slices, row_id_column=columns["row_id"])
+
+
+def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
+    """Validate the outcomes table against its manifest now; raises ``EvidenceError``."""
+    arrays = _arrays(raw, manifest)
+    return Evidence(run_id=run_id, manifest=manifest, load=lambda: arrays, content_identity=(run_id, manifest))
+
+
+def checked_before(read: Callable[[], bytes], manifest: Manifest, run_id: str, forget: Callable[[], None]) -> Evidence:
+    """Evidence whose outcomes file was parsed and found to match ``manifest`` before and has not
+    changed since (the caller's evidence: ``plugins.evidence_source``); read and validated again
+    only if an array is needed. If it no longer matches then, ``forget`` is called (so the next
+    judgement parses it at once) and ``OutcomesChanged`` raised."""
+    def load() -> Arrays:
+        try:
+            return _arrays(read(), manifest)
+        except (EvidenceError, OSError) as exc:
+            forget()
+            raise OutcomesChanged(f"evidence run {run_id}: {exc}") from exc
+
+    return Evidence(run_id=run_id, manifest=manifest, load=load, content_identity=(run_id, manifest))
 
 
 def outcomes_table(

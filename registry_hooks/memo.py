@@ -11,8 +11,9 @@ with or without this memo.
 Content identity is only claimed for evidence read from bytes (``registry_hooks.evidence.
 parse_outcomes`` checks the outcomes file against the manifest's sha256, so run id + manifest
 pin every array); evidence built in memory (a preview, a simulation) has no identity and is
-always computed afresh. Only small results are kept (checks, booleans), never the arrays: a
-worker holds no evidence between requests.
+always computed afresh. Only small results are kept (checks, booleans, file digests), never the
+arrays: a worker holds no evidence between requests, and a judgement whose results are all kept
+never parses the outcomes at all (``Evidence`` loads them on first use).
 """
 
 from __future__ import annotations
@@ -47,12 +48,29 @@ class Memo:
                 return self._entries[key]
             self.misses += 1
         value = compute()
+        self.put(key, value)
+        return value
+
+    def peek(self, key: Hashable) -> Any:
+        """The kept value for ``key``, or None; counts as a use."""
+        with self._lock:
+            if key not in self._entries:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             self._entries[key] = value
             self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
-        return value
+
+    def discard(self, key: Hashable) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -241,7 +241,7 @@ def _attempt_check(policy: ModelPolicy, baseline: Baseline, attempt: Attempt) ->
         return Check(Kind.ATTEMPTS, Outcome.FAIL_INSUFFICIENT, f"every attempt counts: evidence run {finding.run_id} "
                      f"on {attempt.data} cannot be read ({finding.error}), so whether the candidate passed there "
                      "cannot be known; evaluate a new candidate version", numbers)
-    if finding.evidence.outcomes is None:
+    if not finding.evidence.compared:
         return None  # first-release evidence: no comparison against this baseline was drawn
     primary = _STATISTICS.get(content_key(finding.evidence, policy, "attempt"), lambda: _primary(policy, finding.evidence))
     if primary.outcome == Outcome.PASS or "minimum" in primary.numbers:
