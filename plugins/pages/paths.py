@@ -26,9 +26,10 @@ def decision_path(decision_id: int) -> str:
     return f"{DECISION}?{urlencode({'id': decision_id})}"
 
 
-def model_path(name: str, verdict: str | None = None) -> str:
-    query = {"name": name} | ({"verdict": verdict} if verdict else {})
-    return f"{MODEL}?{urlencode(query)}"
+def model_path(name: str, verdict: str | None = None, *, before: int | None = None, after: int | None = None) -> str:
+    """A model's decisions: the newest page, or the page just older than ``before`` / newer than ``after``."""
+    query = {"name": name, "verdict": verdict, "before": before, "after": after}
+    return f"{MODEL}?{urlencode({k: v for k, v in query.items() if v})}"
 
 
 def explain_path(name: str, version: str) -> str:

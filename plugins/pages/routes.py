@@ -32,7 +32,6 @@ _ENV.globals.update(paths=paths, verdict_label=views.verdict_label, outcome_labe
 # string could not run even if escaping ever failed. Forms post only to this server.
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
-_MAX_ID = 2**63 - 1
 
 
 def _store():
@@ -94,13 +93,14 @@ def model() -> Response:
     store = _store()
     name = parse_name(request.args.get("name"))
     verdict = views.parse_verdict(request.args.get("verdict"))
-    found = views.history(store, name, verdict)
-    return _page("model.html", model=name, history=found, state=views.model_state(store, name),
-                 **_forms_context(store))
+    before, after = views.parse_cursor(request.args.get("before"), request.args.get("after"))
+    state = views.model_state(store, name)  # first: 404 for a name neither registered nor in the log
+    found = views.history(store, name, verdict, before, after)
+    return _page("model.html", model=name, history=found, state=state, **_forms_context(store))
 
 
 def _decision_id() -> int:
-    return parse_int(request.args.get("id"), "id", 1, _MAX_ID)
+    return parse_int(request.args.get("id"), "id", 1, views.MAX_ID)
 
 
 def decision() -> Response:

@@ -2,7 +2,8 @@
 
 Everything comes from the same places the gate and its JSON API read: who holds production from
 the registry's tables (``GatekeeperStore.production_state``), decisions from the audit log
-(``store.history``, one row by id), the dry run from ``store.explain``, runs and the drift summary
+(``store.history``; a model page's page, and one row by id, through ``audit.log``), the dry run
+from ``store.explain``, runs and the drift summary
 through the store's ``EvidenceSource``. Nothing here decides anything: a page shows what the
 gate decided and the numbers it decided on.
 """
@@ -21,6 +22,7 @@ from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
 
 from plugins.pages import paths
 from plugins.pages.svg import Interval, interval_chart
+from plugins.params import parse_int
 from plugins.registry_store import STAGE_DELETED
 from registry_hooks.audit import log as audit
 from registry_hooks.audit.models import SqlDecision
@@ -30,8 +32,8 @@ from registry_hooks.decision import Verdict
 from registry_hooks.drift_summary import ColumnDrift, parse_drift_summary
 from registry_hooks.policy import Policy
 
-HISTORY_LIMIT = 1000  # decisions a model page reads; the page says when there may be more
-OVERVIEW_HISTORY = 200  # decisions per model the overview looks through for "since" and verdicts
+PAGE_SIZE = 100  # decisions per model page; older ones are a link away
+MAX_ID = 2**63 - 1  # the largest decision id a request may name
 VERDICTS = tuple(v.value for v in Verdict)
 _VERDICT_WORDS = {  # icon and words beside each colour: the colour is never the only signal
     "promote": ("✓", "approved"),
@@ -128,33 +130,34 @@ def _versions(store, name: str) -> list[str]:
     return sorted((str(v) for (v,) in rows), key=int)
 
 
-def _holders(store, name: str, history: list[audit.DecisionRecord]) -> list[Holder]:
+def _holders(store, name: str) -> list[Holder]:
     state = store.production_state(name)
+    targets = [(t, state.holder(t)) for t in _targets(store, name)]
+    with store.ManagedSessionMaker() as session:
+        approvals = audit.approvals_of(session, name, {v for _, v in targets if v is not None})
     held = []
-    for target in _targets(store, name):
-        version = state.holder(target)
+    for target, version in targets:
         others = tuple(v for v in state.stages.get(target.name, []) if v != version) if target.kind == "stage" else ()
-        held.append(Holder(str(target), version, _since(target, version, history), others))
+        held.append(Holder(str(target), version, _since(target, version, approvals), others))
     return held
 
 
 def model_state(store, name: str) -> ModelState:
     """What holds each protected target of ``name`` now, since when, its last decision, and the
     versions newer than the baseline a new candidate must beat (with their latest verdict)."""
-    history = store.history(name, OVERVIEW_HISTORY)  # 404 for a name neither registered nor in the log
+    history = store.history(name, 1)  # 404 for a name neither registered nor in the log
+    last = history[0] if history else None
     try:
         baseline = store.baseline(name).version
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return ModelState(name, [], None, history[0] if history else None, [], exists=False)  # deleted, log kept
-    latest: dict[str, audit.DecisionRecord] = {}
-    for record in history:
-        if record.candidate_version is not None:
-            latest.setdefault(record.candidate_version, record)
+        return ModelState(name, [], None, last, [], exists=False)  # deleted, log kept
     newer = [v for v in _versions(store, name) if baseline is None or int(v) > int(baseline)]
+    with store.ManagedSessionMaker() as session:
+        latest = audit.latest_about(session, name, newer) if newer else {}
     candidates = [Candidate(v, latest.get(v)) for v in reversed(newer)]
-    return ModelState(name, _holders(store, name, history), baseline, history[0] if history else None, candidates)
+    return ModelState(name, _holders(store, name), baseline, last, candidates)
 
 
 def model_names(store, may_read: Callable[[str], bool]) -> list[str]:
@@ -176,18 +179,38 @@ def overview(store, may_read: Callable[[str], bool]) -> list[ModelState]:
 
 
 @dataclass(frozen=True)
-class History:
+class HistoryPage:
+    """One page of a model's decisions and what the page's links need: the filter and both neighbours."""
+
     name: str
     records: list[audit.DecisionRecord]
     verdict: str | None
-    total: int  # decisions read before the filter
-    truncated: bool  # the log may hold older decisions than were read
+    total: int  # decisions with this verdict (every decision without a filter)
+    newer: bool
+    older: bool
+
+    def newer_path(self) -> str:
+        return paths.model_path(self.name, self.verdict, after=self.records[0].id if self.records else None)
+
+    def older_path(self) -> str:
+        return paths.model_path(self.name, self.verdict, before=self.records[-1].id)
 
 
-def history(store, name: str, verdict: str | None) -> History:
-    records = store.history(name, HISTORY_LIMIT)
-    shown = [r for r in records if verdict is None or r.verdict == verdict]
-    return History(name, shown, verdict, len(records), len(records) >= HISTORY_LIMIT)
+def parse_cursor(before: str | None, after: str | None) -> tuple[int | None, int | None]:
+    """The model page's cursor: at most one of ``before`` / ``after``, a decision id; empty is absent."""
+    before, after = before or None, after or None
+    if before is not None and after is not None:
+        raise MlflowException("Give at most one of the parameters 'before' and 'after'.", INVALID_PARAMETER_VALUE)
+    return (None if before is None else parse_int(before, "before", 1, MAX_ID),
+            None if after is None else parse_int(after, "after", 1, MAX_ID))
+
+
+def history(store, name: str, verdict: str | None, before: int | None = None, after: int | None = None) -> HistoryPage:
+    """A page of ``PAGE_SIZE`` decisions, read by an indexed, bounded query whatever the log's length."""
+    with store.ManagedSessionMaker() as session:
+        found = audit.page(session, name, PAGE_SIZE, verdict=verdict, before=before, after=after)
+        total = audit.count(session, name, verdict)
+    return HistoryPage(name, found.records, verdict, total, found.newer, found.older)
 
 
 def decision_record(store, decision_id: int) -> audit.DecisionRecord:
@@ -331,7 +354,7 @@ def drift_view(store, checks: list[dict[str, Any]]) -> DriftView | None:
     if run is None:
         return DriftView(link, error="cannot read its drift summary: the run is not in the tracking store")
     try:
-        summary = parse_drift_summary(store.evidence.read_artifact(run, DRIFT_SUMMARY_PATH))
+        summary = parse_drift_summary(store.evidence.read_artifact(run.info.artifact_uri, DRIFT_SUMMARY_PATH))
     except Exception as exc:  # noqa: BLE001 - the page says why the summary is missing
         return DriftView(link, error=f"cannot read its drift summary: {type(exc).__name__}: {str(exc)[:300]}")
     return DriftView(link, list(summary.columns))

@@ -22,6 +22,9 @@ Why 20,000 rows per table by default:
 
 The HTML is self-contained: evidently 0.7.23 embeds its JavaScript bundle and icon font (no
 ``<script src>`` or remote stylesheet); ``ensure_self_contained`` checks that on every render.
+The full-data verdicts are not an evidently widget but static HTML at the top of the page, with
+CSS that fits the report to its pane (``static_summary``): MLflow's artifact pane shows them at
+once, while evidently's scripts take many seconds to draw the charts.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from registry_hooks.drift_summary import TEST_METHODS, DriftError
+
+from .static_summary import add_static_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +80,8 @@ def build_report(
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     title: str = "Drift report",
 ) -> ReportResult:
-    """Render the HTML report: the full-data verdicts, then evidently's charts on the sample."""
+    """Render the HTML report: the full-data verdicts as static HTML (``static_summary``: readable
+    before evidently's scripts have run), then evidently's charts on the sample."""
     if sample_size < 1:
         raise DriftError(f"sample size must be a positive number of rows, got {sample_size}")
     from evidently.core.metric_types import render_widgets  # lazy: never at server import
@@ -85,12 +91,11 @@ def build_report(
     ref_s = sample_table(reference, sample_size)
     cur_s = sample_table(current, sample_size)
     sampled = len(reference) > len(ref_s) or len(current) > len(cur_s)
-    widgets = _verdict_widgets(verdict, title)
     charts, classification = _chart_widgets(ref_s, cur_s, verdict, label, prediction, sampled, notes)
-    widgets.append(text_widget(title="About this report", text=_about(ref_s, cur_s, sampled, notes)))
+    widgets = [text_widget(title="About this report", text=_about(ref_s, cur_s, sampled, notes))]
     if charts:
         widgets.append(group_widget(title="evidently", widgets=charts))
-    page = render_widgets(widgets, as_iframe=False)
+    page = add_static_summary(render_widgets(widgets, as_iframe=False), verdict, title)
     ensure_self_contained(page)
     return ReportResult(
         html=page,
@@ -98,39 +103,6 @@ def build_report(
         classification=classification,
         notes=notes,
     )
-
-
-def _verdict_widgets(verdict: Verdict, title: str) -> list[Any]:
-    """The evidence itself: counters, the full-data verdict of every column, the schema changes."""
-    from evidently.legacy.renderers.html_widgets import CounterData, counter, table_data
-
-    widgets = [
-        counter(
-            title=title,
-            counters=[
-                CounterData(f"columns drifted (of {verdict.n_columns})", str(verdict.n_drifted)),
-                CounterData("share drifted", f"{verdict.share_drifted:.3f}"),
-                CounterData(f"dataset drift (share >= {verdict.drift_share})", "yes" if verdict.dataset_drift else "no"),
-                CounterData("schema changes", str(len(verdict.schema_changes))),
-            ],
-        ),
-        table_data(
-            title=f"Verdicts on the full data ({verdict.n_reference} reference rows, {verdict.n_current} current rows)"
-            " -- this table is the evidence",
-            column_names=["column", "type", "method", "score", "threshold", "drifted", "missing (current)", "note"],
-            data=[_row(c) for c in sorted(verdict.columns, key=lambda c: not c.drifted)]
-            + ([_row(verdict.prediction_drift)] if verdict.prediction_drift else []),
-        ),
-    ]
-    if verdict.schema_changes:
-        widgets.append(
-            table_data(
-                title="Schema changes (each counts as a drifted column)",
-                column_names=["column", "change", "detail"],
-                data=[[s.column, s.change, s.detail] for s in verdict.schema_changes],
-            )
-        )
-    return widgets
 
 
 def _chart_widgets(ref_s, cur_s, verdict, label, prediction, sampled, notes) -> tuple[list[Any], dict[str, Any] | None]:
@@ -175,13 +147,6 @@ def ensure_self_contained(page: str) -> None:
             f"the evidently HTML references an external resource ({match.group(0)!r}): inline it before "
             "logging the report (evidently's TemplateParams embed_lib/embed_font must stay on)"
         )
-
-
-def _row(c) -> list[str]:
-    score = "-" if c.score is None else f"{c.score:.4g}"
-    threshold = "-" if c.threshold is None else f"{c.threshold:g}"
-    return [c.column, c.type, c.method, score, threshold, "DRIFT" if c.drifted else "ok",
-            f"{c.missing_share_current:.1%}", c.note or ""]  # fmt: skip
 
 
 def _drift_widgets(ref_s, cur_s, verdict, tested, *, prediction, sampled, notes):

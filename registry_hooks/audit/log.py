@@ -182,6 +182,69 @@ def history(session: Session, model_name: str, limit: int = 100) -> list[Decisio
     return [_decode(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class DecisionPage:
+    """One page of a model's decisions, newest first, and whether the log holds more on either side."""
+
+    records: list[DecisionRecord]
+    newer: bool
+    older: bool
+
+
+def page(session: Session, model_name: str, size: int, *, verdict: str | None = None, before: int | None = None,
+         after: int | None = None) -> DecisionPage:
+    """``size`` decisions about a model (optionally of one verdict), newest first: the newest ones, those
+    just older than decision ``before``, or those just newer than decision ``after``.
+
+    Keyset paging on the ``(model_name, id)`` index: a page costs the same however deep in the log it
+    lies, and, the log being append-only, a page of older decisions never changes (a link to it stays
+    true). A page newer than ``after`` that would not be full is the newest page instead.
+    """
+    query = session.query(SqlDecision).filter(SqlDecision.model_name == model_name)
+    if verdict is not None:
+        query = query.filter(SqlDecision.verdict == verdict)
+    if after is not None:
+        rows = query.filter(SqlDecision.id > after).order_by(SqlDecision.id.asc()).limit(size + 1).all()
+        if len(rows) > size:
+            rows = rows[:size][::-1]
+            return DecisionPage([_decode(r) for r in rows], True, _exists(query, SqlDecision.id < rows[-1].id))
+    ordered = query.order_by(SqlDecision.id.desc())
+    rows = (ordered if before is None else ordered.filter(SqlDecision.id < before)).limit(size + 1).all()
+    newer = before is not None and _exists(query, SqlDecision.id >= before)
+    return DecisionPage([_decode(r) for r in rows[:size]], newer, len(rows) > size)
+
+
+def _exists(query, condition) -> bool:
+    return query.filter(condition).with_entities(SqlDecision.id).first() is not None
+
+
+def count(session: Session, model_name: str, verdict: str | None = None) -> int:
+    """How many decisions the log holds about a model (of one verdict, when given)."""
+    query = session.query(func.count(SqlDecision.id)).filter(SqlDecision.model_name == model_name)
+    if verdict is not None:
+        query = query.filter(SqlDecision.verdict == verdict)
+    return query.scalar() or 0
+
+
+def latest_about(session: Session, model_name: str, versions: Iterable[str]) -> dict[str, DecisionRecord]:
+    """The newest decision about each of ``versions``, however far back in the log it lies."""
+    newest = (session.query(func.max(SqlDecision.id))
+              .filter(SqlDecision.model_name == model_name, SqlDecision.candidate_version.in_(list(versions)))
+              .group_by(SqlDecision.candidate_version))
+    rows = session.query(SqlDecision).filter(SqlDecision.id.in_(newest.scalar_subquery())).all()
+    return {row.candidate_version: _decode(row) for row in rows}
+
+
+def approvals_of(session: Session, model_name: str, versions: Iterable[str], limit: int = 100) -> list[DecisionRecord]:
+    """The newest ``limit`` decisions that moved one of ``versions`` into production, newest first:
+    what says since when a version holds a target, however far back in the log it lies."""
+    rows = (session.query(SqlDecision)
+            .filter(SqlDecision.model_name == model_name, SqlDecision.candidate_version.in_(list(versions)),
+                    SqlDecision.action.in_(APPROVING_ACTIONS))
+            .order_by(SqlDecision.id.desc()).limit(limit).all())
+    return [_decode(row) for row in rows]
+
+
 def approved_versions(session: Session, model_name: str) -> Iterable[str]:
     """Versions the log records as approved (promoted, overridden or rolled back to), newest first."""
     rows = (
