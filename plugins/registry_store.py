@@ -65,6 +65,11 @@ class _Ask:
     reason: str | None
 
 
+def _decision_url(decision_id: int) -> str:
+    """The decision's page on this server (``plugins.pages``), as the UI and the refusals name it."""
+    return f"{contract.DECISION_PAGE}?id={decision_id}"
+
+
 def _refuse(message: str) -> MlflowException:
     return MlflowException(message, error_code=PERMISSION_DENIED)
 
@@ -201,7 +206,7 @@ class GatekeeperStore(SqlAlchemyStore):
         ), self.secret)
         tags = {
             contract.TAG_DECISION_ID: str(record.id),
-            contract.TAG_DECISION_URL: f"{contract.DECISION_PAGE}?id={record.id}",  # the MLflow UI shows it
+            contract.TAG_DECISION_URL: _decision_url(record.id),  # the MLflow UI shows it
             contract.TAG_ACTION: record.action,
             contract.TAG_VERDICT: record.verdict,
             contract.TAG_TARGET: record.target,
@@ -284,8 +289,8 @@ class GatekeeperStore(SqlAlchemyStore):
                 if decision is None:
                     continue  # production moved while we judged: release the lock, judge again
                 recorded = self._write_decision(session, decision, ask, pending, state)
-            if recorded.action == Action.REFUSE:
-                raise _refuse(recorded.summary())
+            if recorded.action == Action.REFUSE:  # the UI's dialog shows this: say where the whole decision is
+                raise _refuse(f"{recorded.summary()}\nEvery check with its numbers: {_decision_url(recorded.decision_id)}")
             return recorded
         raise AssertionError("unreachable: the last attempt always decides")
 
