@@ -264,6 +264,25 @@ def gate(results: Path) -> str:
     return table(header, rows) + "\n\n" + provenance({"gate": record})
 
 
+# -- the pages ------------------------------------------------------------------------------------
+
+
+def pages(results: Path) -> str:
+    record = load(results, "pages")
+    header = ["page (a model with 1,000 decisions)", "median / p95", "× MLflow's `registered-models/get`", "target"]
+    if record is None:
+        return table(header, [["every page", NOT_MEASURED, "", ""]]) + "\n\n" + provenance({"pages": None})
+    f = record["figures"]
+    rows = [[label, f"{p['median_ms']:.0f} / {p['p95_ms']:.0f} ms", f"{p['ratio_to_reference']:.2f}×",
+             "reference" if p["ratio_to_reference"] == 1.0 and "MLflow" in label
+             else verdict(p["within_budget"], f"p95 < {f['budget_ms']:.0f} ms")]
+            for label, p in f["pages"].items()]
+    return (table(header, rows) + f"\n\n{f['decisions']:,} decisions in the log ({f['real_decisions']} made by the gate, "
+            f"the rest appended through `audit.append`; chain intact: {'yes' if f['chain_ok'] else 'no'}), "
+            f"{f['requests']} timed requests a page over one keep-alive connection, {f['server']}. "
+            + provenance({"pages": record}))
+
+
 # -- malformed input -----------------------------------------------------------------------------
 
 
@@ -345,7 +364,7 @@ def attempts(results: Path) -> str:
 
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
-    "calibration-slices": calibration_slices, "attempts": attempts,
+    "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages,
 }
 
 
