@@ -49,13 +49,12 @@ class Judge:
         An outcomes file the gate checked before is read again only when an array is needed
         (``registry_hooks.evidence.Evidence``); one that changed in between makes the judgement
         start again, and that file is then parsed at once (a bad one becomes a refusal reason)."""
-        for attempt in range(self._TRIES):
+        for _ in range(self._TRIES - 1):
             try:
                 return self._judge(candidate, facts, policy, sets, locked)
             except OutcomesChanged:
-                if attempt == self._TRIES - 1:
-                    raise
-        raise AssertionError("unreachable")
+                continue
+        return self._judge(candidate, facts, policy, sets, locked)
 
     def _judge(self, candidate: VersionRef, facts: tuple[Baseline, Production], policy: ModelPolicy,
                sets: tuple[RequiredSet, ...], locked: Session | None) -> Decision:
