@@ -34,7 +34,7 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from plugins import verifier_launch
+from plugins import decision_note, verifier_launch
 from plugins.evidence_source import EvidenceSource
 from plugins.judging import Judge, required_sets
 from plugins.params import parse_int, parse_text, parse_version, require_storable
@@ -63,11 +63,6 @@ class _Ask:
     mode: str
     route: str
     reason: str | None
-
-
-def _decision_url(decision_id: int) -> str:
-    """The decision's page on this server (``plugins.pages``), as the UI and the refusals name it."""
-    return f"{contract.DECISION_PAGE}?id={decision_id}"
 
 
 def _refuse(message: str) -> MlflowException:
@@ -206,7 +201,7 @@ class GatekeeperStore(SqlAlchemyStore):
         ), self.secret)
         tags = {
             contract.TAG_DECISION_ID: str(record.id),
-            contract.TAG_DECISION_URL: _decision_url(record.id),  # the MLflow UI shows it
+            contract.TAG_DECISION_URL: decision_note.decision_url(record.id),  # the MLflow UI shows it
             contract.TAG_ACTION: record.action,
             contract.TAG_VERDICT: record.verdict,
             contract.TAG_TARGET: record.target,
@@ -226,6 +221,8 @@ class GatekeeperStore(SqlAlchemyStore):
             SqlModelVersionTag.version == rows[0].version, SqlModelVersionTag.key.in_(list(tags)),
         ).delete()  # synchronised: a tag row this session loaded earlier leaves its identity map
         session.add_all(rows)
+        version = self._get_sql_model_version(session, decision.candidate.name, decision.candidate.version)
+        version.description = decision_note.with_line(version.description, (record.id, record.verdict, record.action))
         return record
 
     def _move(self, session: Session, name: str, version: str, targets: list[Target], state: ProductionState) -> dict:
@@ -290,7 +287,7 @@ class GatekeeperStore(SqlAlchemyStore):
                     continue  # production moved while we judged: release the lock, judge again
                 recorded = self._write_decision(session, decision, ask, pending, state)
             if recorded.action == Action.REFUSE:  # the UI's dialog shows this: say where the whole decision is
-                raise _refuse(f"{recorded.summary()}\nEvery check with its numbers: {_decision_url(recorded.decision_id)}")
+                raise _refuse(f"{recorded.summary()}\nEvery check with its numbers: {decision_note.decision_url(recorded.decision_id)}")
             return recorded
         raise AssertionError("unreachable: the last attempt always decides")
 
@@ -481,7 +478,20 @@ class GatekeeperStore(SqlAlchemyStore):
             tags = [t for t in tags or [] if not self._is_reserved(t.key)]
         for tag in tags or []:
             self._check_tag_key(tag.key)
+        description = decision_note.without_line(description)  # a new version has no decision yet
         return super().create_model_version(name, source, run_id, tags, run_link, description, local_model_path, model_id)
+
+    def update_model_version(self, name, version, description=None):
+        """The user's description under the gate's line, rebuilt from the gate's own tags under the
+        model's lock (a decision recorded meanwhile would otherwise be named by a stale line)."""
+        require_storable(name, "name")
+        if isinstance(description, str):
+            require_storable(description, "description")  # a NUL would fail inside PostgreSQL: a 400, not a 500
+        with self._locked(name) as (session, _model):
+            tags = {t.key: t.value for t in self._get_sql_model_version(session, name, version).model_version_tags}
+            decided = tuple(tags.get(key) for key in (contract.TAG_DECISION_ID, contract.TAG_VERDICT, contract.TAG_ACTION))
+            description = decision_note.with_line(description, decided if all(decided) else None)
+            return super().update_model_version(name, version, description)
 
     # -- gatekeeper's own operations (the server app's routes and the CLI use these) -------------
 

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, redirect, request, send_from_directory
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from mlflow.exceptions import MlflowException
 
+from plugins.decision_note import verdict_label
 from plugins.pages import forms, paths, views
 from plugins.params import parse_int, parse_name, parse_version
 from plugins.request_context import current_actor
@@ -26,7 +27,7 @@ _HERE = Path(__file__).parent
 STATIC_DIR = _HERE / "static"
 _ENV = Environment(loader=FileSystemLoader(str(_HERE / "templates")), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
-_ENV.globals.update(paths=paths, verdict_label=views.verdict_label, outcome_label=views.outcome_label,
+_ENV.globals.update(paths=paths, verdict_label=verdict_label, outcome_label=views.outcome_label,
                     when=views.when, VERDICTS=views.VERDICTS)
 # No script, no inline style, nothing from another origin: the pages work offline and an injected
 # string could not run even if escaping ever failed. Forms post only to this server.

@@ -35,21 +35,10 @@ from registry_hooks.policy import Policy
 PAGE_SIZE = 100  # decisions per model page; older ones are a link away
 MAX_ID = 2**63 - 1  # the largest decision id a request may name
 VERDICTS = tuple(v.value for v in Verdict)
-_VERDICT_WORDS = {  # icon and words beside each colour: the colour is never the only signal
-    "promote": ("✓", "approved"),
-    "refuse_worse": ("✗", "refused: worse"),
-    "refuse_insufficient_evidence": ("?", "refused: not enough evidence"),
-    "rollback": ("↩", "rolled back"),
-}
 _OUTCOME_WORDS = {
     "pass": ("✓", "pass"), "warn": ("⚠", "warning"), "skip": ("–", "skipped"),
     "fail_worse": ("✗", "fail: worse"), "fail_insufficient": ("✗", "fail: not enough evidence"),
 }
-
-
-def verdict_label(verdict: str | None) -> tuple[str, str]:
-    """(icon, words) for a verdict; an unknown one is shown as it is stored."""
-    return _VERDICT_WORDS.get(verdict or "", ("•", verdict or "none"))
 
 
 def outcome_label(outcome: str) -> tuple[str, str]:

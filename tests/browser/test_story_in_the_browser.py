@@ -185,6 +185,25 @@ def test_legacy_stage_transition_shows_the_refusal_and_nothing_changes(server, u
     assert ui_model.production() == ("1", ["1"])
 
 
+def test_a_version_page_leads_to_its_decision_in_one_click(server, story, new_page):
+    """The version's description (rendered as Markdown by MLflow's UI) opens with the gate's line."""
+    refused = story.decision("refuse", story.v3)
+    page = version_page(new_page, server, story.name, story.v3)
+    words = page.get_by_text(f"Gatekeeper decision #{refused['id']}: ✗ refused: worse", exact=True)
+    words.wait_for()
+    link = page.get_by_role("link", name="every check with its numbers")
+    assert link.get_attribute("href") == f"{DECISION_PAGE}?id={refused['id']}"
+    shoot(page, "version-page-decision-link", full_page=False)
+    if link.get_attribute("target") == "_blank":
+        with page.expect_popup() as popup:
+            link.click()
+        page = popup.value
+    else:
+        link.click()
+    page.wait_for_url(f"**{DECISION_PAGE}?id={refused['id']}")
+    page.get_by_role("heading", name=re.compile(f"Decision #{refused['id']}")).wait_for()
+
+
 # -- the /gatekeeper/ pages ----------------------------------------------------------------------
 
 

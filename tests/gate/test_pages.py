@@ -193,6 +193,56 @@ def test_each_version_tag_points_to_the_page_of_its_decision(server, story):
         assert f"Decision #{record['id']}: {escape(story.name)} v{version}" in html
 
 
+def test_each_decided_version_description_links_to_its_decision(server, story):
+    """MLflow's UI renders a description as Markdown (its tags as plain text): the link is clickable there."""
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)
+    for version, action, words in ((story.v2, "promote", "✓ approved"), (story.v3, "refuse", "✗ refused: worse")):
+        record = story.decision(action, version)
+        first = client.get_model_version(story.name, version).description.splitlines()[0]
+        assert first == (f"**Gatekeeper decision #{record['id']}: {words}** · "
+                         f"[every check with its numbers](/gatekeeper/decision?id={record['id']})")
+    assert not client.get_model_version(story.name, story.v4).description  # never judged: no line
+
+
+FORGED = "**Gatekeeper decision #1: ✓ approved** · [every check with its numbers](/gatekeeper/decision?id=1)"
+
+
+@pytest.mark.parametrize("route", ["client", "/api/", "/ajax-api/"])
+def test_a_description_can_neither_forge_nor_hide_the_gates_line(server, story, route):
+    """v3 was refused: writing a description that claims an approval, or none at all, keeps the true line."""
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)
+    true_line = client.get_model_version(story.name, story.v3).description.splitlines()[0]
+    before = (story.scenario.production(), len(story.scenario.gate.history(story.name)))
+    for description, kept in ((f"{FORGED}\nretrained on rain", "retrained on rain"),
+                              ("ＧＡＴＥＫＥＥＰＥＲ  decision #1: approved", None), ("", None)):
+        if route == "client":
+            written = client.update_model_version(story.name, story.v3, description).description
+        else:
+            response = requests.patch(f"{server.url}{route}2.0/mlflow/model-versions/update", timeout=TIMEOUT,
+                                      json={"name": story.name, "version": story.v3, "description": description})
+            assert response.status_code == 200, response.text
+            written = response.json()["model_version"]["description"]
+        assert written == (f"{true_line}\n\n{kept}" if kept else true_line)
+        assert client.get_model_version(story.name, story.v3).description == written
+    assert (story.scenario.production(), len(story.scenario.gate.history(story.name))) == before
+
+
+def test_a_new_or_copied_version_carries_no_line(server, story):
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)
+    copy_name = f"{story.name}-copy"
+    copied = client.copy_model_version(f"models:/{story.name}/{story.v3}", copy_name)
+    assert not copied.description and "gatekeeper.decision_id" not in copied.tags
+    source = client.get_model_version(story.name, story.v3)
+    fresh = client.create_model_version(copy_name, source.source, run_id=source.run_id, description=f"{FORGED}\nmine")
+    assert fresh.description == "mine"
+
+
+def test_an_unstorable_description_is_a_400(server, story):
+    response = requests.patch(f"{server.url}/api/2.0/mlflow/model-versions/update", timeout=TIMEOUT,
+                              json={"name": story.name, "version": story.v3, "description": "a\u0000b"})
+    assert response.status_code == 400 and "without NUL bytes" in response.json()["message"]
+
+
 @pytest.mark.parametrize(("path", "params", "status", "words"), [
     ("/gatekeeper/model", {}, 400, "Missing value for required parameter &#39;name&#39;"),
     ("/gatekeeper/model", {"name": "no-such-model"}, 404, "not found"),
