@@ -2,7 +2,7 @@
 ``/gatekeeper/`` pages showing the story's decisions.
 
 One gated SQLite server for the module (no auth; the forms under basic-auth have their own module)
-holds two models: ``road-scenes``, the story of tests/gate/test_pages.py (v1 first release, v2
+holds two models: ``road-scenes``, the story of tests/support/story.py (v1 first release, v2
 promoted on evidence, v3 refused as worse, v4 never judged), whose pages are compared with the audit
 log the JSON API returns; and ``demo`` (v1 in production, v2 without evidence), which the MLflow UI
 tries to promote, as in the README's walk-through. Screenshots of every page go to the test-output
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import pytest
 
@@ -24,9 +23,9 @@ require_browser()  # skips this module, with the reason, where chromium or playw
 from mlflow import MlflowClient  # noqa: E402
 
 from benchmarks.evidence import GATE_POLICY, Scenario  # noqa: E402
-from benchmarks.servers import MlflowServer  # noqa: E402
 from gatekeeper_cli.client import PromotionRefused  # noqa: E402
 from registry_hooks.contract import DECISION_PAGE  # noqa: E402
+from tests.support.story import Story, gated_server, tell  # noqa: E402
 
 # The MLflow UI's assistant panel opens by itself on a first visit and covers a third of the page.
 QUIET_MLFLOW_UI = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
@@ -35,46 +34,13 @@ QUIET_MLFLOW_UI = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirst
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, browser):
-    workdir = tmp_path_factory.mktemp("browser-server")
-    policy = workdir / "policy.yaml"
-    policy.write_text(GATE_POLICY)
-    with MlflowServer(workdir, f"sqlite:///{workdir}/mlflow.db", policy=policy) as running:
+    with gated_server(tmp_path_factory.mktemp("browser-server"), GATE_POLICY) as running:
         yield running
-
-
-@dataclass(frozen=True)
-class Story:
-    scenario: Scenario
-    v1: str
-    v2: str
-    v3: str
-    v4: str
-
-    @property
-    def name(self) -> str:
-        return self.scenario.name
-
-    def history(self) -> list[dict]:
-        """The JSON API's view of the audit log, newest first."""
-        return self.scenario.gate.history(self.name)
-
-    def decision(self, action: str, version: str) -> dict:
-        return next(d for d in self.history() if d["action"] == action and d["candidate_version"] == version)
 
 
 @pytest.fixture(scope="module")
 def story(server) -> Story:
-    """v1 first release, v2 promoted on evidence, v3 refused as worse, v4 never judged."""
-    scenario = Scenario(server.url, "road-scenes")  # the module's server is its own: plain names
-    v1 = scenario.first_release()
-    v2 = scenario.version()
-    scenario.evidence(v2, v1)
-    scenario.gate.promote(scenario.name, v2)
-    v3 = scenario.version()
-    scenario.evidence(v3, v2, candidate_model="weak", baseline_model="strong")
-    with pytest.raises(PromotionRefused):
-        scenario.gate.promote(scenario.name, v3)
-    return Story(scenario, v1, v2, v3, scenario.version())
+    return tell(server.url, "road-scenes")  # the module's server is its own: plain names
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
 import mlflow
 import pytest
 import requests
@@ -21,10 +20,10 @@ from markupsafe import escape  # the pages' own escaping (Jinja's)
 
 from benchmarks.evidence import GATE_POLICY, Scenario
 from benchmarks.servers import MlflowServer
-from gatekeeper_cli.client import PromotionRefused
 from plugins.pages.svg import Interval, interval_chart
 from registry_hooks.contract import DRIFT_SUMMARY_PATH, TAG_CANDIDATE_NAME, TAG_CANDIDATE_VERSION, TAG_DECISION_URL, TAG_DRIFT
 from registry_hooks.drift_summary import ColumnDrift, DriftSummary, TableInfo
+from tests.support.story import Story, gated_server, tell
 
 PAGES_POLICY = GATE_POLICY + """  - pattern: "drift-*"
     drift: {required: true, max_share_drifted: 0.5}
@@ -34,44 +33,13 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("pages-server")
-    policy = workdir / "policy.yaml"
-    policy.write_text(PAGES_POLICY)
-    with MlflowServer(workdir, f"sqlite:///{workdir}/mlflow.db", policy=policy) as running:
+    with gated_server(tmp_path_factory.mktemp("pages-server"), PAGES_POLICY) as running:
         yield running
-
-
-@dataclass(frozen=True)
-class Story:
-    scenario: Scenario
-    v1: str
-    v2: str
-    v3: str
-    v4: str
-    history: list[dict]  # the JSON API's view of the audit log, newest first
-
-    @property
-    def name(self) -> str:
-        return self.scenario.name
-
-    def decision(self, action: str, version: str) -> dict:
-        return next(d for d in self.history if d["action"] == action and d["candidate_version"] == version)
 
 
 @pytest.fixture(scope="module")
 def story(server) -> Story:
-    """v1 first release, v2 promoted on evidence, v3 refused as worse, v4 never judged."""
-    scenario = Scenario(server.url, f"pages-{uuid.uuid4().hex[:8]}")
-    v1 = scenario.first_release()
-    v2 = scenario.version()
-    scenario.evidence(v2, v1)
-    scenario.gate.promote(scenario.name, v2)
-    v3 = scenario.version()
-    scenario.evidence(v3, v2, candidate_model="weak", baseline_model="strong")
-    with pytest.raises(PromotionRefused):
-        scenario.gate.promote(scenario.name, v3)
-    v4 = scenario.version()
-    return Story(scenario, v1, v2, v3, v4, scenario.gate.history(scenario.name))
+    return tell(server.url, f"pages-{uuid.uuid4().hex[:8]}")
 
 
 def get(server, path: str, **params) -> requests.Response:
@@ -113,7 +81,7 @@ def test_overview_shows_who_holds_production_since_when_and_the_last_verdict(ser
     assert "alias &#39;champion&#39;" in html and "stage Production" in html
     assert html.count(f"<strong>v{story.v2}</strong>") == 2  # both targets
     assert html.count(f'href="/gatekeeper/decision?id={promoted["id"]}"') >= 2  # since: the decision that put it there
-    last = story.history[0]
+    last = story.history()[0]
     assert last["verdict"] == "refuse_worse" and "refused: worse <code>refuse_worse</code>" in html.split("Pending")[0]
     pending = html.split("Pending candidates")[1]
     assert f"<strong>v{story.v3}</strong>" in pending and "refuse_worse" in pending
@@ -124,8 +92,8 @@ def test_overview_shows_who_holds_production_since_when_and_the_last_verdict(ser
 def test_model_page_lists_every_decision_with_verdicts_checks_and_a_filter(server, story):
     html = page(server, "/gatekeeper/model", name=story.name)
     listed = rows(html)
-    assert len(listed) == len(story.history) == 3
-    for row, record in zip(listed, story.history):
+    assert len(listed) == len(story.history()) == 3
+    for row, record in zip(listed, story.history()):
         assert f"decision #{record['id']}</a>" in row and f"<code>{record['verdict']}</code>" in row
         assert "anonymous" in row and all(f"<code>{c['name']}</code>" in row for c in record["checks"])
     assert "slice:weather=fog:accuracy" in listed[1]  # the promotion's slice checks
@@ -176,11 +144,12 @@ def test_decision_page_shows_every_check_its_numbers_and_an_interval_chart(serve
 
 
 def test_explain_renders_the_dry_run_and_records_nothing(server, story):
+    before = story.history()
     html = page(server, "/gatekeeper/explain", name=story.name, version=story.v4)
     assert f"Dry run: {story.name} v{story.v4}" in html and "Nothing was recorded" in html
     assert "<code>refuse_insufficient_evidence</code>" in html and "no evidence" in html
     assert f"v{story.v2} <span class=\"muted\">(" in html  # the baseline, with where it comes from
-    assert len(story.scenario.gate.history(story.name)) == len(story.history)
+    assert story.history() == before
 
 
 def test_each_version_tag_points_to_the_page_of_its_decision(server, story):
@@ -268,7 +237,7 @@ def test_pages_escape_user_input_and_load_nothing_from_elsewhere(server, story):
     response = get(server, "/gatekeeper/model", name="<script>alert(1)</script>")
     assert response.status_code == 404 and "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
     assert "<script" not in response.text.lower()
-    html = page(server, "/gatekeeper/decision", id=str(story.history[0]["id"]))
+    html = page(server, "/gatekeeper/decision", id=str(story.history()[0]["id"]))
     assert "default-src 'none'" in get(server, "/gatekeeper/").headers["Content-Security-Policy"]
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, no external asset
     assert "<script" not in html.lower() and 'href="/gatekeeper/static/pages.css"' in html
