@@ -77,7 +77,13 @@ def _forms_context(store) -> dict:
 
 
 def _may_read(name: str) -> bool:
-    """Under basic-auth, whether the signed-in user may read registered model ``name``."""
+    """Under basic-auth, whether the signed-in user may read registered model ``name``.
+
+    The one use of a private MLflow function: basic-auth's public validators read the model name
+    from the request, but the overview checks many names in one request, and only this function
+    applies MLflow's whole rule (user and role grants, workspaces, the default permission).
+    ``tests/unit/test_architecture.py`` pins its signature so an MLflow upgrade fails there first.
+    """
     if not forms.basic_auth_enabled():
         return True
     from mlflow.server import auth
@@ -171,13 +177,11 @@ def _can_read_named_model() -> bool:
 
 def _can_read_decision() -> bool:
     """A decision's page: READ on the model it is about (found by the decision's id)."""
-    from mlflow.server import auth
-
     try:
         model_name = views.decision_model(_store(), _decision_id())
     except MlflowException:
         return True  # not an id: the page answers 400 and shows nothing
-    return model_name is None or bool(auth._get_registered_model_permission(model_name).can_read)
+    return model_name is None or _may_read(model_name)
 
 
 def _signed_in() -> bool:
