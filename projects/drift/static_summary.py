@@ -53,8 +53,21 @@ svg, img, canvas {{ max-width: 100%; }}
 #{SUMMARY_ID} td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
 #{SUMMARY_ID} .drift {{ color: #b42318; font-weight: 600; }}
 #{SUMMARY_ID} .muted {{ color: #59636e; }}
+/* A narrow pane (MLflow's artifact viewer gives ~560 px at a 1000 px window): each column's verdict
+   becomes a block of labelled values instead of a table wider than the pane; the roles in the
+   markup keep it a table for screen readers, and the header row stays for them, out of sight. */
+@media (max-width: 900px) {{
+  #{SUMMARY_ID} table, #{SUMMARY_ID} tbody, #{SUMMARY_ID} tr {{ display: block; width: auto; }}
+  #{SUMMARY_ID} thead {{ position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }}
+  #{SUMMARY_ID} tr {{ padding: .35rem .6rem; border-bottom: 1px solid #d1d9e0; }}
+  #{SUMMARY_ID} th[scope="row"] {{ display: block; border: 0; padding: 0; overflow-wrap: anywhere; }}
+  #{SUMMARY_ID} td, #{SUMMARY_ID} td.num {{ display: inline-block; border: 0; padding: 0 .8rem 0 0; text-align: left; }}
+  #{SUMMARY_ID} td[data-label]::before {{ content: attr(data-label) ": "; color: #59636e; }}
+  #{SUMMARY_ID} td:empty {{ display: none; }}
+}}
 </style>
 """
+_HEADERS = ("column", "drifted", "type", "method", "score", "threshold", "missing (current)", "note")
 
 
 def add_static_summary(page: str, verdict: Verdict, title: str) -> str:
@@ -114,17 +127,20 @@ def _columns_table(verdict: Verdict) -> str:
     rows = [_column_row(c) for c in sorted(verdict.columns, key=lambda c: not c.drifted)]
     if verdict.prediction_drift is not None:
         rows.append(_column_row(verdict.prediction_drift, "prediction: "))
-    head = "".join(f'<th scope="col">{h}</th>' for h in
-                   ("column", "drifted", "type", "method", "score", "threshold", "missing (current)", "note"))
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+    head = "".join(f'<th scope="col" role="columnheader">{h}</th>' for h in _HEADERS)
+    return (f'<table role="table">\n<thead><tr role="row">{head}</tr></thead>\n<tbody>\n' + "\n".join(rows)
+            + "\n</tbody>\n</table>")
 
 
 def _column_row(c: ColumnDrift, prefix: str = "") -> str:
     drifted = '<span class="drift">yes (drift)</span>' if c.drifted else "no"
     cells = [drifted, escape(c.type), escape(c.method), score_text(c),
              "-" if c.threshold is None else f"{c.threshold:g}", f"{c.missing_share_current:.1%}", escape(c.note or "")]
-    tds = "".join(f'<td class="num">{v}</td>' if i in (3, 4, 5) else f"<td>{v}</td>" for i, v in enumerate(cells))
-    return f'<tr><th scope="row">{escape(prefix)}<code>{escape(c.column)}</code></th>{tds}</tr>'
+    numeric = ' class="num"'
+    tds = "".join(f'<td role="cell" data-label="{label}"{numeric if i in (3, 4, 5) else ""}>{v}</td>'
+                  for i, (label, v) in enumerate(zip(_HEADERS[1:], cells)))
+    return (f'<tr role="row"><th scope="row" role="rowheader">{escape(prefix)}<code>{escape(c.column)}</code></th>'
+            f"{tds}</tr>")
 
 
 def score_text(c: ColumnDrift) -> str:

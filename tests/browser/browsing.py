@@ -31,6 +31,9 @@ ADMIN = ("admin", "admin-password-123")  # the forms module's server runs MLflow
 ALICE = ("alice", "alice-password-123")  # a user, not an admin: READ on every model by default
 HTTP_TIMEOUT = 60
 NARROW = {"width": 420, "height": 900}
+# The MLflow UI's assistant panel opens by itself on a first visit and covers a third of the page.
+QUIET_MLFLOW_UI = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+                   "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
 
 
 def chromium_path() -> str | None:

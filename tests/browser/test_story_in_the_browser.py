@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from tests.browser.browsing import NARROW, horizontal_overflow, require_browser, shoot
+from tests.browser.browsing import NARROW, QUIET_MLFLOW_UI, horizontal_overflow, require_browser, shoot
 
 require_browser()  # skips this module, with the reason, where chromium or playwright is missing
 
@@ -26,10 +26,6 @@ from benchmarks.evidence import GATE_POLICY, Scenario  # noqa: E402
 from gatekeeper_cli.client import PromotionRefused  # noqa: E402
 from registry_hooks.contract import DECISION_PAGE  # noqa: E402
 from tests.support.story import Story, gated_server, tell  # noqa: E402
-
-# The MLflow UI's assistant panel opens by itself on a first visit and covers a third of the page.
-QUIET_MLFLOW_UI = ("localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
-                   "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');")
 
 
 @pytest.fixture(scope="module")
