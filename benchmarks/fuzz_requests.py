@@ -66,6 +66,7 @@ ROUTES = (
     Route("POST", "/model-versions/set-tag",
           lambda t: {"name": t.name, "version": t.production, "key": TAG_VERDICT, "value": "refuse"}),
     Route("DELETE", "/model-versions/delete-tag", lambda t: {"name": t.name, "version": t.production, "key": TAG_VERDICT}),
+    Route("PATCH", "/model-versions/update", lambda t: {"name": t.name, "version": t.production, "description": "fuzz"}),
     Route("GET", "/explain", lambda t: {"name": t.name, "version": t.candidate}, plugin=True),
     Route("GET", "/history", lambda t: {"name": t.name, "limit": "5"}, plugin=True),
     Route("GET", "/policy", lambda t: {"name": t.name}, plugin=True),
