@@ -2,7 +2,10 @@
 
 v1 promoted as first release; the rainy-season window flagged by the drift report; v2 trained with
 more rain and green-cone examples promoted, better overall and on weather=rain; a deliberately
-worse version refused with a readable reason.
+worse version refused with a readable reason. Then the pages, as the README's newcomer clicks
+through them: the overview shows the fixed version in production, the model page links the stale
+version's refusal, and that decision's page shows the drift table (weather drifted) and a chart for
+every slice check.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 
 import mlflow
 import pytest
+import requests
 
 from benchmarks.servers import MlflowServer
 from projects.retrain import DEFAULT_POLICY, RetrainConfig, retrain
@@ -50,10 +54,35 @@ def _story(server_url: str, data_dir) -> None:
     assert gate.baseline("road-scenes")["version"] == fixed.version
     assert mlflow.MlflowClient(server_url).get_registered_model("road-scenes").aliases == {"champion": fixed.version}
 
+    _pages_tell_the_story(server_url, gate, fixed.version, stale.version)
+
     # Every step ran as a child of its retrain run, tagged by the run-context provider.
     steps = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{fixed.run_id}'")
     assert set(steps["tags.gatekeeper.pipeline.step"]) == {"train", "drift", "evaluate"}
     assert steps["tags.gatekeeper.dataset.version"].nunique() == 1
+
+
+def _pages_tell_the_story(server_url: str, gate: GatekeeperClient, in_production: str, stale: str) -> None:
+    def page(path: str, **params) -> str:
+        response = requests.get(f"{server_url}/gatekeeper/{path}", params=params, timeout=60)
+        assert response.status_code == 200, (path, response.status_code)
+        return response.text
+
+    overview = page("")
+    champion_row = overview.split('<th scope="row">alias &#39;champion&#39;</th>')[1].split("</tr>")[0]
+    assert f"<strong>v{in_production}</strong>" in champion_row
+    refusal = next(d for d in gate.history("road-scenes", limit=100)
+                   if d["candidate_version"] == stale and d["action"] == "refuse")
+    assert f"/gatekeeper/decision?id={refusal['id']}" in page("model", name="road-scenes")
+    decision = page("decision", id=str(refusal["id"]))
+    drift_table = decision.split('<table class="drift">')[1].split("</table>")[0]
+    weather_row = drift_table.split('<th scope="row">weather</th>')[1].split("</tr>")[0]
+    assert "drifted</span>" in weather_row and "no drift" not in weather_row
+    slices = [c["name"] for c in refusal["checks"] if c["name"].startswith("slice:")]
+    assert slices, refusal["checks"]
+    for name in slices:
+        section = decision.split(f"<code>{name}</code>")[1].split("</section>")[0]
+        assert 'class="interval-chart"' in section, name
 
 
 @pytest.mark.slow
