@@ -10,14 +10,16 @@ without unpickling code.
 Through pyfunc::
 
     model = mlflow.pyfunc.load_model(uri)
-    probs = model.predict(df[PIXEL_COLUMNS])        # np.ndarray (n, 4) float32, rows sum to 1
-    probs = predict_proba(model, df)                 # same, any columns, batched for 100k rows
+    out = model.predict(df[PIXEL_COLUMNS])          # bare network: (n, 4) float32; wrapper: a DataFrame
+    probs = predict_proba(model, df)                 # (n, 4) from either, any columns, batched for 100k rows
 
-The input signature is a tensor spec ``uint8 (-1, 3072)``: pyfunc accepts a DataFrame holding
-exactly the 3072 pixel columns (or the numpy matrix). It rejects a frame with extra columns
-(label, weather, ...), hence ``predict_proba``, which selects the pixel columns and predicts in
-batches (the pyfunc wrapper runs one forward pass over whatever it is given; 100k images at once
-would need gigabytes of activations).
+Two kinds of logged model exist. Versions registered before the serving wrapper are this network
+alone (``mlflow.pytorch``, tensor spec ``uint8 (-1, 3072)``, output the probability matrix); newer
+ones are ``projects.serving``'s wrapper, whose output is a DataFrame with one ``p_<class>`` column
+per class (and request id, prediction, confidence) and which writes each call to the inference
+log. ``predict_proba`` reads both the same way (``output_probabilities``), selects the pixel
+columns of a whole table, predicts in batches (one forward pass over 100k images would need
+gigabytes of activations) and asks the wrapper not to log: scoring a data set is not traffic.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from projects.scenes import CHANNELS, CLASS_NAMES, IMAGE_SIZE, N_PIXELS, PIXEL_C
 # Per-channel statistics of the summer mix, rounded: inputs are roughly centred at 0, unit scale.
 _MEAN = (0.45, 0.47, 0.43)
 _STD = (0.25, 0.25, 0.27)
+
+PROBABILITY_PREFIX = "p_"  # the serving wrapper's output: one p_<class> column per class
+LOG_PARAM = "log_inference"  # the serving wrapper's param: false = do not write to the inference log
+PROBABILITY_COLUMNS = [f"{PROBABILITY_PREFIX}{name}" for name in CLASS_NAMES]
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -93,10 +99,27 @@ def predict_proba(model, data: pd.DataFrame | np.ndarray, batch_size: int = 4096
         finally:
             model.train(was_training)
     else:
-        parts = [np.asarray(model.predict(np.ascontiguousarray(chunk)), dtype=np.float32) for chunk in _chunks(data, batch_size)]
+        params = {LOG_PARAM: False} if _has_param(model, LOG_PARAM) else None
+        parts = [output_probabilities(model.predict(pd.DataFrame(chunk, columns=PIXEL_COLUMNS), params=params))
+                 for chunk in _chunks(data, batch_size)]
     if not parts:
         return np.zeros((0, len(CLASS_NAMES)), np.float32)
     return np.concatenate(parts)
+
+
+def output_probabilities(output) -> np.ndarray:
+    """(n, classes) float32 probabilities from what a logged model returned: the wrapper's
+    ``p_<class>`` columns in ``CLASS_NAMES`` order, or the bare network's matrix."""
+    if isinstance(output, pd.DataFrame) and set(PROBABILITY_COLUMNS) <= set(output.columns):
+        return output[PROBABILITY_COLUMNS].to_numpy(dtype=np.float32)
+    return np.asarray(output, dtype=np.float32)
+
+
+def _has_param(model, name: str) -> bool:
+    """Whether a pyfunc model's signature declares the inference param ``name``."""
+    metadata = getattr(model, "metadata", None)
+    schema = metadata.get_params_schema() if metadata is not None else None
+    return schema is not None and name in {spec.name for spec in schema.params}
 
 
 def _chunks(data: np.ndarray, size: int) -> Iterable[np.ndarray]:

@@ -21,6 +21,7 @@ mlflow = pytest.importorskip("mlflow")
 from projects.model import RoadSceneNet, predict_proba  # noqa: E402
 from projects.train import EarlyStopping, fit, train  # noqa: E402
 from projects.train_config import Hyperparameters, Runtime, Tracking, TrainConfig  # noqa: E402
+from tests.support.tracking import tracking_at  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,24 +33,10 @@ HYPERPARAMETERS = ("epochs", "lr", "batch_size", "width", "dropout", "weight_dec
 def tracking(tmp_path_factory):
     """One sqlite tracking + registry store for this module (creating one costs 1-3 s), with an
     experiment whose artifacts stay in a temporary directory. Tests use distinct model names."""
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-    import mlflow.tracking.fluent as fluent
-
     root = tmp_path_factory.mktemp("mlflow")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    with tracking_at(f"sqlite:///{root / 'mlflow.db'}", "pipeline-tests", root / "artifacts") as (patch, _):
         patch.setenv("DO_NOT_TRACK", "true")
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-            patch.delenv(name, raising=False)
-        patch.setattr(tracking_utils, "_tracking_uri", None)
-        patch.setattr(registry_utils, "_registry_uri", None)
-        client = mlflow.MlflowClient()
-        experiment_id = client.create_experiment("pipeline-tests", artifact_location=(root / "artifacts").as_uri())
-        patch.setattr(fluent, "_active_experiment_id", experiment_id)
-        yield client
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
+        yield mlflow.MlflowClient()
 
 
 def _runs(client) -> int:

@@ -30,6 +30,7 @@ from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PA
 from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, log_evidence, parse_manifest
 from registry_hooks.secret import server_secret
 from registry_hooks.verification import VerificationKey
+from tests.support.tracking import tracking_at
 
 pytestmark = pytest.mark.timeout(300)
 PIP = ["scikit-learn", "pandas", "numpy"]
@@ -38,27 +39,14 @@ PIP = ["scikit-learn", "pandas", "numpy"]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite tracking + registry database with the gate's tables, artifacts in a temp folder."""
-    import mlflow.tracking._model_registry.utils as registry_utils
-    import mlflow.tracking._tracking_service.utils as tracking_utils
-    import mlflow.tracking.fluent as fluent
-
     root = tmp_path_factory.mktemp("verify")
     db_uri = f"sqlite:///{root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", db_uri)
+    with tracking_at(db_uri, "verify", root / "artifacts") as (patch, _):
         patch.delenv(SECRET_ENV, raising=False)  # the generated secret, shared through the database
         patch.delenv(VERIFIER_ENV, raising=False)
-        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_REGISTRY_URI"):
-            patch.delenv(name, raising=False)
-        patch.setattr(tracking_utils, "_tracking_uri", None)
-        patch.setattr(registry_utils, "_registry_uri", None)
-        experiment_id = mlflow.MlflowClient().create_experiment("verify", artifact_location=(root / "artifacts").as_uri())
-        patch.setattr(fluent, "_active_experiment_id", experiment_id)
         engine = create_engine(db_uri)
         migrate(engine)  # after MLflow's own tables, as the gated store does
         yield db_uri, engine, root
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
         engine.dispose()
 
 
