@@ -152,18 +152,19 @@ def inference_only(name: str, versions: list[str], frame, columns: list[tuple[st
     import mlflow.pyfunc
 
     from projects.evaluate.scoring import PREDICT_BATCH, _input_columns  # the choices evaluate makes
+    from projects.served import scoring_params
 
     load = predict = 0.0
     for version in versions:
         start = time.perf_counter()
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         load += time.perf_counter() - start
-        inputs = frame[_input_columns(model, columns, exclude)]
+        inputs, params = frame[_input_columns(model, columns, exclude)], scoring_params(model)
         start = time.perf_counter()
         for offset in range(0, len(inputs), BATCH):
             batch = inputs.iloc[offset:offset + BATCH]
             for start_row in range(0, len(batch), PREDICT_BATCH):
-                model.predict(batch.iloc[start_row:start_row + PREDICT_BATCH])
+                model.predict(batch.iloc[start_row:start_row + PREDICT_BATCH], params=params)
         predict += time.perf_counter() - start
         del model, inputs
     return {"load": load, "predict": predict}

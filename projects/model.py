@@ -2,10 +2,10 @@
 
 ``RoadSceneNet`` takes the raw scenes pixel matrix -- ``(n, 3072)`` uint8, the ``px_*`` columns in
 order (channel-major, see ``projects.scenes``) -- and returns class probabilities ``(n, 4)`` in
-``CLASS_NAMES`` order: scaling, reshaping and softmax live inside ``forward``. So the logged model
-needs no pre- or post-processing code and is saved by ``mlflow.pytorch.log_model`` in MLflow's
-default ``pt2`` format (``torch.export``): a traced graph, loadable without this package and
-without unpickling code.
+``CLASS_NAMES`` order: scaling, reshaping and softmax live inside ``forward``. So the network needs
+no pre- or post-processing code and is saved by ``mlflow.pytorch`` in MLflow's default ``pt2``
+format (``torch.export``): a traced graph, loadable without unpickling code; ``train`` logs it
+inside the serving wrapper (``projects.serving``).
 
 Through pyfunc::
 
@@ -32,14 +32,13 @@ import torch
 from torch import nn
 
 from projects.scenes import CHANNELS, CLASS_NAMES, IMAGE_SIZE, N_PIXELS, PIXEL_COLUMNS
+from projects.served import PROBABILITY_PREFIX, scoring_params
 
 # Per-channel statistics of the summer mix, rounded: inputs are roughly centred at 0, unit scale.
 _MEAN = (0.45, 0.47, 0.43)
 _STD = (0.25, 0.25, 0.27)
 
-PROBABILITY_PREFIX = "p_"  # the serving wrapper's output: one p_<class> column per class
-LOG_PARAM = "log_inference"  # the serving wrapper's param: false = do not write to the inference log
-PROBABILITY_COLUMNS = [f"{PROBABILITY_PREFIX}{name}" for name in CLASS_NAMES]
+PROBABILITY_COLUMNS = [f"{PROBABILITY_PREFIX}{name}" for name in CLASS_NAMES]  # the serving wrapper's output
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -99,7 +98,7 @@ def predict_proba(model, data: pd.DataFrame | np.ndarray, batch_size: int = 4096
         finally:
             model.train(was_training)
     else:
-        params = {LOG_PARAM: False} if _has_param(model, LOG_PARAM) else None
+        params = scoring_params(model)
         parts = [output_probabilities(model.predict(pd.DataFrame(chunk, columns=PIXEL_COLUMNS), params=params))
                  for chunk in _chunks(data, batch_size)]
     if not parts:
@@ -113,13 +112,6 @@ def output_probabilities(output) -> np.ndarray:
     if isinstance(output, pd.DataFrame) and set(PROBABILITY_COLUMNS) <= set(output.columns):
         return output[PROBABILITY_COLUMNS].to_numpy(dtype=np.float32)
     return np.asarray(output, dtype=np.float32)
-
-
-def _has_param(model, name: str) -> bool:
-    """Whether a pyfunc model's signature declares the inference param ``name``."""
-    metadata = getattr(model, "metadata", None)
-    schema = metadata.get_params_schema() if metadata is not None else None
-    return schema is not None and name in {spec.name for spec in schema.params}
 
 
 def _chunks(data: np.ndarray, size: int) -> Iterable[np.ndarray]:

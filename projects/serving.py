@@ -40,7 +40,7 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from projects import inference_log
-from projects.model import LOG_PARAM, PROBABILITY_PREFIX
+from projects.served import LOG_PARAM, PROBABILITY_PREFIX
 
 NETWORK_ARTIFACT = "network"
 REQUEST_ID = "request_id"

@@ -271,20 +271,6 @@ def loss_accuracy_predictions(model, x, y, batch_size: int = 1024) -> tuple[floa
     return loss / max(len(x), 1), (pred == y).float().mean().item() if len(x) else float("nan"), pred
 
 
-def model_signature():
-    """uint8 (-1, 3072) pixels in, float32 (-1, 4) class probabilities out."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    from projects.scenes import CLASS_NAMES, N_PIXELS
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, N_PIXELS))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(CLASS_NAMES)))]),
-    )
-
-
 @dataclass(frozen=True)
 class _Table:
     """A validated scenes table and its train/validation split: what one training run reads."""
@@ -391,19 +377,14 @@ def _log_outcome(model, outcome: dict, table: _Table) -> None:
     mlflow.set_tag("stop_reason", outcome["stop_reason"])
 
 
-def _log_model(model, tracking: Tracking, table: _Table) -> tuple[str, int | None]:
-    """Log the model (and register a version when ``tracking`` names a registered model)."""
+def _log_model(model, tracking: Tracking) -> tuple[str, int | None]:
+    """Log the served model, the network wrapped so that it logs what production sees
+    (``projects.serving``), and register a version when ``tracking`` names a registered model."""
     import mlflow
-    import torch
 
-    example_rows = table.val_idx[:2] if len(table.val_idx) >= 2 else slice(0, 2)
-    info = mlflow.pytorch.log_model(
-        model,
-        name="model",
-        signature=model_signature(),
-        input_example=table.x[example_rows],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "pandas"],
-    )
+    from projects import serving
+
+    info = serving.log_model(model)
     if not tracking.model_name:
         return info.model_uri, None
     return info.model_uri, int(mlflow.register_model(info.model_uri, tracking.model_name).version)
@@ -448,7 +429,7 @@ def train(
         )
         model.cpu().eval()
         _log_outcome(model, outcome, table)
-        model_uri, version = _log_model(model, tracking, table) if tracking.log_model else (None, None)
+        model_uri, version = _log_model(model, tracking) if tracking.log_model else (None, None)
 
     return TrainResult(
         run_id=run.info.run_id,

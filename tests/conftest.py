@@ -10,9 +10,18 @@ import pytest
 
 from benchmarks.evidence import GATE_POLICY
 from benchmarks.servers import REQUIRE_POSTGRES_ENV, MlflowServer, postgres_database, postgres_problem
+from projects.inference_log import LOG_ENV as INFERENCE_LOG_ENV
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _inference_log_outside_the_tree(tmp_path_factory):
+    """The models ``train`` logs write each call to ``./inference-log`` by default
+    (``projects.serving``); during tests, and in every process they start, a temporary folder."""
+    if INFERENCE_LOG_ENV not in os.environ:
+        os.environ[INFERENCE_LOG_ENV] = str(tmp_path_factory.mktemp("inference-log"))
 
 
 @pytest.fixture(scope="session")

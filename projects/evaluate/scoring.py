@@ -2,7 +2,8 @@
 
 Works for any registered model with a pyfunc flavour (torch, scikit-learn, custom): the model's
 input columns come from its signature, its output is read as class probabilities (an ``n × k``
-array or DataFrame), as labels, or as regression values.
+array or DataFrame, or a DataFrame's ``p_<class>`` columns: ``projects.served``), as labels, or as
+regression values. A model that can log its calls as traffic is told not to (``scoring_params``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from projects.datasets import DataError
+from projects.served import probability_columns, scoring_params
 
 _EPS = 1e-15
 PREDICT_BATCH = 4096  # rows per predict call: bounded activations for image models
@@ -109,13 +111,16 @@ class Scorer:
         self.uri = model_uri
         self.columns = _input_columns(self.model, data_columns, exclude)
         self.predict_batch_size = predict_batch_size
+        self.params = scoring_params(self.model)
         self.outputs: list[np.ndarray] = []
 
     def _predict(self, features: pd.DataFrame) -> np.ndarray:
         try:
-            output = self.model.predict(features)
+            output = self.model.predict(features, params=self.params)
         except Exception as exc:  # schema enforcement, dtype mismatch, a crashing model
             raise EvaluationError(f"{self.uri} failed on the data (does it match the model signature?): {exc}") from exc
+        if isinstance(output, pd.DataFrame) and probability_columns(output.columns):
+            output = output[probability_columns(output.columns)]
         values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
         if values.dtype.kind in "fc" and np.isnan(values).any():
             raise EvaluationError(f"{self.uri} returned NaN for {int(np.isnan(values).sum())} value(s)")

@@ -18,7 +18,8 @@ from registry_hooks.contract import INPUT_TAG_CONTENT_HASH
 torch = pytest.importorskip("torch")
 mlflow = pytest.importorskip("mlflow")
 
-from projects.model import RoadSceneNet, predict_proba  # noqa: E402
+from projects.model import PROBABILITY_COLUMNS, RoadSceneNet, predict_proba  # noqa: E402
+from projects.served import LOG_PARAM  # noqa: E402
 from projects.train import EarlyStopping, fit, train  # noqa: E402
 from projects.train_config import Hyperparameters, Runtime, Tracking, TrainConfig  # noqa: E402
 from tests.support.tracking import tracking_at  # noqa: E402
@@ -85,14 +86,16 @@ def test_train_logs_registers_and_the_pyfunc_model_serves_probabilities(tracking
 
     model = mlflow.pyfunc.load_model(f"models:/road-scenes/{result.version}")
     head = df.head(50)
-    probs = np.asarray(model.predict(head[scenes.PIXEL_COLUMNS]))
+    served = model.predict(head[scenes.PIXEL_COLUMNS])  # the serving wrapper: a frame, p_<class> per class
+    probs = served[PROBABILITY_COLUMNS].to_numpy()
     assert probs.shape == (50, len(scenes.CLASS_NAMES))
+    assert list(served["prediction"]) == [scenes.CLASS_NAMES[k] for k in probs.argmax(axis=1)]
     assert (probs >= 0).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # the served graph is the trained network, and predict_proba takes a whole table
     np.testing.assert_allclose(probs, predict_proba(result.model, head), atol=1e-5)
     np.testing.assert_allclose(predict_proba(model, head, batch_size=16), probs, atol=1e-6)
-    assert model.metadata.get_input_schema().inputs[0].shape == (-1, scenes.N_PIXELS)
+    assert LOG_PARAM in {spec.name for spec in model.metadata.get_params_schema().params}
 
 
 def test_nested_run_and_callback_stop(tracking, small_version):

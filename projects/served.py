@@ -1,0 +1,27 @@
+"""What a logged model's output means to the rest of the pipeline: the names, in one place.
+
+A model that returns a DataFrame with ``p_<class>`` columns gives its class probabilities there,
+in class-index order (the serving wrapper, ``projects.serving``, does; any pyfunc model may). A
+model that declares the ``log_inference`` param writes each call to the inference log unless told
+``false``: evaluation, verification and drift score data sets, not traffic, so they pass false.
+Plain numpy, pandas and MLflow metadata: the generic evaluator imports this without torch.
+"""
+
+from __future__ import annotations
+
+PROBABILITY_PREFIX = "p_"
+LOG_PARAM = "log_inference"
+
+
+def probability_columns(columns) -> list[str]:
+    """The ``p_<class>`` columns of a model's output, in their order."""
+    return [str(c) for c in columns if str(c).startswith(PROBABILITY_PREFIX)]
+
+
+def scoring_params(model) -> dict[str, bool] | None:
+    """The params that keep a pyfunc ``model`` from logging a data set as traffic (None when it
+    declares no such param: passing an undeclared param makes MLflow warn on every call)."""
+    metadata = getattr(model, "metadata", None)
+    schema = metadata.get_params_schema() if metadata is not None else None
+    declared = schema is not None and LOG_PARAM in {spec.name for spec in schema.params}
+    return {LOG_PARAM: False} if declared else None
