@@ -16,12 +16,23 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+# What MLflow and the served model write into the working directory when a test forgets to point
+# them elsewhere (a default experiment's ./mlruns, the inference log's ./inference-log).
+STRAY_OUTPUT = ("mlruns", "mlartifacts", "inference-log")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _inference_log_outside_the_tree(tmp_path_factory):
+def _nothing_written_into_the_tree(tmp_path_factory):
     """The models ``train`` logs write each call to ``./inference-log`` by default
-    (``projects.serving``); during tests, and in every process they start, a temporary folder."""
+    (``projects.serving``); during tests, and in every process they start, a temporary folder.
+    And no test leaves MLflow output in the repository: checked when the session ends."""
     if INFERENCE_LOG_ENV not in os.environ:
         os.environ[INFERENCE_LOG_ENV] = str(tmp_path_factory.mktemp("inference-log"))
+    before = {name for name in STRAY_OUTPUT if (REPOSITORY / name).exists()}
+    yield
+    created = {name for name in STRAY_OUTPUT if (REPOSITORY / name).exists()} - before
+    assert not created, f"tests wrote {sorted(created)} into {REPOSITORY}: point MLflow at a temporary folder"
 
 
 @pytest.fixture(scope="session")

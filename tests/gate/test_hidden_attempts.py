@@ -18,6 +18,7 @@ from gatekeeper_cli.client import GatekeeperClient, PromotionRefused
 from projects.datasets import log_dataset_input
 from registry_hooks.contract import TAG_CANDIDATE_VERSION
 from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, log_evidence
+from tests.support.tracking import tracking_at
 
 N = 400
 
@@ -45,16 +46,15 @@ def _evidence(name: str, candidate: str, baseline: str | None, seed: int, candid
 def gated(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.delenv("GATEKEEPER_POLICY", raising=False)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    client.create_registered_model("m")
-    for _ in range(3):
-        client.create_model_version("m", str(tmp_path / "model"))
-    gate = GatekeeperClient(uri)
-    _evidence("m", "1", None, seed=1, candidate_right=0.8)
-    assert gate.promote("m", "1")["verdict"] == "promote"
-    yield client, gate
-    mlflow.set_tracking_uri(None)
+    with tracking_at(uri, "attempts", tmp_path / "artifacts"):  # artifacts in tmp_path, not ./mlruns
+        client = MlflowClient(uri)
+        client.create_registered_model("m")
+        for _ in range(3):
+            client.create_model_version("m", str(tmp_path / "model"))
+        gate = GatekeeperClient(uri)
+        _evidence("m", "1", None, seed=1, candidate_right=0.8)
+        assert gate.promote("m", "1")["verdict"] == "promote"
+        yield client, gate
 
 
 @pytest.mark.parametrize("hide", ["retag", "fail", "delete"])

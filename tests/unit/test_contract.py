@@ -79,11 +79,12 @@ def test_the_gate_finds_and_reads_what_log_evidence_writes(tmp_path):
     from projects.datasets import log_dataset_input
     from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, VersionRef, log_evidence
 
+    from tests.support.tracking import tracking_at
+
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
     data = pd.DataFrame({"row_id": [f"r{i}" for i in range(60)], "label": np.arange(60) % 2,
                          "weather": np.where(np.arange(60) % 3, "clear", "rain")})
-    try:
+    with tracking_at(uri, "contract", tmp_path / "artifacts"):  # artifacts in tmp_path, not ./mlruns
         with mlflow.start_run() as run:
             logged = log_dataset_input(data, source=f"{tmp_path}/eval.parquet", name="eval", context="evaluation")
             log_evidence(candidate=("m", 2), baseline=("m", 1), data=EvaluatedData("eval", logged.content_hash),
@@ -93,8 +94,6 @@ def test_the_gate_finds_and_reads_what_log_evidence_writes(tmp_path):
                                                   baseline={"prediction": 1 - data["label"]},
                                                   slices={"weather": data["weather"]}))
         finding, trust, observed = EvidenceSource(uri).gather(VersionRef("m", "2"), "1", ())
-    finally:
-        mlflow.set_tracking_uri(None)
     assert finding is not None and finding.error is None and finding.run_id == run.info.run_id
     assert logged.content_hash in finding.logged_data_hashes and finding.newer_data_hash == logged.content_hash
     assert trust.attempts == () and trust.same_data == ()  # one run: no other attempt to weigh
