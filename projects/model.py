@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from projects.scenes import CHANNELS, CLASS_NAMES, IMAGE_SIZE, N_PIXELS, PIXEL_COLUMNS
-from projects.served import PROBABILITY_PREFIX, scoring_params
+from projects.served import PROBABILITY_PREFIX, probabilities, scoring_params
 
 # Per-channel statistics of the summer mix, rounded: inputs are roughly centred at 0, unit scale.
 _MEAN = (0.45, 0.47, 0.43)
@@ -108,10 +108,8 @@ def predict_proba(model, data: pd.DataFrame | np.ndarray, batch_size: int = 4096
 
 def output_probabilities(output) -> np.ndarray:
     """(n, classes) float32 probabilities from what a logged model returned: the wrapper's
-    ``p_<class>`` columns in ``CLASS_NAMES`` order, or the bare network's matrix."""
-    if isinstance(output, pd.DataFrame) and set(PROBABILITY_COLUMNS) <= set(output.columns):
-        return output[PROBABILITY_COLUMNS].to_numpy(dtype=np.float32)
-    return np.asarray(output, dtype=np.float32)
+    ``p_<class>`` columns (written in ``CLASS_NAMES`` order), or the bare network's matrix."""
+    return np.asarray(probabilities(output), dtype=np.float32)
 
 
 def _chunks(data: np.ndarray, size: int) -> Iterable[np.ndarray]:

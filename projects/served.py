@@ -4,10 +4,12 @@ A model that returns a DataFrame with ``p_<class>`` columns gives its class prob
 in class-index order (the serving wrapper, ``projects.serving``, does; any pyfunc model may). A
 model that declares the ``log_inference`` param writes each call to the inference log unless told
 ``false``: evaluation, verification and drift score data sets, not traffic, so they pass false.
-Plain numpy, pandas and MLflow metadata: the generic evaluator imports this without torch.
+Plain pandas and MLflow metadata: the generic evaluator imports this without torch.
 """
 
 from __future__ import annotations
+
+import pandas as pd
 
 PROBABILITY_PREFIX = "p_"
 LOG_PARAM = "log_inference"
@@ -16,6 +18,14 @@ LOG_PARAM = "log_inference"
 def probability_columns(columns) -> list[str]:
     """The ``p_<class>`` columns of a model's output, in their order."""
     return [str(c) for c in columns if str(c).startswith(PROBABILITY_PREFIX)]
+
+
+def probabilities(output):
+    """A model's output as its class probabilities: a frame's ``p_<class>`` columns when it has
+    them, else the output as it is (a matrix, labels, regression values)."""
+    if isinstance(output, pd.DataFrame) and (columns := probability_columns(output.columns)):
+        return output[columns]
+    return output
 
 
 def scoring_params(model) -> dict[str, bool] | None:

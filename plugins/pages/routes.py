@@ -82,7 +82,7 @@ def _may_read(name: str) -> bool:
     The one use of a private MLflow function: basic-auth's public validators read the model name
     from the request, but the overview checks many names in one request, and only this function
     applies MLflow's whole rule (user and role grants, workspaces, the default permission).
-    ``tests/unit/test_architecture.py`` pins its signature so an MLflow upgrade fails there first.
+    ``tests/unit/test_mlflow_internals.py`` pins its signature so an MLflow upgrade fails there first.
     """
     if not forms.basic_auth_enabled():
         return True

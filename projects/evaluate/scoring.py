@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from projects.datasets import DataError
-from projects.served import probability_columns, scoring_params
+from projects.served import probabilities, scoring_params
 
 _EPS = 1e-15
 PREDICT_BATCH = 4096  # rows per predict call: bounded activations for image models
@@ -116,11 +116,9 @@ class Scorer:
 
     def _predict(self, features: pd.DataFrame) -> np.ndarray:
         try:
-            output = self.model.predict(features, params=self.params)
+            output = probabilities(self.model.predict(features, params=self.params))
         except Exception as exc:  # schema enforcement, dtype mismatch, a crashing model
             raise EvaluationError(f"{self.uri} failed on the data (does it match the model signature?): {exc}") from exc
-        if isinstance(output, pd.DataFrame) and probability_columns(output.columns):
-            output = output[probability_columns(output.columns)]
         values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
         if values.dtype.kind in "fc" and np.isnan(values).any():
             raise EvaluationError(f"{self.uri} returned NaN for {int(np.isnan(values).sum())} value(s)")
