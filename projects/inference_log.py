@@ -13,7 +13,9 @@ Configuration (read once per process, strictly: a bad value is an error that nam
   ``full`` (the pixels too, as a 3,072-byte ``pixels`` column).
 
 Layout: ``<root>/date=YYYY-MM-DD/hour=HH/part-<pid>-<seq>-<uuid>.parquet`` (Hive-style, UTC), one
-``schema_version`` column for later changes. Files are written under a dot-name and renamed, and
+``schema_version`` column for later changes. The layout, the request-id format and the readers
+(``read_window``, ``find``) live in ``registry_hooks.inference_records``: the gate's server reads
+the log too (feedback), and never imports this package. Files are written under a dot-name and renamed, and
 readers skip dot- and underscore-names, so nobody ever reads half a part. Counters (rows written,
 parts, rows dropped) go to ``<root>/_metrics/writer-<host>-<pid>.json`` after every write.
 
@@ -45,10 +47,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-LOG_ENV = "GATEKEEPER_INFERENCE_LOG"
+from registry_hooks.inference_records import DEFAULT_ROOT, LOG_ENV, OFF, LogRootError, filesystem, partition, root_from_env
+
 INPUTS_ENV = "GATEKEEPER_LOG_INPUTS"
-DEFAULT_ROOT = "./inference-log"
-OFF = "off"
 INPUT_MODES = ("reference", "full")
 
 SCHEMA_VERSION = 1
@@ -75,13 +76,14 @@ class LogConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> LogConfig:
-        root = environ.get(LOG_ENV, DEFAULT_ROOT)
-        if not root.strip():
-            raise InferenceLogError(f"{LOG_ENV} is empty: give a folder or URI for the inference log, or '{OFF}'")
+        try:
+            root = root_from_env(environ)
+        except LogRootError as exc:
+            raise InferenceLogError(str(exc)) from None
         inputs = environ.get(INPUTS_ENV, "reference")
         if inputs not in INPUT_MODES:
             raise InferenceLogError(f"{INPUTS_ENV}={inputs!r} is not one of {', '.join(INPUT_MODES)}")
-        return cls(None if root == OFF else root, inputs)
+        return cls(root, inputs)
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.pixels)
-
-
-def _filesystem(root: str):
-    """(fsspec filesystem, path inside it) for a folder or URI."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(root)
-    return fs, path.rstrip("/")
-
-
-def _partition(moment: dt.datetime) -> str:
-    return f"date={moment:%Y-%m-%d}/hour={moment:%H}"
 
 
 def to_table(batch: Batch, inputs: str) -> pa.Table:
@@ -140,7 +130,7 @@ class Writer:
         if config.root is None:
             raise InferenceLogError(f"{LOG_ENV}={OFF}: there is no log to write")
         self.config = config
-        self.fs, self.root = _filesystem(config.root)
+        self.fs, self.root = filesystem(config.root)
         self._cond = threading.Condition(threading.RLock())  # RLock: a signal handler may interrupt submit
         self._pending: list[Batch] = []
         self._pending_rows = 0
@@ -245,7 +235,7 @@ class Writer:
         cpu = time.thread_time()
         by_hour: dict[str, list[Batch]] = {}
         for batch in batches:
-            by_hour.setdefault(_partition(batch.time), []).append(batch)
+            by_hour.setdefault(partition(batch.time), []).append(batch)
         for folder, group in by_hour.items():
             rows = sum(len(b) for b in group)
             try:
@@ -341,40 +331,3 @@ def _on_sigterm(signum, frame) -> None:
     elif previous != signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-
-def read_window(start: dt.datetime, end: dt.datetime, root: str | None = None, columns: list[str] | None = None) -> pa.Table:
-    """The records with ``start <= time < end`` (aware datetimes, any zone), reading only the
-    hour partitions of the window. Parts written by different model versions may differ in
-    columns; the result has all of them (null where a part lacks one)."""
-    import pyarrow.dataset as ds
-
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("read_window needs timezone-aware datetimes (the log is in UTC)")
-    start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
-    fs, path = _filesystem(root or LogConfig.from_env().root or DEFAULT_ROOT)
-    if not fs.exists(path):
-        return pa.table({})
-    partitioning = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
-    dataset = ds.dataset(path, filesystem=fs, format="parquet", partitioning=partitioning)
-    fragments = list(dataset.get_fragments(filter=_hours(start, end)))
-    if not fragments:
-        return pa.table({})
-    schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
-    window = ds.dataset([f.path for f in fragments], schema=schema, filesystem=fs, format="parquet")
-    moment = ds.field("time")
-    return window.to_table(columns=columns, filter=(moment >= pa.scalar(start, pa.timestamp("us", "UTC"))) & (moment < pa.scalar(end, pa.timestamp("us", "UTC"))))
-
-
-def _hours(start: dt.datetime, end: dt.datetime):
-    """A partition filter that keeps exactly the (date, hour) folders the window touches."""
-    import pyarrow.dataset as ds
-
-    first, last = (start.strftime("%Y-%m-%d"), start.hour), (end.strftime("%Y-%m-%d"), end.hour)
-    date, hour = ds.field("date"), ds.field("hour")
-    after = (date > first[0]) | ((date == first[0]) & (hour >= first[1]))
-    before = (date < last[0]) | ((date == last[0]) & (hour <= last[1]))
-    return after & before

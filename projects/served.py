@@ -1,6 +1,7 @@
 """What a logged model's output means to the rest of the pipeline: the names, in one place.
 
-A model that returns a DataFrame with ``p_<class>`` columns gives its class probabilities there,
+A model that returns a DataFrame with ``p_<class>`` columns gives its class probabilities there
+(the prefix is the inference log's, ``registry_hooks.inference_records``),
 in class-index order (the serving wrapper, ``projects.serving``, does; any pyfunc model may). A
 model that declares the ``log_inference`` param writes each call to the inference log unless told
 ``false``: evaluation, verification and drift score data sets, not traffic, so they pass false.
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-PROBABILITY_PREFIX = "p_"
+from registry_hooks.inference_records import PROBABILITY_PREFIX, probability_columns
+
+__all__ = ["PROBABILITY_PREFIX", "LOG_PARAM", "probability_columns", "probabilities", "scoring_params"]
+
 LOG_PARAM = "log_inference"
-
-
-def probability_columns(columns) -> list[str]:
-    """The ``p_<class>`` columns of a model's output, in their order."""
-    return [str(c) for c in columns if str(c).startswith(PROBABILITY_PREFIX)]
 
 
 def probabilities(output):

@@ -29,7 +29,6 @@ have the project installed, as ``mlflow models serve --env-manager local`` from 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from pathlib import Path
 
 import mlflow
@@ -40,15 +39,18 @@ import torch
 from mlflow.pyfunc import PythonModel
 
 from projects import inference_log
-from projects.served import LOG_PARAM, PROBABILITY_PREFIX
+from projects.served import LOG_PARAM
+from registry_hooks.inference_records import (
+    CONFIDENCE,
+    MODEL_ID,
+    MODEL_RUN_ID,
+    PREDICTION,
+    PROBABILITY_PREFIX,
+    REQUEST_ID,
+    new_request_id,
+)
 
 NETWORK_ARTIFACT = "network"
-REQUEST_ID = "request_id"
-
-
-def new_request_id(moment: dt.datetime) -> str:
-    """``<UTC yyyymmddHH>-<uuid4 hex>``: the prefix names the log's hour partition of the id."""
-    return f"{moment.astimezone(dt.timezone.utc):%Y%m%d%H}-{uuid.uuid4().hex}"
 
 
 class RoadScenesModel(PythonModel):
@@ -91,8 +93,8 @@ class RoadScenesModel(PythonModel):
         top = probabilities.argmax(axis=1)
         return pd.DataFrame({
             REQUEST_ID: _request_ids(frame, moment),
-            "prediction": self._classes[top],
-            "confidence": probabilities[np.arange(len(top)), top],
+            PREDICTION: self._classes[top],
+            CONFIDENCE: probabilities[np.arange(len(top)), top],
             **{f"{PROBABILITY_PREFIX}{name}": probabilities[:, k] for k, name in enumerate(self._classes)},
         }, index=frame.index)
 
@@ -119,8 +121,8 @@ def _identity(artifact: Path) -> dict[str, str]:
     for folder in artifact.parents:
         if (folder / "MLmodel").is_file():
             meta = Model.load(folder / "MLmodel")
-            return {"model_run_id": meta.run_id or "", "model_id": meta.model_id or ""}
-    return {"model_run_id": "", "model_id": ""}
+            return {MODEL_RUN_ID: meta.run_id or "", MODEL_ID: meta.model_id or ""}
+    return {MODEL_RUN_ID: "", MODEL_ID: ""}
 
 
 def signature(classes: list[str]):
@@ -128,7 +130,7 @@ def signature(classes: list[str]):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-    outputs = Schema([ColSpec("string", REQUEST_ID), ColSpec("string", "prediction"), ColSpec("float", "confidence"),
+    outputs = Schema([ColSpec("string", REQUEST_ID), ColSpec("string", PREDICTION), ColSpec("float", CONFIDENCE),
                       *[ColSpec("float", f"{PROBABILITY_PREFIX}{name}") for name in classes]])
     return ModelSignature(inputs=None, outputs=outputs, params=ParamSchema([ParamSpec(LOG_PARAM, "boolean", True)]))
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.evidence import GATE_POLICY
 from benchmarks.servers import REQUIRE_POSTGRES_ENV, MlflowServer, postgres_database, postgres_problem
-from projects.inference_log import LOG_ENV as INFERENCE_LOG_ENV
+from registry_hooks.inference_records import LOG_ENV as INFERENCE_LOG_ENV
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")

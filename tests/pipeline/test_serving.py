@@ -20,6 +20,7 @@ import requests
 
 from benchmarks.servers import free_port
 from projects import inference_log, scenes
+from registry_hooks import inference_records
 
 torch = pytest.importorskip("torch")
 mlflow = pytest.importorskip("mlflow")
@@ -74,7 +75,7 @@ def _stopped(server: subprocess.Popen, timeout: float) -> bool:
 
 def _records(root: Path):
     now = dt.datetime.now(dt.timezone.utc)
-    table = inference_log.read_window(now - dt.timedelta(hours=2), now + dt.timedelta(hours=1), root=str(root))
+    table = inference_records.read_window(now - dt.timedelta(hours=2), now + dt.timedelta(hours=1), root=str(root))
     return table.to_pandas().set_index("request_id") if table.num_rows else None
 
 

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from projects import inference_log
-from projects.inference_log import Batch, InferenceLogError, LogConfig, Writer, read_window
+from projects.inference_log import Batch, InferenceLogError, LogConfig, Writer
+from registry_hooks.inference_records import read_window
 
 pytestmark = pytest.mark.timeout(120)
 
