@@ -73,6 +73,9 @@ ROUTES = (
     Route("GET", "/baseline", lambda t: {"name": t.name}, plugin=True),
     Route("POST", "/promote", lambda t: {"name": t.name, "version": t.candidate, "force": True, "reason": "fuzz"}, plugin=True),
     Route("POST", "/rollback", lambda t: {"name": t.name, "reason": "fuzz"}, plugin=True),
+    Route("POST", "/feedback", lambda t: {"name": t.name, "items": [{"request_id": "fuzz-1", "label": "nothing"}],
+                                          "partial": True}, plugin=True),
+    Route("GET", "/feedback", lambda t: {"name": t.name, "max_results": "5"}, plugin=True),
 )
 
 # -- value pools: every entry is invalid for its field (or names something that does not exist) ---
@@ -91,6 +94,11 @@ FIELD_POOLS = {
     "archive_existing_versions": BAD_FLAGS,
     "reason": BAD_REASONS + WRONG_TYPES,
     "limit": BAD_LIMITS + WRONG_TYPES,
+    "partial": BAD_FLAGS,
+    # feedback items: not objects, ids and labels of every wrong shape, duplicates, unknown fields
+    "items": WRONG_TYPES + ODD_STRINGS + [[{"request_id": s, "label": "nothing"}] for s in ODD_STRINGS]
+    + [[{"request_id": "fuzz-1", "label": v} for v in WRONG_TYPES[:6]], [{"request_id": "a", "flag": "maybe"}] * 2,
+       [{"request_id": "a", "label": "x" * 300, "note": "n" * 3000, "extra": 1}], [None], [[]], [{}]],
 }
 # not JSON by MLflow's rule (the media type must be application/json; parameters do not count)
 CONTENT_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml",

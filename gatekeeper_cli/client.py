@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from typing import Any
 
 from registry_hooks.contract import API_PREFIX, STORE_URI_PREFIX, is_server_uri
@@ -28,6 +29,10 @@ class PromotionRefused(GatekeeperError):
     """The gate refused: ``payload`` holds the decision with every check and its numbers."""
 
 
+# The server_app view behind a route, where it is not the route's path with "/" as "_".
+_LOCAL_VIEWS = {("GET", "feedback"): "feedback_list"}
+
+
 def _default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
@@ -43,7 +48,7 @@ class GatekeeperClient:
     def _call(self, method: str, route: str, params: dict[str, Any]) -> dict[str, Any]:
         if self.remote:
             return self._http(method, route, params)
-        return self._local(route, params)
+        return self._local(_LOCAL_VIEWS.get((method, route), route.replace("/", "_")), params)
 
     def _http(self, method: str, route: str, params: dict[str, Any]) -> dict[str, Any]:
         from mlflow.utils.credentials import get_default_host_creds
@@ -68,7 +73,7 @@ class GatekeeperClient:
             raise PromotionRefused(message, 403, payload)
         raise GatekeeperError(message, response.status_code, payload)
 
-    def _local(self, route: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _local(self, view_name: str, params: dict[str, Any]) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
 
         from plugins import server_app
@@ -76,13 +81,14 @@ class GatekeeperClient:
 
         if self._store is None:
             self._store = build_store(f"{STORE_URI_PREFIX}{self.tracking_uri}", tracking_uri=self.tracking_uri)
-        view = getattr(server_app, route.replace("/", "_"))  # "audit/verify" is the view audit_verify
+        view = getattr(server_app, view_name)
         try:
             return json.loads(json.dumps(server_app.run_view(view, params, self._store), default=str))
         except MlflowException as exc:
             if exc.error_code == "PERMISSION_DENIED":
                 raise PromotionRefused(exc.message, 403, {"message": exc.message}) from exc
-            raise GatekeeperError(exc.message, exc.get_http_status_code()) from exc
+            payload = {"error_code": exc.error_code, "message": exc.message} | getattr(exc, "payload", {})
+            raise GatekeeperError(exc.message, exc.get_http_status_code(), payload) from exc
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -127,6 +133,27 @@ class GatekeeperClient:
         if match is None:
             raise GatekeeperError(f"set {found[0]['name']} has no version {version} (versions 1 to {found[0]['version']})")
         return match
+
+    def submit_feedback(self, name: str, items: list[dict[str, Any]], *, partial: bool = False,
+                        dry_run: bool = False) -> dict[str, Any]:
+        """One batch of labels/flags (at most ``registry_hooks.feedback.MAX_ITEMS`` items): a
+        status per item. A rejected batch raises ``GatekeeperError`` whose ``payload["items"]``
+        says which items and why."""
+        return self._call("POST", "feedback", {"name": name, "items": items, "partial": partial, "dry_run": dry_run})
+
+    def feedback(self, name: str, since: datetime | None = None, until: datetime | None = None,
+                 created_since: datetime | None = None) -> list[dict[str, Any]]:
+        """The newest feedback on each prediction of ``name`` made in ``[since, until)``, with
+        feedback given since ``created_since`` (aware datetimes; None: unbounded), every page."""
+        params = {key: str(int(moment.timestamp() * 1000)) for key, moment in
+                  (("since", since), ("until", until), ("created_since", created_since)) if moment is not None}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", "feedback", {"name": name, **params})
+            found += page["feedback"]
+            if not page.get("next_page_token"):
+                return found
+            params["page_token"] = page["next_page_token"]
 
     def wait_for_verification(self, name: str, version: str | int, timeout_s: float = 300,
                               poll_s: float = 2.0) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Exit codes are for scripts: 0 the promotion (or rollback) happened or would happen, 1 the gate
 refused (or ``audit verify`` found the log changed), 2 the request itself failed (bad input,
-unknown model, server unreachable).
+unknown model, server unreachable; for ``feedback``, any rejected item).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from gatekeeper_cli import feedback as feedback_cli
 from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
 from gatekeeper_cli.sets import print_sets
 from gatekeeper_cli.sets import register as register_set
@@ -103,6 +104,43 @@ def _sets(client: GatekeeperClient, args) -> dict[str, Any]:
     return {"sets": client.sets(args.name)}
 
 
+def _feedback(client: GatekeeperClient, args) -> dict[str, Any]:
+    if args.feedback_command == "add":
+        items = [feedback_cli.item(args.request_id, args.label, args.flag, args.note)]
+        return feedback_cli.send(client, args.model, items, partial=False)
+    if args.feedback_command == "import":
+        return feedback_cli.send(client, args.model, feedback_cli.items_from_file(args.file), partial=args.partial)
+    return {"feedback": client.feedback(args.model, args.since, args.until)}
+
+
+def _when(text: str) -> datetime:
+    """An ISO-8601 moment; one without a zone is UTC (the inference log's zone)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give an ISO-8601 time such as 2026-12-05T14:00Z, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _add_feedback_parser(commands) -> None:
+    found = commands.add_parser("feedback", help="labels and flags on logged predictions").add_subparsers(
+        dest="feedback_command", required=True)
+    add = found.add_parser("add", help="label or flag one prediction by its request id")
+    add.add_argument("model")
+    add.add_argument("request_id")
+    add.add_argument("--label", help="the right class (- clears it)")
+    add.add_argument("--flag", help="wrong or unsure (- clears it)")
+    add.add_argument("--note", help="free text (- clears it)")
+    imported = found.add_parser("import", help="a CSV or Parquet table: request_id and any of label, flag, note")
+    imported.add_argument("model")
+    imported.add_argument("file")
+    imported.add_argument("--partial", action="store_true", help="write the valid rows even if some are rejected")
+    listing = found.add_parser("list", help="the newest feedback on each prediction")
+    listing.add_argument("model")
+    listing.add_argument("--since", type=_when, help="predictions made at or after (ISO-8601)")
+    listing.add_argument("--until", type=_when, help="predictions made before (ISO-8601)")
+
+
 def _verified(payload: dict[str, Any]) -> bool:
     """Every verification the policy asks for passed (none asked: nothing to verify, also a pass)."""
     return all(c["outcome"] == "pass" for c in payload.get("checks", []) if c["name"].startswith("verification"))
@@ -169,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit.add_subparsers(dest="audit_command", required=True).add_parser(
         "verify", help="recompute the audit chain: exit 1 if a decision was edited, deleted or reordered")
     verify.add_argument("model", nargs="?", help="one model (default: every model; admins only under basic-auth)")
+    _add_feedback_parser(commands)
     return parser
 
 
@@ -195,13 +234,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _verify_worker(client, args)
         elif args.command == "verify":
             payload = client.wait_for_verification(args.model, args.version, args.timeout)
+        elif args.command == "feedback":
+            payload = _feedback(client, args)
         else:
             payload = {"decisions": client.history(args.model, args.limit)}
     except PromotionRefused as exc:
         print(exc.payload.get("message") or str(exc), file=sys.stderr)
         return EXIT_ERROR if args.command == "audit" else EXIT_REFUSED  # a 403 there is permission, not the log
     except (GatekeeperError, ValueError) as exc:  # ValueError: a set's data unusable (SetError, DataError)
-        print(f"gatekeeper: {exc}", file=sys.stderr)
+        if isinstance(exc, GatekeeperError) and exc.payload.get("items"):
+            feedback_cli.print_rejection(exc, sys.stderr)  # which items, and why
+        else:
+            print(f"gatekeeper: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - e.g. connection refused: one line, not a traceback
         print(f"gatekeeper: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -214,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_audit(payload, sys.stdout)
     elif args.command == "sets":
         print_sets(payload["sets"], sys.stdout)
+    elif args.command == "feedback":
+        (feedback_cli.print_listing(payload["feedback"], sys.stdout) if "feedback" in payload
+         else feedback_cli.print_answer(payload, sys.stdout))
     else:
         _print_decision(payload, sys.stdout)
     if args.command == "explain" and payload.get("verdict") not in ("promote", "unchanged"):
@@ -222,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     if args.command == "audit" and not payload["ok"]:
         return EXIT_REFUSED
+    if args.command == "feedback" and payload.get("rejected"):
+        return EXIT_ERROR  # --partial wrote the valid rows; the rejected ones still need fixing
     return EXIT_OK
 
 

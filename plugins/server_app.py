@@ -20,6 +20,7 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from plugins import feedback_api
 from plugins.params import parse_flag, parse_name, wrong_type
 from registry_hooks.contract import API_PREFIX
 from registry_hooks.decision import Decision, RecordedDecision
@@ -29,6 +30,7 @@ BASIC_AUTH_ENV = "GATEKEEPER_BASIC_AUTH"
 _logger = logging.getLogger(__name__)
 
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
+feedback_api.lookback()  # a bad GATEKEEPER_FEEDBACK_LOOKBACK_DAYS stops the start-up too
 
 
 def basic_auth_enabled() -> bool:
@@ -54,8 +56,9 @@ def _store():
 def _error(exc: Exception) -> tuple[Response, int]:
     from mlflow.exceptions import MlflowException
 
-    if isinstance(exc, MlflowException):
-        return jsonify({"error_code": exc.error_code, "message": exc.message}), exc.get_http_status_code()
+    if isinstance(exc, MlflowException):  # a batch's per-item answers ride along (``payload``)
+        body = {"error_code": exc.error_code, "message": exc.message} | getattr(exc, "payload", {})
+        return jsonify(body), exc.get_http_status_code()
     _logger.exception("gatekeeper route failed")
     return jsonify({"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}), 500
 
@@ -96,7 +99,8 @@ def _register_auth_validators() -> None:
     read, update = auth.validate_can_read_registered_model, auth.validate_can_update_registered_model
     for route, method, validator in (("explain", "GET", read), ("history", "GET", read), ("policy", "GET", read),
                                      ("baseline", "GET", read),
-                                     ("promote", "POST", update), ("rollback", "POST", update)):
+                                     ("promote", "POST", update), ("rollback", "POST", update),
+                                     ("feedback", "GET", read), ("feedback", "POST", update)):
         auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/{route}", method)] = validator
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/audit/verify", "GET")] = _can_verify_audit
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets", "GET")] = lambda: True  # any signed-in user may read
@@ -221,6 +225,18 @@ def sets_register(params: dict[str, Any], store) -> dict[str, Any]:
 _HTTP_ERROR_CODES = {404: "ENDPOINT_NOT_FOUND", 413: "RESOURCE_LIMIT_EXCEEDED"}
 
 
+def feedback(params: dict[str, Any], store) -> dict[str, Any]:
+    """Labels and flags on logged predictions (``plugins.feedback_api``): a batch in, a status per item out."""
+    from plugins.request_context import current_actor
+
+    return feedback_api.submit(params, store, current_actor())
+
+
+def feedback_list(params: dict[str, Any], store) -> dict[str, Any]:
+    """The newest feedback per prediction of one model, a page at a time."""
+    return feedback_api.listing(params, store)
+
+
 def _http_error(exc: HTTPException):
     """Routing errors under the gate's prefix (wrong method, unknown route, body too large) as JSON.
 
@@ -240,6 +256,8 @@ def blueprint() -> Blueprint:
     routes.add_url_rule(f"{API_PREFIX}/audit/verify", view_func=_route(audit_verify), methods=["GET"])
     routes.add_url_rule(f"{API_PREFIX}/sets", view_func=_route(sets), methods=["GET"])
     routes.add_url_rule(f"{API_PREFIX}/sets/register", view_func=_route(sets_register), methods=["POST"])
+    routes.add_url_rule(f"{API_PREFIX}/feedback", view_func=_route(feedback), methods=["POST"])
+    routes.add_url_rule(f"{API_PREFIX}/feedback", view_func=_route(feedback_list), methods=["GET"], endpoint="feedback_list")
     return routes
 
 

@@ -1,4 +1,5 @@
-"""Declarative tables of the gate: the audit log, registered evaluation sets, verifications, the secret."""
+"""Declarative tables of the gate: the audit log, registered evaluation sets, verifications, the
+secret, the evidence runs seen, feedback on logged predictions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from registry_hooks.contract import (
     DECISIONS_TABLE,
     EVAL_SETS_TABLE,
     EVIDENCE_SEEN_TABLE,
+    FEEDBACK_TABLE,
     SECRET_TABLE,
     VERIFICATIONS_TABLE,
 )
@@ -161,4 +163,35 @@ class SqlEvidenceSeen(Base):
     __table_args__ = (
         UniqueConstraint("run_id", name="uq_gatekeeper_evidence_seen_run"),
         Index("idx_gatekeeper_evidence_seen_candidate", "model_name", "candidate_version"),
+    )
+
+
+class SqlFeedback(Base):
+    """One revision of the feedback on one logged prediction of one model (``registry_hooks.feedback``).
+
+    Append-only: a correction is the next revision, never an edit, so what the miner or a training
+    set read at the time stays readable. Each revision holds the whole state (label, flag, note),
+    so the newest revision alone says what counts. ``logged_at`` and ``model_run_id`` are copied
+    from the inference-log record the server found for the id: a reader filters by prediction
+    time without reading the log.
+    """
+
+    __tablename__ = FEEDBACK_TABLE
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    model_name = Column(String(256), nullable=False)
+    request_id = Column(String(128), nullable=False)
+    revision = Column(Integer, nullable=False)
+    label = Column(String(256), nullable=True)
+    flag = Column(String(16), nullable=True)
+    note = Column(Text, nullable=True)
+    actor = Column(String(256), nullable=True)
+    created_at = Column(BigInteger, nullable=False)  # milliseconds since the epoch
+    logged_at = Column(BigInteger, nullable=False)  # the prediction's time in the inference log
+    model_run_id = Column(String(64), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("model_name", "request_id", "revision", name="uq_gatekeeper_feedback_revision"),
+        Index("idx_gatekeeper_feedback_logged", "model_name", "logged_at"),
+        Index("idx_gatekeeper_feedback_created", "model_name", "created_at"),
     )
