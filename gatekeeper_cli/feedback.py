@@ -82,19 +82,23 @@ def _shifted(exc: GatekeeperError, start: int) -> GatekeeperError:
     return GatekeeperError(str(exc), exc.status, {**exc.payload, "items": items})
 
 
-def print_answer(answer: dict[str, Any], out) -> None:
-    """One line per rejected item, then the counts."""
-    for entry in answer["items"]:
+def _print_rejected(items: list[dict[str, Any]], out) -> None:
+    """One line per rejected item: its row, its id, its status and why."""
+    for entry in items:
         if entry["status"] == "rejected":
             print(f"item {entry['index']} ({entry.get('request_id')}): {entry['http_status']} {entry['message']}", file=out)
+
+
+def print_answer(answer: dict[str, Any], out) -> None:
+    """The rejected items (``--partial``), then the counts."""
+    _print_rejected(answer["items"], out)
     print(", ".join(f"{answer[s]} {s}" for s in (feedback.CREATED, feedback.REVISED, feedback.UNCHANGED, "rejected")),
           file=out)
 
 
 def print_rejection(exc: GatekeeperError, out) -> None:
-    for entry in exc.payload.get("items", []):
-        if entry["status"] == "rejected":
-            print(f"item {entry['index']} ({entry.get('request_id')}): {entry['http_status']} {entry['message']}", file=out)
+    """A batch refused as a whole: which items, and why."""
+    _print_rejected(exc.payload.get("items", []), out)
     print(f"gatekeeper: {exc}", file=out)
 
 

@@ -13,23 +13,20 @@ import subprocess
 import sys
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 import sqlalchemy as sa
-from mlflow import MlflowClient
 
 from benchmarks.servers import MlflowServer
-from gatekeeper_cli.client import GatekeeperClient, GatekeeperError
-from projects.inference_log import Batch, LogConfig, Writer
+from gatekeeper_cli.client import GatekeeperClient
 from registry_hooks.contract import API_PREFIX, FEEDBACK_TABLE
 from registry_hooks.inference_records import LOG_ENV, new_request_id
+from tests.support.traffic import CLASSES, Traffic
+from tests.support.traffic import predictions as traffic_of
 
 TIMEOUT = 30
-CLASSES = ("orange_cone", "green_cone", "pedestrian", "nothing")
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -45,42 +42,8 @@ def server(request, tmp_path_factory, gate_policy):
             yield running
 
 
-@dataclass
-class Traffic:
-    """A registered model with one version and predictions it made, in the server's log."""
-
-    name: str
-    ids: list[str]
-    caller_ids: list[str]
-
-
-def _register(url: str, name: str) -> str:
-    """A model with one version made by a real run; the run's id."""
-    client = MlflowClient(url, registry_uri=url)
-    experiment = client.get_experiment_by_name("feedback") or client.create_experiment("feedback")
-    experiment_id = experiment if isinstance(experiment, str) else experiment.experiment_id
-    run_id = client.create_run(experiment_id).info.run_id
-    client.create_registered_model(name)
-    client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
-    return run_id
-
-
-def predictions(server: MlflowServer, name: str, n: int = 6, caller_ids: int = 2) -> Traffic:
-    """``n`` predictions with ids the model made and ``caller_ids`` with the caller's own ids."""
-    run_id = _register(server.url, name)
-    now = dt.datetime.now(dt.timezone.utc)
-    ids = [new_request_id(now) for _ in range(n)]
-    callers = [f"order-{uuid.uuid4().hex[:10]}" for _ in range(caller_ids)]
-    rng = np.random.default_rng(0)
-    probabilities = rng.dirichlet(np.ones(len(CLASSES)), size=n + caller_ids)
-    columns = {"request_id": np.asarray(ids + callers, dtype=object),
-               "prediction": np.asarray(CLASSES, dtype=object)[probabilities.argmax(1)],
-               "confidence": probabilities.max(1),
-               **{f"p_{c}": probabilities[:, k] for k, c in enumerate(CLASSES)}}
-    writer = Writer(LogConfig(server.env[LOG_ENV]))
-    writer.submit(Batch(now, columns, np.zeros((n + caller_ids, 4), np.uint8), {"model_run_id": run_id, "model_id": ""}))
-    writer.close()
-    return Traffic(name, ids, callers)
+def predictions(server: MlflowServer, name: str) -> Traffic:
+    return traffic_of(server.url, server.env[LOG_ENV], name)
 
 
 def post(server: MlflowServer, body, **kwargs) -> requests.Response:

@@ -20,9 +20,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from projects import inference_log
 from projects.scenes import generate, save_version
 from registry_hooks.contract import TAG_DATASET_VERSION, TAG_GIT_COMMIT, TAG_PIPELINE_STEP
 from tests.pipeline.test_run_context import REGISTRATION_FAILURE, is_commit_of_this_repository
@@ -32,7 +34,7 @@ mlflow = pytest.importorskip("mlflow")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-TESTED = {"scenes", "train", "tune", "evaluate", "drift", "retrain"}
+TESTED = {"scenes", "train", "tune", "evaluate", "drift", "retrain", "mine"}
 MODEL = "entry-points"
 _RUN_ID = re.compile(r"in run with ID '([0-9a-f]+)'")
 
@@ -160,6 +162,22 @@ def test_drift_takes_a_version_directory_and_compares_it_with_the_training_set(p
               for side, path in (("current", window), ("reference", scenes_run[1]))}
     assert {side: summary[side]["content_hash"] for side in hashes} == hashes
     assert "gatekeeper/drift_report.html" in [f.path for f in project.client.list_artifacts(child.info.run_id, "gatekeeper")]
+
+
+def test_mine_queues_what_the_registered_model_logged_while_serving(project, train_run, window, monkeypatch):
+    log = project.root / "inference-log"
+    monkeypatch.setenv(inference_log.LOG_ENV, str(log))
+    monkeypatch.setenv(inference_log.INPUTS_ENV, "full")  # the pixels too: mining shadow-scores the candidate on them
+    served = mlflow.pyfunc.load_model(project.client.get_model_version_download_uri(MODEL, "1"))
+    served.predict(pd.read_parquet(window / "data.parquet"))  # 200 predictions, as traffic
+    inference_log.close_all()
+    run, stdout, _ = project.run("mine", registered_model=MODEL, log=log, feedback="none", window_days="1.0",
+                                 budget="0.1", min_support=20, out=project.root / "queues")
+    child = project.children(run)["mine"]
+    assert (child.data.metrics["window_rows"], child.data.metrics["queue_rows"]) == (200, 20)
+    assert f"candidate models:/{MODEL}/1 scored in the shadow on 200 row(s)" in stdout  # no champion: v1 is newer
+    (queue,) = (project.root / "queues").iterdir()
+    assert child.data.params["queue"] == queue.name and len(pd.read_parquet(queue / "queue.parquet")) == 20
 
 
 @pytest.fixture(scope="module")
