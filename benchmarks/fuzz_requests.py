@@ -76,6 +76,9 @@ ROUTES = (
     Route("POST", "/feedback", lambda t: {"name": t.name, "items": [{"request_id": "fuzz-1", "label": "nothing"}],
                                           "partial": True}, plugin=True),
     Route("GET", "/feedback", lambda t: {"name": t.name, "max_results": "5"}, plugin=True),
+    Route("POST", "/autopilot/lease", lambda t: {"name": t.name, "holder": "fuzz", "action": "renew", "ttl_s": 5,
+                                                 "generation": "1"}, plugin=True),
+    Route("GET", "/autopilot/lease", lambda t: {"name": t.name}, plugin=True),
 )
 
 # -- value pools: every entry is invalid for its field (or names something that does not exist) ---

@@ -30,7 +30,7 @@ class PromotionRefused(GatekeeperError):
 
 
 # The server_app view behind a route, where it is not the route's path with "/" as "_".
-_LOCAL_VIEWS = {("GET", "feedback"): "feedback_list"}
+_LOCAL_VIEWS = {("GET", "feedback"): "feedback_list", ("GET", "autopilot/lease"): "autopilot_lease_look"}
 
 
 def _default_uri() -> str:
@@ -154,6 +154,13 @@ class GatekeeperClient:
             if not page.get("next_page_token"):
                 return found
             params["page_token"] = page["next_page_token"]
+
+    def lease(self, name: str, holder: str, action: str, *, ttl_s: int | None = None,
+              generation: int | None = None) -> dict[str, Any]:
+        """Acquire, renew or release the autopilot lease of ``name``: the lease's state, ``held``
+        saying whether ``holder`` has it (a lost race is an answer, not an error)."""
+        params = {"name": name, "holder": holder, "action": action, "ttl_s": ttl_s, "generation": generation}
+        return self._call("POST", "autopilot/lease", {k: v for k, v in params.items() if v is not None})["lease"]
 
     def wait_for_verification(self, name: str, version: str | int, timeout_s: float = 300,
                               poll_s: float = 2.0) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from plugins import decision_note, verifier_launch
+from plugins import decision_note, notifier, verifier_launch
 from plugins.evidence_source import EvidenceSource
 from plugins.judging import Judge, required_sets
 from plugins.params import parse_int, parse_text, parse_version, require_storable
@@ -199,6 +199,7 @@ class GatekeeperStore(SqlAlchemyStore):
             policy_hash=self.policy.content_hash,
             digests=dict(decision.digests) | {"policy": self.policy.content_hash},
         ), self.secret)
+        notifier.enqueue(session, record, self.secret)  # in this transaction: notified iff recorded
         tags = {
             contract.TAG_DECISION_ID: str(record.id),
             contract.TAG_DECISION_URL: decision_note.decision_url(record.id),  # the MLflow UI shows it

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from plugins import feedback_api
+from plugins import autopilot_api, feedback_api, notifier
 from plugins.params import parse_flag, parse_name, wrong_type
 from registry_hooks.contract import API_PREFIX
 from registry_hooks.decision import Decision, RecordedDecision
@@ -31,6 +31,7 @@ _logger = logging.getLogger(__name__)
 
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
 feedback_api.lookback()  # a bad GATEKEEPER_FEEDBACK_LOOKBACK_DAYS stops the start-up too
+notifier.settings()  # so do webhook URLs without a secret, a malformed URL, a bad retry setting
 
 
 def basic_auth_enabled() -> bool:
@@ -100,7 +101,8 @@ def _register_auth_validators() -> None:
     for route, method, validator in (("explain", "GET", read), ("history", "GET", read), ("policy", "GET", read),
                                      ("baseline", "GET", read),
                                      ("promote", "POST", update), ("rollback", "POST", update),
-                                     ("feedback", "GET", read), ("feedback", "POST", update)):
+                                     ("feedback", "GET", read), ("feedback", "POST", update),
+                                     ("autopilot/lease", "GET", read), ("autopilot/lease", "POST", update)):
         auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/{route}", method)] = validator
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/audit/verify", "GET")] = _can_verify_audit
     auth.BEFORE_REQUEST_VALIDATORS[(f"{API_PREFIX}/sets", "GET")] = lambda: True  # any signed-in user may read
@@ -237,6 +239,16 @@ def feedback_list(params: dict[str, Any], store) -> dict[str, Any]:
     return feedback_api.listing(params, store)
 
 
+def autopilot_lease(params: dict[str, Any], store) -> dict[str, Any]:
+    """Take, keep or give up a model's autopilot lease (``plugins.autopilot_api``)."""
+    return autopilot_api.change(params, store)
+
+
+def autopilot_lease_look(params: dict[str, Any], store) -> dict[str, Any]:
+    """Who holds a model's autopilot lease, until when."""
+    return autopilot_api.look(params, store)
+
+
 def _http_error(exc: HTTPException):
     """Routing errors under the gate's prefix (wrong method, unknown route, body too large) as JSON.
 
@@ -258,6 +270,9 @@ def blueprint() -> Blueprint:
     routes.add_url_rule(f"{API_PREFIX}/sets/register", view_func=_route(sets_register), methods=["POST"])
     routes.add_url_rule(f"{API_PREFIX}/feedback", view_func=_route(feedback), methods=["POST"])
     routes.add_url_rule(f"{API_PREFIX}/feedback", view_func=_route(feedback_list), methods=["GET"], endpoint="feedback_list")
+    routes.add_url_rule(f"{API_PREFIX}/autopilot/lease", view_func=_route(autopilot_lease), methods=["POST"])
+    routes.add_url_rule(f"{API_PREFIX}/autopilot/lease", view_func=_route(autopilot_lease_look), methods=["GET"],
+                        endpoint="autopilot_lease_look")
     return routes
 
 
@@ -273,7 +288,8 @@ def create_app(app: Flask | None = None):
         from plugins.pages.routes import blueprint as pages_blueprint
 
         app.register_blueprint(pages_blueprint())
-    _store()  # fail at start-up, not at the first promotion, when the registry is not gated
+    store = _store()  # fail at start-up, not at the first promotion, when the registry is not gated
+    notifier.start(store.engine, store.secret)  # this worker's sender of decision notifications
     if basic_auth_enabled():
         from mlflow.server import auth
 

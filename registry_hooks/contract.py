@@ -76,6 +76,8 @@ EVAL_SETS_TABLE = "gatekeeper_eval_sets"  # registered evaluation-set versions (
 VERIFICATIONS_TABLE = "gatekeeper_verifications"  # re-scoring requests and their signed results
 EVIDENCE_SEEN_TABLE = "gatekeeper_evidence_seen"  # every evidence run the gate has seen (append-only)
 FEEDBACK_TABLE = "gatekeeper_feedback"  # labels and flags on logged predictions, as revisions (append-only)
+AUTOPILOT_LEASE_TABLE = "gatekeeper_autopilot_lease"  # one autopilot per model: holder, generation, expiry
+OUTBOX_TABLE = "gatekeeper_outbox"  # decision notifications waiting for (or done with) delivery
 SECRET_TABLE = "gatekeeper_secret"  # the generated server secret, when none is configured
 AUDIT_VERSION_TABLE = "alembic_version_gatekeeper"  # beside MLflow's alembic_version and basic-auth's
 

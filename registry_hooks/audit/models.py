@@ -3,15 +3,17 @@ secret, the evidence runs seen, feedback on logged predictions."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import declarative_base
 
 from registry_hooks.contract import (
     AUDIT_HEADS_TABLE,
+    AUTOPILOT_LEASE_TABLE,
     DECISIONS_TABLE,
     EVAL_SETS_TABLE,
     EVIDENCE_SEEN_TABLE,
     FEEDBACK_TABLE,
+    OUTBOX_TABLE,
     SECRET_TABLE,
     VERIFICATIONS_TABLE,
 )
@@ -166,6 +168,18 @@ class SqlEvidenceSeen(Base):
     )
 
 
+class SqlAutopilotLease(Base):
+    """The autopilot lease of one model (``registry_hooks.autopilot_lease``): overwritten by
+    compare-and-set on ``generation``, never deleted (an expired lease is a free one)."""
+
+    __tablename__ = AUTOPILOT_LEASE_TABLE
+
+    model_name = Column(String(256), primary_key=True)
+    holder = Column(String(256), nullable=False)
+    generation = Column(Integer, nullable=False)
+    expires_at = Column(BigInteger, nullable=False)  # milliseconds since the epoch, the server's clock
+
+
 class SqlFeedback(Base):
     """One revision of the feedback on one logged prediction of one model (``registry_hooks.feedback``).
 
@@ -194,4 +208,35 @@ class SqlFeedback(Base):
         UniqueConstraint("model_name", "request_id", "revision", name="uq_gatekeeper_feedback_revision"),
         Index("idx_gatekeeper_feedback_logged", "model_name", "logged_at"),
         Index("idx_gatekeeper_feedback_created", "model_name", "created_at"),
+    )
+
+
+class SqlOutbox(Base):
+    """One notification of one decision to one URL (``registry_hooks.outbox``), inserted in the
+    decision's own transaction and updated only by the sender (claim, attempt, delivery).
+
+    ``payload`` is the exact JSON text every attempt sends; ``delivery_id`` stays the same across
+    attempts; ``seal`` (HMAC with the server secret) tells a row the gate wrote from one written
+    into the table by anyone else. Times are milliseconds since the epoch, the sender's clock.
+    """
+
+    __tablename__ = OUTBOX_TABLE
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    url = Column(Text, nullable=False)
+    event = Column(String(64), nullable=False)  # gatekeeper_decision.<action>
+    payload = Column(Text, nullable=False)
+    delivery_id = Column(String(36), nullable=False)
+    seal = Column(String(64), nullable=False)
+    created_at = Column(BigInteger, nullable=False)
+    attempts = Column(Integer, nullable=False, default=0)  # sends started, the one in flight included
+    next_attempt_at = Column(BigInteger, nullable=False)
+    claimed_until = Column(BigInteger, nullable=True)  # a sender's lease on the row
+    delivered_at = Column(BigInteger, nullable=True)
+    last_error = Column(Text, nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", name="uq_gatekeeper_outbox_delivery"),
+        Index("idx_gatekeeper_outbox_due", "next_attempt_at", sqlite_where=text("delivered_at IS NULL"),
+              postgresql_where=text("delivered_at IS NULL")),
     )
