@@ -8,6 +8,7 @@ parameter may arrive as) is accepted as the integer it names.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable
 
 
@@ -33,3 +34,17 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def non_empty(text: str) -> str:
+    """Any text but blank (a name, a folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def feedback_source(text: str) -> str:
+    """Where a job reads feedback: '' (the gate at the tracking URI), 'none', or a CSV/Parquet file."""
+    if text in ("", "none") or Path(text).is_file():
+        return text
+    raise argparse.ArgumentTypeError(f"'' (the gate), 'none', or an existing CSV/Parquet file; {text!r} is none of these")

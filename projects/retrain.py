@@ -117,16 +117,23 @@ def _step(name: str, result: CycleResult) -> Iterator[None]:
         os.environ.pop(STEP_ENV, None)
 
 
+def evaluation_version(data_dir: Path, n: int) -> Path:
+    """The held-out evaluation mix of ``n`` scenes (seed fixed: every cycle judges on the same data)."""
+    from projects.scenes import generate, save_version
+
+    return save_version(generate(n, evaluation_mix(), 10_000), Path(data_dir) / "eval")[0]
+
+
 def _versions(config: RetrainConfig, data_dir: Path):
     from projects.scenes import generate, save_version, training_version
 
     train_path, train_manifest = training_version(data_dir, config.mix, config.train_size, config.seed)
-    eval_path, _ = save_version(generate(config.eval_size, evaluation_mix(), 10_000), data_dir / "eval")
+    eval_path = evaluation_version(data_dir, config.eval_size)
     window_path, _ = save_version(generate(config.window_size, config.current, 20_000 + config.seed), data_dir / "windows")
     return train_path, train_manifest, eval_path, window_path
 
 
-def _tune_and_train(config: RetrainConfig, train_dir: Path, content_hash: str, result: CycleResult) -> None:
+def tune_and_train(config: RetrainConfig, train_dir: Path, content_hash: str, result: CycleResult) -> None:
     """The tune step (when ``tune_trials``) and the train step, which registers the candidate version."""
     from projects.train import train
 
@@ -150,10 +157,8 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
     """Run one cycle; returns what happened (also printed as a summary)."""
     import mlflow
 
-    from projects import drift, evaluate
+    from gatekeeper_cli.client import GatekeeperClient
     from projects.run_scope import child_run
-    from projects.scenes import DATA_FILE
-    from gatekeeper_cli.client import GatekeeperClient, GatekeeperError, PromotionRefused
 
     uri = _configure(tracking_uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -169,39 +174,55 @@ def retrain(config: RetrainConfig = RetrainConfig(), *, data_dir: str = "data", 
             train_dir, manifest, eval_dir, window_dir = _versions(config, Path(data_dir))
         os.environ[DATASET_ENV] = manifest["content_hash"]
         mlflow.set_tags({TAG_DATASET_VERSION: manifest["content_hash"], TAG_PIPELINE_STEP: "retrain"})
-        _tune_and_train(config, train_dir, manifest["content_hash"], result)
-        model_uri = f"models:/{config.registered_model}/{result.version}"
-        with _step("drift", result):
-            drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
-            result.runs["drift"] = drifted.run_id
-            result.report_uri = f"runs:/{drifted.run_id}/{DRIFT_REPORT_PATH}"
-        with _step("evaluate", result):
-            sets = _register_sets(gate, config, eval_dir / DATA_FILE, window_dir / DATA_FILE, drifted)
-            datas = [f"{SET_DATA_PREFIX}{name}" for name in sets] or [str(eval_dir / DATA_FILE)]
-            for i, data in enumerate(datas):
-                evaluated = evaluate.evaluate(model_uri, data, "label", SLICES, data_name="road-scenes-eval", out=out)
-                result.runs["evaluate" if i == 0 else f"evaluate {data}"] = evaluated.run_id
-        if sets and gate.policy(config.registered_model)["policy"]["evaluation"]["verify"]["sample"]:
-            with _step("verify", result):
-                gate.wait_for_verification(config.registered_model, result.version, VERIFY_TIMEOUT_S)
-        with _step("gate", result):
-            try:
-                decision = gate.promote(config.registered_model, result.version)
-            except PromotionRefused as refused:
-                decision = gate.history(config.registered_model, limit=1)[0] | {"summary": str(refused)}
-            except GatekeeperError as exc:  # the gate could not be asked: that is a failed step
-                raise RuntimeError(f"the gate could not be asked to promote {model_uri}: {exc}") from exc
-            result.verdict = decision.get("verdict", "unknown")
-            result.reasons = list(decision.get("reasons", []))
-            mlflow.set_tags({TAG_VERDICT: result.verdict, TAG_CANDIDATE_VERSION: result.version})
-            mlflow.log_text("\n".join(result.reasons), "gate/reasons.txt")
+        tune_and_train(config, train_dir, manifest["content_hash"], result)
+        judge(config, gate, result, eval_dir, window_dir, out=out)
         mlflow.log_metrics({f"seconds/{step}": seconds for step, seconds in result.timings.items()})
     os.environ.pop(DATASET_ENV, None)
     _print_summary(result, config.registered_model, uri, out)
     return result
 
 
-def _register_sets(gate, config: RetrainConfig, eval_path: Path, window_path: Path, drifted) -> list[str]:
+def judge(config: RetrainConfig, gate, result: CycleResult, eval_dir: Path, window_dir: Path, *,
+          register_window: bool = True, out=sys.stdout) -> None:
+    """After training: drift of ``window_dir`` against the candidate's training data, the policy's
+    evaluation sets registered and evaluated on, verification, and the gate's decision — into
+    ``result``. The autopilot calls this too (``register_window`` False: its hard cases come from
+    labelled slices, not from a whole production window)."""
+    import mlflow
+
+    from gatekeeper_cli.client import GatekeeperError, PromotionRefused
+    from projects import drift, evaluate
+    from projects.scenes import DATA_FILE
+
+    model_uri = f"models:/{config.registered_model}/{result.version}"
+    with _step("drift", result):
+        drifted = drift.run_drift(model_uri, str(window_dir / DATA_FILE), columns=DRIFT_COLUMNS)
+        result.runs["drift"] = drifted.run_id
+        result.report_uri = f"runs:/{drifted.run_id}/{DRIFT_REPORT_PATH}"
+    with _step("evaluate", result):
+        sets = _register_sets(gate, config, eval_dir / DATA_FILE, window_dir / DATA_FILE,
+                              drifted if register_window else None)
+        datas = [f"{SET_DATA_PREFIX}{name}" for name in sets] or [str(eval_dir / DATA_FILE)]
+        for i, data in enumerate(datas):
+            evaluated = evaluate.evaluate(model_uri, data, "label", SLICES, data_name="road-scenes-eval", out=out)
+            result.runs["evaluate" if i == 0 else f"evaluate {data}"] = evaluated.run_id
+    if sets and gate.policy(config.registered_model)["policy"]["evaluation"]["verify"]["sample"]:
+        with _step("verify", result):
+            gate.wait_for_verification(config.registered_model, result.version, VERIFY_TIMEOUT_S)
+    with _step("gate", result):
+        try:
+            decision = gate.promote(config.registered_model, result.version)
+        except PromotionRefused as refused:
+            decision = gate.history(config.registered_model, limit=1)[0] | {"summary": str(refused)}
+        except GatekeeperError as exc:  # the gate could not be asked: that is a failed step
+            raise RuntimeError(f"the gate could not be asked to promote {model_uri}: {exc}") from exc
+        result.verdict = decision.get("verdict", "unknown")
+        result.reasons = list(decision.get("reasons", []))
+        mlflow.set_tags({TAG_VERDICT: result.verdict, TAG_CANDIDATE_VERSION: result.version})
+        mlflow.log_text("\n".join(result.reasons), "gate/reasons.txt")
+
+
+def _register_sets(gate, config: RetrainConfig, eval_path: Path, window_path: Path, drifted=None) -> list[str]:
     """Register the policy's evaluation sets from this cycle's data; the names evaluated on.
 
     The first set is the held-out evaluation mix. A further set (``hard-cases``) is the production
@@ -218,8 +239,9 @@ def _register_sets(gate, config: RetrainConfig, eval_path: Path, window_path: Pa
     if not wanted:
         return []  # the weak mode: evaluate on the cycle's evaluation data, as before
     register(gate, wanted[0], str(eval_path), "label", f"retrain evaluation mix ({config.eval_size} scenes)")
-    summary = drifted.summary
-    flagged = summary.dataset_drift or set(summary.drifted_columns) & set(policy["drift"]["critical_columns"])
+    summary = drifted.summary if drifted is not None else None
+    flagged = summary is not None and (summary.dataset_drift
+                                       or set(summary.drifted_columns) & set(policy["drift"]["critical_columns"]))
     if len(wanted) > 1 and flagged:
         register(gate, wanted[1], str(window_path), "label",
                  f"production window '{config.current}' flagged by drift run {drifted.run_id}")

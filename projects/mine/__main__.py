@@ -17,16 +17,10 @@ import math
 import sys
 from pathlib import Path
 
-from projects.cli_types import integer_at_least
+from projects.cli_types import feedback_source, integer_at_least, non_empty
 from projects.model_uri import parse_model_uri
 
 from .queue import DEFAULT_FRACTION
-
-
-def _text(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
 
 
 def _positive(text: str) -> float:
@@ -70,15 +64,9 @@ def _candidate(text: str) -> str:
     return text
 
 
-def _feedback_source(text: str) -> str:
-    if text in ("", "none") or Path(text).is_file():
-        return text
-    raise argparse.ArgumentTypeError(f"'' (the gate), 'none', or an existing CSV/Parquet file; {text!r} is none of these")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m projects.mine", description=__doc__.splitlines()[0])
-    parser.add_argument("--registered-model", type=_text, default="road-scenes")
+    parser.add_argument("--registered-model", type=non_empty, default="road-scenes")
     parser.add_argument("--window-days", type=_positive, default=7.0, help="the window ends at --end (default 7)")
     parser.add_argument("--end", type=_moment, default=None, help="ISO-8601 with a zone; '' = now")
     parser.add_argument("--budget", type=_fraction, default=DEFAULT_FRACTION,
@@ -87,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'' = the newest version newer than @champion; 'none'; a version; models:/NAME/VERSION")
     parser.add_argument("--min-support", type=integer_at_least(1), default=50, help="rows a slice needs (default 50)")
     parser.add_argument("--log", default="", help="the inference log's folder or URI; '' = GATEKEEPER_INFERENCE_LOG")
-    parser.add_argument("--out", type=_text, default="data/queues", help="queues go to OUT/<content hash>/")
+    parser.add_argument("--out", type=non_empty, default="data/queues", help="queues go to OUT/<content hash>/")
     parser.add_argument("--seed", type=integer_at_least(0), default=0)
-    parser.add_argument("--feedback", type=_feedback_source, default="",
+    parser.add_argument("--feedback", type=feedback_source, default="",
                         help="'' = the gate at the tracking URI; 'none'; or a CSV/Parquet file")
     return parser
 

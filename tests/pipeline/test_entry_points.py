@@ -34,7 +34,7 @@ mlflow = pytest.importorskip("mlflow")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-TESTED = {"scenes", "train", "tune", "evaluate", "drift", "retrain", "mine"}
+TESTED = {"scenes", "train", "tune", "evaluate", "drift", "retrain", "mine", "curate", "autopilot"}  # autopilot: also tests/pipeline/test_autopilot.py
 MODEL = "entry-points"
 _RUN_ID = re.compile(r"in run with ID '([0-9a-f]+)'")
 
@@ -164,6 +164,17 @@ def test_drift_takes_a_version_directory_and_compares_it_with_the_training_set(p
     assert "gatekeeper/drift_report.html" in [f.path for f in project.client.list_artifacts(child.info.run_id, "gatekeeper")]
 
 
+def test_autopilot_without_a_gated_server_says_what_it_needs(project):
+    """Its runs through a gated server are in tests/pipeline/test_autopilot.py; on a bare store the
+    lease and the feedback have nowhere to live, and it says so before doing anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GATEKEEPER_", "PYTEST_"))}
+    env.update(MLFLOW_TRACKING_URI=project.uri, DO_NOT_TRACK="true", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    result = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "autopilot", "--env-manager", "local",
+                             "--experiment-id", project.experiment_id, "-P", "simulate_weeks=2"],
+                            cwd=project.root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "autopilot: needs a gated server (MLFLOW_TRACKING_URI=http://…)" in result.stderr
+
+
 def test_mine_queues_what_the_registered_model_logged_while_serving(project, train_run, window, monkeypatch):
     log = project.root / "inference-log"
     monkeypatch.setenv(inference_log.LOG_ENV, str(log))
@@ -217,3 +228,32 @@ def test_retrain_steps_carry_the_run_context_tags(project, tune_run):
     # tune's default data is the very training set retrain builds with the same mix, size and seed
     (tuned,) = (project.root / "tune-data" / "train").iterdir()
     assert tuned.name == dataset
+
+
+def test_curate_adds_the_labelled_queue_rows_to_a_new_training_version(project):
+    """Without a gate: labels from a file (a correction in it), no hard-case set; its own queue and base."""
+    from projects.mine.run import write_queue
+    from tests.unit.test_curate import make_queue
+
+    incoming = generate(6, "rainy_season", seed=8)
+    queue = make_queue(incoming, [None] * 6, slices={2: "weather=rain"})
+    folder = write_queue(queue, {"registered_model": MODEL, "window": {"start": "2026-12-04T00:00:00+00:00",
+                                                                       "end": "2026-12-05T00:00:00+00:00"}},
+                         project.root / "curate-queues")
+    labels = pd.DataFrame({"request_id": ["req-0", "req-0", "req-1", "req-2", "req-3", "req-4"],
+                           "label": ["nothing", *incoming["label_name"][:5]], "revision": [1, 2, 1, 1, 1, 1]})
+    labels.to_csv(project.root / "labels.csv", index=False)
+    base, _ = save_version(generate(40, "summer", seed=6), project.root / "curate-base")
+    run, stdout, _ = project.run("curate", queue=folder, base=base, registered_model=MODEL, feedback=project.root / "labels.csv",
+                                 out=project.root / "curated", hard_cases="none", min_labels="2.0")
+    child = project.children(run)["curate"]
+    assert (child.data.metrics["rows_added"], child.data.metrics["rows_skipped_unlabelled"]) == (5, 1)
+    assert child.data.metrics["training_rows"] == 45 and child.data.params["min_labels"] == "2"
+    (version,) = (project.root / "curated").iterdir()
+    assert stdout.strip().splitlines()[-1] == f"curated: {version}"
+    assert run.data.tags[TAG_DATASET_VERSION] == child.data.tags[TAG_DATASET_VERSION] == version.name
+    manifest = project.load_json(child, "data/manifest.json")
+    assert manifest["curation"]["added"]["by_label"] == dict(sorted(incoming["label_name"][:5].value_counts().items()))
+    assert "hard_cases=none: no hard-case set registered" in stdout
+    contexts = {{t.key: t.value for t in d.tags}["mlflow.data.context"] for d in child.inputs.dataset_inputs}
+    assert contexts == {"base", "queue", "training"}

@@ -1,0 +1,170 @@
+"""The autopilot against a real gated server: weeks of simulated traffic with no human command.
+
+Small sizes (a few hundred scenes a week, two epochs) and a lenient policy — the loop is under
+test here, not the model's quality (``benchmarks/bench_season.py`` measures that). On SQLite and
+PostgreSQL one autopilot runs two weeks through ``mlflow run . -e autopilot``; on SQLite two
+autopilots compete for one model, and the one holding the lease is killed with SIGKILL in the
+middle of a cycle: the other waits, takes over, resumes the cycle and never promotes twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from benchmarks.servers import MlflowServer
+from gatekeeper_cli.client import GatekeeperClient
+from projects.autopilot.cycles import TAG_CYCLE, TAG_OUTPUT, TAG_STATE, TAG_STEP, TAG_WEEK
+from registry_hooks.inference_records import LOG_ENV
+from tests.support.webhooks import SECRET, Receiver
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "road-scenes"
+POLICY = """
+version: 1
+defaults:
+  targets: {stages: [Production], aliases: [champion]}
+  promote_to: {alias: champion, stage: Production}
+  primary: {metric: accuracy, margin: 0.0}
+  first_release:
+    - {metric: accuracy, min: 0.2}
+  evaluation: {sets: [golden, hard-cases], min_rows: 20}
+  drift: {required: true, critical_columns: [weather], mode: warn}
+"""
+SMALL = {"week_size": 300, "shift_week": 1, "budget": 0.1, "train_size": 1200, "eval_size": 300, "epochs": 2,
+         "min_support": 20, "schedule_weeks": 1, "ttl_s": 6}
+STEPS = {"traffic", "trigger", "mine", "label", "curate", "retrain"}
+
+
+def _server(workdir: Path, backend: str, env: dict[str, str] | None = None) -> MlflowServer:
+    policy = workdir / "policy.yaml"
+    policy.write_text(POLICY)
+    return MlflowServer(workdir / "server", backend, policy=policy, env={LOG_ENV: str(workdir / "log"), **(env or {})})
+
+
+def _env(server: MlflowServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTEST_"))}
+    env.update(MLFLOW_TRACKING_URI=server.url, DO_NOT_TRACK="true", PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+               **{LOG_ENV: server.env[LOG_ENV]})
+    return env
+
+
+def _arguments(workdir: Path, weeks: int) -> list[str]:
+    values = SMALL | {"simulate_weeks": weeks, "data_dir": workdir / "data"}
+    return [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _steps(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("autopilot")
+    return client.search_runs([experiment.experiment_id], f"tags.`{TAG_STEP}` != ''", max_results=1000)
+
+
+def _cycles(client: MlflowClient, experiment_id: str) -> dict[int, object]:
+    runs = client.search_runs([experiment_id], f"tags.`{TAG_CYCLE}` != ''", max_results=1000)
+    return {int(r.data.tags[TAG_CYCLE]): r for r in runs}
+
+
+def _check_the_weeks(server: MlflowServer, experiment_id: str, weeks: int) -> None:
+    """Every week a finished cycle with each step finished once; one decision per candidate; the
+    labels and hard cases it gathered are on the server."""
+    client = MlflowClient(server.url)
+    cycles = _cycles(client, experiment_id)
+    assert {c.data.tags[TAG_STATE] for c in cycles.values()} == {"done"}
+    assert sorted(c.data.tags.get(TAG_WEEK, "") for c in cycles.values()) == \
+        [""] + [str(w) for w in range(weeks)]  # the bootstrap, then one cycle a week
+    for cycle in cycles.values():
+        steps = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{cycle.info.run_id}'", max_results=100)
+        finished = Counter(s.data.tags[TAG_STEP] for s in steps if s.info.status == "FINISHED")
+        if cycle.data.tags.get(TAG_WEEK):
+            assert set(finished) == STEPS and max(finished.values()) == 1, finished
+    gate = GatekeeperClient(server.url)
+    decisions = gate.history(MODEL, limit=100)
+    versions = Counter(d["candidate_version"] for d in decisions)
+    assert len(decisions) == weeks + 1 and max(versions.values()) == 1, decisions  # never judged (or promoted) twice
+    assert decisions[-1]["verdict"] == "promote"  # the bootstrap
+    assert len(gate.feedback(MODEL)) == weeks * 30  # 10 % of 300 scenes a week, answered by the labeller
+    assert [s["version"] for s in gate.sets("hard-cases")][0] >= 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, tmp_path, request):
+    if backend == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        context = None
+    else:
+        context = request.getfixturevalue("postgres_uri_factory")()
+        uri = context.__enter__()
+    try:
+        with _server(tmp_path, uri) as server:
+            params = [a for k, v in (SMALL | {"simulate_weeks": 2, "data_dir": tmp_path / "data"}).items()
+                      for a in ("-P", f"{k}={v}")]
+            result = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "autopilot", "--env-manager",
+                                     "local", "--experiment-name", "autopilot", *params], cwd=tmp_path, env=_env(server),
+                                    capture_output=True, text=True, timeout=840)
+            output = result.stdout + result.stderr
+            assert result.returncode == 0, output[-6000:]
+            assert "autopilot: week 1:" in output
+            experiment_id = MlflowClient(server.url).get_experiment_by_name("autopilot").experiment_id
+            _check_the_weeks(server, experiment_id, 2)
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+
+
+def _start(server: MlflowServer, workdir: Path, name: str, weeks: int) -> tuple[subprocess.Popen, Path]:
+    log = workdir / f"{name}.log"
+    process = subprocess.Popen([sys.executable, "-m", "projects.autopilot", *_arguments(workdir, weeks)], cwd=workdir,
+                               env=_env(server), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
+
+
+def _wait(predicate, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_second_autopilot_waits_and_resumes_the_cycle_of_one_killed_mid_step(tmp_path):
+    receiver = Receiver().start()
+    hooks = {"GATEKEEPER_WEBHOOK_URLS": receiver.url, "GATEKEEPER_WEBHOOK_SECRET": SECRET}
+    with _server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", hooks) as server:
+        client = MlflowClient(server.url)
+        first, first_log = _start(server, tmp_path, "first", 2)
+        _wait(lambda: "drives road-scenes" in first_log.read_text(), "the first autopilot to take the lease")
+        second, second_log = _start(server, tmp_path, "second", 2)
+        _wait(lambda: "waiting for its lease" in second_log.read_text(), "the second autopilot to wait")
+
+        def curating() -> bool:  # week 0's cycle is in its curate step: mined and labelled, not yet retrained
+            return any(s.data.tags[TAG_STEP] == "curate" and s.info.status == "RUNNING" for s in _steps(client))
+
+        _wait(curating, "week 0's curate step")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        assert second.wait(timeout=600) == 0, second_log.read_text()[-6000:]
+        told = second_log.read_text()
+        assert "lease generation 2" in told, told[-3000:]
+        assert "resuming cycle 2 (done: traffic, trigger, mine, label)" in told, told[-3000:]
+        killed = [s for s in _steps(client) if s.info.status == "KILLED"]
+        assert [s.data.tags[TAG_STEP] for s in killed] == ["curate"] and TAG_OUTPUT not in killed[0].data.tags
+        _check_the_weeks(server, client.get_experiment_by_name("autopilot").experiment_id, 2)
+        first_steps = [json.loads(s.data.tags[TAG_OUTPUT]) for s in _steps(client)
+                       if s.data.tags[TAG_STEP] == "label" and s.info.status == "FINISHED"]
+        assert len(first_steps) == 2  # week 0 was labelled once, before the kill, and not again
+        decisions = GatekeeperClient(server.url).history(MODEL, limit=100)
+        _wait(lambda: len(receiver.about(MODEL)) >= len(decisions), "every decision's webhook", timeout=60)
+        posted = receiver.about(MODEL)
+        assert all(p.signed() for p in posted)  # as MLflow's own webhooks are signed
+        assert sorted(p.json["data"]["decision_id"] for p in posted) == sorted(d["id"] for d in decisions)
+    receiver.stop()
