@@ -320,14 +320,21 @@ def generate(seed: int, count: int, target: Target) -> list[FuzzRequest]:
 
 @dataclass(frozen=True)
 class Answer:
-    status: int  # 0: no HTTP answer (timeout, connection reset)
+    status: int  # 0: no HTTP answer (timeout, connection reset twice)
     json_error: bool  # the body is {"error_code": str, "message": str}
     html: bool
     text: str
+    retried: bool = False  # the first try's connection was reset; this is the second try's answer
 
 
 def send(session: requests.Session, base_url: str, request: FuzzRequest) -> Answer:
-    """One request exactly as generated (the query string is sent as is, escapes included)."""
+    """One request exactly as generated (the query string is sent as is, escapes included).
+
+    A connection reset is tried once more on a fresh connection: uvicorn answers a request line
+    over its limit (the 6 MB query strings) with a 400 and closes the socket while the client may
+    still be sending, so the client sometimes reads a reset instead of the 400 — on either server,
+    by timing alone. The retry's answer is judged like any other, and counted (``retried``); a
+    server that really stopped answering fails both tries."""
     host = urlsplit(base_url).hostname
     if host != "127.0.0.1":
         raise ValueError(f"the fuzzer only talks to 127.0.0.1, not {host}")
@@ -335,10 +342,20 @@ def send(session: requests.Session, base_url: str, request: FuzzRequest) -> Answ
     headers = {"Content-Type": request.content_type} if request.content_type else {}
     try:
         response = session.request(request.method, url, data=request.body, headers=headers, timeout=TIMEOUT_S)
+    except requests.ConnectionError:
+        try:
+            response = requests.request(request.method, url, data=request.body, headers=headers, timeout=TIMEOUT_S)
+        except requests.RequestException as exc:
+            return Answer(0, False, False, f"{type(exc).__name__}: {exc}", retried=True)
+        return _answer(response, retried=True)
     except requests.RequestException as exc:
         return Answer(0, False, False, f"{type(exc).__name__}: {exc}")
+    return _answer(response)
+
+
+def _answer(response: requests.Response, retried: bool = False) -> Answer:
     return Answer(response.status_code, _is_json_error(response), "html" in response.headers.get("content-type", ""),
-                  response.text[:300])
+                  response.text[:300], retried)
 
 
 def _is_json_error(response: requests.Response) -> bool:
@@ -360,9 +377,11 @@ class Report:
     by_kind: dict[str, Counter] = field(default_factory=dict)
     mlflow_own_5xx: Counter = field(default_factory=Counter)  # both servers 5xx: MLflow's behaviour, not the plugin's
     plugin_caused: list[str] = field(default_factory=list)
+    retried: Counter = field(default_factory=Counter)  # connection resets tried again, per server
 
     def add(self, request: FuzzRequest, gated: Answer, plain: Answer) -> None:
         self.requests += 1
+        self.retried.update(side for side, answer in (("gated", gated), ("plain", plain)) if answer.retried)
         self.gated[gated.status] += 1
         self.plain[plain.status] += 1
         self.by_kind.setdefault(request.kind, Counter())[gated.status] += 1
@@ -378,6 +397,7 @@ class Report:
             return {str(k): counter[k] for k in sorted(counter)}
         return {"requests": self.requests, "seconds": round(self.seconds, 1), "gated": hist(self.gated),
                 "plain": hist(self.plain), "plugin_caused_5xx_or_bad_errors": len(self.plugin_caused),
+                "connection_resets_retried": {side: self.retried[side] for side in ("gated", "plain")},
                 "mlflow_own_5xx": dict(self.mlflow_own_5xx), "gated_by_kind": {k: hist(v) for k, v in sorted(self.by_kind.items())},
                 "failures": self.plugin_caused[:50]}
 

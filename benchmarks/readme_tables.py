@@ -286,17 +286,23 @@ def pages(results: Path) -> str:
 # -- malformed input -----------------------------------------------------------------------------
 
 
+def _resets(counts: dict | None) -> str:
+    """Resets tried again (``benchmarks.fuzz_requests.send``); '—' in results from before the retry."""
+    return "—" if counts is None else f"{counts['gated']} / {counts['plain']}"
+
+
 def fuzz(results: Path) -> str:
     record = load(results, "fuzz")
     header = ["backend", "requests", "gated server (status × count)", "plain MLflow", "5xx caused by the plugin",
-              "production moved / approvals added"]
+              "production moved / approvals added", "connection resets retried (gated / plain)"]
     if record is None:
-        return table(header, [["—", NOT_MEASURED, "", "", "", ""]]) + "\n\n" + provenance({"fuzz": None})
+        return table(header, [["—", NOT_MEASURED, "", "", "", "", ""]]) + "\n\n" + provenance({"fuzz": None})
     names = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
     histogram = lambda counts: ", ".join(f"{status}×{n}" for status, n in sorted(counts.items()))  # noqa: E731
     rows = [[names.get(backend, backend), f"{r['requests']:,} in {r['seconds']:.0f} s", histogram(r["gated"]),
              histogram(r["plain"]), f"**{r['plugin_caused_5xx_or_bad_errors']}**",
-             f"{'no' if r['production_unchanged'] else '**yes**'} / {r['approving_decisions_added']}"]
+             f"{'no' if r['production_unchanged'] else '**yes**'} / {r['approving_decisions_added']}",
+             _resets(r.get("connection_resets_retried"))]
             for backend, r in record["figures"]["backends"].items()]
     return table(header, rows) + "\n\n" + provenance({"fuzz": record})
 
