@@ -124,14 +124,15 @@ def _check(raw_items: list[Any], model_name: str, store) -> list[tuple[feedback.
             parsed.append(exc)
     counts = Counter(p.request_id for p in parsed if isinstance(p, feedback.Change))
     ids = [request_id for request_id, n in counts.items() if n == 1]
+    window = lookback()
     now = dt.datetime.now(dt.timezone.utc)
-    records = inference_records.find(ids, root=_log_root(), lookback=lookback(), now=now) if ids else {}
+    records = inference_records.find(ids, root=_log_root(), lookback=window, now=now) if ids else {}
     with Session(store.engine) as session:
         owned = _owned(session, model_name)
-    return [_resolve(p, counts, records, owned, model_name) for p in parsed]
+    return [_resolve(p, counts, records, owned, model_name, window) for p in parsed]
 
 
-def _resolve(change, counts, records, owned, model_name: str):
+def _resolve(change, counts, records, owned, model_name: str, window: dt.timedelta):
     if isinstance(change, feedback.ItemError):
         return change
     if counts[change.request_id] > 1:
@@ -141,7 +142,7 @@ def _resolve(change, counts, records, owned, model_name: str):
     if record is None or not owned(record):
         return feedback.not_found(f"request id {change.request_id!r} is not among the predictions of model "
                                   f"{model_name!r} in the inference log (a caller's own id is searched in the last "
-                                  f"{lookback().days} days)")
+                                  f"{window.days} days)")
     try:
         logged = _logged(record)
         return feedback.checked(change, logged), logged

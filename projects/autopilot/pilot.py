@@ -19,16 +19,16 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from projects.autopilot import simulate
 from projects.autopilot.cycles import TAG_MODEL, TAG_OUTPUT, TAG_STEP, TAG_WEEK, Cycle, CycleBook
 from projects.autopilot.lease import LeaseKeeper
+from projects.mine.run import CHAMPION_ALIAS
 from registry_hooks.contract import STEP_ENV, TAG_VERDICT
 
-CHAMPION = "champion"
 EXPERIMENT = "autopilot"
 
 
@@ -134,7 +134,7 @@ class Pilot:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(self.config.registered_model, CHAMPION)
+            return self.client.get_model_version_by_alias(self.config.registered_model, CHAMPION_ALIAS)
         except MlflowException:
             return None
 
@@ -247,7 +247,3 @@ class Pilot:
         week = int(Path(fired["window"]).name.split("-")[-1])
         return {"version": result.version, "verdict": result.verdict, "reasons": result.reasons[:5],
                 "training_set": str(train_dir), "week": week, "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
-
-
-def config_dict(config: PilotConfig) -> dict[str, Any]:
-    return asdict(config)

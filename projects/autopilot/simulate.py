@@ -76,16 +76,13 @@ def traffic(season: Season, week: int, model_uri: str, key_dir: Path) -> dict:
 
 
 def answer(gate, model: str, queue: pd.DataFrame, key_dir: Path, delay_s: float = 0.0) -> dict:
-    """Label the queue's requests from the answer keys, through the gate (in batches it accepts)."""
-    from registry_hooks.feedback import MAX_ITEMS
+    """Label the queue's requests from the answer keys, through the gate as `gatekeeper feedback import` does
+    (batches of what the API takes, every batch checked before any is written)."""
+    from gatekeeper_cli import feedback
 
     time.sleep(delay_s)
     keys = pd.concat([pd.read_parquet(p) for p in sorted(key_dir.glob("week-*.parquet"))], ignore_index=True)
     labels = keys.drop_duplicates(REQUEST_ID).set_index(REQUEST_ID)["label"]
-    wanted = [i for i in queue[REQUEST_ID] if i in labels.index]
-    items = [{"request_id": i, "label": labels[i]} for i in wanted]
-    written = 0
-    for start in range(0, len(items), MAX_ITEMS):
-        answer_ = gate.submit_feedback(model, items[start:start + MAX_ITEMS])
-        written += answer_["created"] + answer_["revised"]
-    return {"asked": len(queue), "answered": len(items), "written": written}
+    items = [{"request_id": i, "label": labels[i]} for i in queue[REQUEST_ID] if i in labels.index]
+    sent = feedback.send(gate, model, items, partial=False) if items else {"created": 0, "revised": 0}
+    return {"asked": len(queue), "answered": len(items), "written": sent["created"] + sent["revised"]}
