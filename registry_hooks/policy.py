@@ -145,12 +145,23 @@ class EvaluationRules:
     attempt still counts). Otherwise the first set is the one the candidate must be shown better
     on; each further set is a guard the candidate must not be shown worse on (the primary metric,
     within ``slices.tolerance``), e.g. ``hard-cases``: a failure found once is tested forever.
-    ``min_rows``: the smallest registered version of a required set the gate accepts.
+    ``min_rows``: the smallest registered version of a required set the gate accepts — one number
+    for every set, or in the file a mapping per set (``{golden: 1000, hard-cases: 30}``): a deciding
+    set must be large enough to show an improvement, while a guard set grows from a few curated
+    failures a week and still guards (the evidence floors of ``registry_hooks.sufficiency`` hold
+    for every comparison). Here ``min_rows`` is the number for sets the mapping does not name (0),
+    ``set_min_rows`` the named ones.
     """
 
     sets: tuple[str, ...] = ()
     min_rows: int = 0
+    set_min_rows: tuple[tuple[str, int], ...] = ()
     verify: VerifyRules = field(default_factory=VerifyRules)
+
+    def minimum_rows(self, set_name: str) -> int:
+        """The smallest version of ``set_name`` (names compared normalised) the gate accepts."""
+        wanted = names.normalise(set_name)
+        return next((rows for name, rows in self.set_min_rows if names.normalise(name) == wanted), self.min_rows)
 
     @property
     def registered(self) -> bool:
@@ -194,6 +205,7 @@ def _file_form(policy: ModelPolicy) -> dict[str, Any]:
     data = json.loads(json.dumps(asdict(policy)))  # tuples become lists, as YAML and TOML give them
     for section in ("evidence", "drift"):
         data[section]["max_age"] = data[section].pop("max_age_seconds")
+    data["evaluation"].pop("set_min_rows")  # the file spells it as a mapping under min_rows
     data["overrides"] = {"allowed": data.pop("allow_overrides")}
     return data
 
@@ -416,11 +428,31 @@ def _evaluation_rules(evaluation: _Reader, path: str) -> EvaluationRules:
         raise PolicyError(f"{path}.evaluation.sets: a set is named twice (names compare case- and width-blind): {list(sets)}")
     verify = evaluation.child("verify")
     verify.check_keys(set(DEFAULT_POLICY["evaluation"]["verify"]))
+    every, per_set = _set_minimums(evaluation, dict(zip(seen, sets)), path)
     return EvaluationRules(
         sets=tuple(s.strip() for s in sets),
-        min_rows=int(evaluation.number("min_rows", 0, 10**12, integer=True)),
+        min_rows=every,
+        set_min_rows=per_set,
         verify=VerifyRules(sample=int(verify.number("sample", 0, 10**6, integer=True))),
     )
+
+
+def _set_minimums(evaluation: _Reader, required: dict[str, str], path: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """``min_rows``: an integer for every set, or a mapping from required sets to integers (a set
+    the mapping leaves out needs no minimum beyond the evidence floors). A name that is not a
+    required set is refused: a misspelt set would otherwise silently drop its minimum."""
+    value = evaluation.data.get("min_rows")
+    if not isinstance(value, dict):
+        return int(evaluation.number("min_rows", 0, 10**12, integer=True)), ()
+    per_set = _Reader(value, f"{path}.evaluation.min_rows")
+    found = []
+    for name in value:
+        key = names.normalise(name) if isinstance(name, str) else None
+        if key not in required:
+            raise PolicyError(f"{path}.evaluation.min_rows: {name!r} is not one of evaluation.sets "
+                              f"({', '.join(required.values()) or 'none'})")
+        found.append((required[key].strip(), int(per_set.number(name, 0, 10**12, integer=True))))
+    return 0, tuple(found)
 
 
 def _drift_rules(drift: _Reader, path: str) -> DriftRules:

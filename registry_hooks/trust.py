@@ -179,9 +179,10 @@ def _set_check(policy: ModelPolicy, candidate: VersionRef, found: SetEvidence, g
         return made(Outcome.FAIL_INSUFFICIENT, f"the policy requires evaluation set {found.required!r}, which is not "
                     f"registered: `gatekeeper sets register {found.required} DATA_URI --label COLUMN`")
     numbers = {"set": found.current.name, "version": found.current.version, "n_rows": found.current.n_rows}
-    if found.current.n_rows < policy.evaluation.min_rows:
+    minimum = policy.evaluation.minimum_rows(found.required)
+    if found.current.n_rows < minimum:
         return made(Outcome.FAIL_INSUFFICIENT, f"set {found.label} has {found.current.n_rows:,} rows; the policy "
-                    f"requires at least {policy.evaluation.min_rows:,}: register a larger version", numbers)
+                    f"requires at least {minimum:,}: register a larger version", numbers | {"minimum": minimum})
     if found.finding is None:
         if found.other_versions:
             older = ", ".join(f"v{v}" for v in found.other_versions)

@@ -528,3 +528,36 @@ def test_confidence_and_resamples_that_cannot_reach_significance_are_refused():
         with_defaults(primary={"metric": "mae"}, secondary=[{"metric": "roc_auc"}], confidence=0.99,
                       evidence={"bootstrap_resamples": 500})
     assert with_defaults(primary={"metric": "rmse"}, confidence=0.99, evidence={"bootstrap_resamples": 100})
+
+
+def test_evaluation_min_rows_per_set():
+    """One number for every set, or a mapping per required set; a set it leaves out needs none."""
+    every = Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden", "hard-cases"], "min_rows": 500}}})
+    assert [every.default.evaluation.minimum_rows(s) for s in ("golden", "hard-cases")] == [500, 500]
+    mapped = Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden", "Hard-Cases"],
+                                                         "min_rows": {"golden": 1000, "hard-cases": 30}}}})
+    rules = mapped.default.evaluation
+    assert [rules.minimum_rows(s) for s in ("golden", "ＨＡＲＤ-cases ", "other")] == [1000, 30, 0]
+    assert mapped.default.to_dict()["evaluation"]["set_min_rows"] == (("golden", 1000), ("Hard-Cases", 30))
+    partial = Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden", "hard-cases"], "min_rows": {"golden": 9}}}})
+    assert partial.default.evaluation.minimum_rows("hard-cases") == 0
+
+
+@pytest.mark.parametrize("min_rows, fragment", [
+    ({"goldne": 1000}, "'goldne' is not one of evaluation.sets (golden)"),
+    ({"golden": -1}, "policy.defaults.evaluation.min_rows.golden: expected an integer"),
+    ({"golden": 1.5}, "policy.defaults.evaluation.min_rows.golden: expected an integer"),
+    ({"golden": True}, "policy.defaults.evaluation.min_rows.golden: expected an integer"),
+    ({"golden": "1000"}, "policy.defaults.evaluation.min_rows.golden: expected an integer"),
+    ({1: 5}, "1 is not one of evaluation.sets"),
+    ("1000", "policy.defaults.evaluation.min_rows: expected an integer"),
+])
+def test_evaluation_min_rows_refuses_what_it_cannot_apply(min_rows, fragment):
+    with pytest.raises(PolicyError) as info:
+        Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden"], "min_rows": min_rows}}})
+    assert fragment in str(info.value)
+
+
+def test_set_min_rows_is_not_a_file_key():
+    with pytest.raises(PolicyError, match="unknown key.*set_min_rows"):
+        Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden"], "set_min_rows": [["golden", 5]]}}})

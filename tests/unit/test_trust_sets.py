@@ -121,6 +121,22 @@ def test_a_set_below_the_policys_minimum_rows_is_refused():
     assert any(f"requires at least {N + 1:,}" in m for m in failing(decision))
 
 
+def test_per_set_minimums_apply_to_their_own_set_only():
+    """`min_rows: {golden: N + 1, hard-cases: 30}`: golden below its minimum refuses; the small
+    guard set above its own passes; names compare normalised."""
+    small_guard = {"evaluation": {"sets": ["golden", "hard-cases"], "min_rows": {"Golden": N, "HARD-CASES": 30}}}
+    assert judged(both_sets(), small_guard).verdict == Verdict.PROMOTE
+    strict = {"evaluation": {"sets": ["golden", "hard-cases"], "min_rows": {"golden": N + 1, "hard-cases": 30}}}
+    decision = judged(both_sets(), strict)
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
+    assert [m for m in failing(decision) if "requires at least" in m] == [
+        f"set golden v3 has {N:,} rows; the policy requires at least {N + 1:,}: register a larger version"]
+    guard_too_small = {"evaluation": {"sets": ["golden", "hard-cases"], "min_rows": {"hard-cases": N + 1}}}
+    decision = judged(both_sets(), guard_too_small)
+    assert decision.verdict == Verdict.REFUSE_INSUFFICIENT
+    assert any(m.startswith("set hard-cases v1 has") and f"at least {N + 1:,}" in m for m in failing(decision))
+
+
 def test_pending_failed_forged_or_missing_verification_never_approves():
     for fact in (Fact("pending", "verification pending: request #4 waits for a verifier"),
                  Fact("down", "verifier down: request #4 has not been claimed for 65 s"),
