@@ -2,8 +2,11 @@
 
 Needs a gated server (``MLFLOW_TRACKING_URI=http://…``): the lease, the feedback and every
 decision live there. With ``--simulate-weeks N`` it runs the reference task's season for N weeks
-(``projects.autopilot.simulate``) and exits; the traffic is scored in this process and logged with
-its pixels (``GATEKEEPER_LOG_INPUTS=full`` unless set), to the inference log the server reads
+(``projects.autopilot.simulate``) and exits. The traffic is scored in this process
+(``--serving in-process``) or sent over HTTP to a real ``mlflow models serve`` of the champion that
+the autopilot starts and restarts on each promotion (``--serving serve``,
+``projects.autopilot.serving``); either way it is logged with its pixels
+(``GATEKEEPER_LOG_INPUTS=full`` unless set), to the inference log the server reads
 (``GATEKEEPER_INFERENCE_LOG``: start both from the same folder, or set it alike for both).
 
 Exit status: 0 the weeks ran (whatever the gate decided), 1 a step failed or the lease was lost
@@ -20,6 +23,7 @@ from dataclasses import fields
 
 from projects.autopilot.pilot import EXPERIMENT, Pilot, PilotConfig
 from projects.cli_types import integer_at_least
+from projects.mine.reasons import SELECTIONS
 
 
 def _fraction(text: str) -> float:
@@ -50,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--week-size", type=integer_at_least(100), default=2000, help="scenes of traffic a week")
     parser.add_argument("--shift-week", type=integer_at_least(0), default=2, help="the first rainy week")
     parser.add_argument("--budget", type=_fraction, default=0.02, help="share of a week's traffic to label")
+    parser.add_argument("--selection", choices=SELECTIONS, default="reasons",
+                        help="how mine picks the rows to label: by reason (default) or at random (a control)")
+    parser.add_argument("--serving", choices=("in-process", "serve"), default="in-process",
+                        help="score the traffic with mlflow.pyfunc in this process, or through a real `mlflow models "
+                             "serve` of the champion that the autopilot (re)starts when the gate promotes")
     parser.add_argument("--min-new-labels", type=integer_at_least(1), default=50)
     parser.add_argument("--schedule-weeks", type=integer_at_least(1), default=4)
     parser.add_argument("--train-size", type=integer_at_least(100), default=8000)

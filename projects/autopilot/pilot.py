@@ -1,7 +1,7 @@
 """The autopilot's loop: a cycle per simulated week, each step a run, promotion only through the gate.
 
 A cycle (``projects.autopilot.cycles``) is one week: ``traffic`` (the week's scenes scored by the
-champion and logged), ``trigger`` (drift of the week's logged window against the champion's
+champion and logged — in this process, or by ``mlflow models serve`` restarted on each new champion), ``trigger`` (drift of the week's logged window against the champion's
 training data beyond the policy, at least ``min_new_labels`` labels given since the last retrain,
 or ``schedule_weeks`` without one), and when a trigger fires ``mine`` → ``label`` (the simulated
 labeller answers the queue through the gate) → ``curate`` (labelled rows into a new training-set
@@ -26,6 +26,7 @@ from typing import Any
 from projects.autopilot import simulate
 from projects.autopilot.cycles import TAG_MODEL, TAG_OUTPUT, TAG_STEP, TAG_WEEK, Cycle, CycleBook
 from projects.autopilot.lease import LeaseKeeper
+from projects.autopilot.serving import ScoringServer
 from projects.mine.run import CHAMPION_ALIAS
 from registry_hooks.contract import STEP_ENV, TAG_VERDICT
 
@@ -39,6 +40,8 @@ class PilotConfig:
     week_size: int = 2000
     shift_week: int = 2
     budget: float = 0.02
+    selection: str = "reasons"  # "random": the control arm of benchmarks/bench_season.py
+    serving: str = "in-process"  # or "serve": traffic through `mlflow models serve` (projects.autopilot.serving)
     min_new_labels: int = 50
     schedule_weeks: int = 4
     train_size: int = 8000
@@ -65,6 +68,7 @@ class Pilot:
         self.data = Path(config.data_dir)
         self.season = simulate.Season(config.simulate_weeks, config.week_size, config.shift_week, config.seed)
         self.lease: LeaseKeeper | None = None
+        self.server = ScoringServer(config.registered_model, self.data / "serving", say=self.say)
 
     def say(self, text: str) -> None:
         print(f"autopilot: {text}", file=self.out, flush=True)
@@ -85,6 +89,7 @@ class Pilot:
             while (week := self._next_week()) < self.config.simulate_weeks:
                 self._cycle(self.book.start(self.book.last_number() + 1, f"week {week}", self.parent_run_id))
         finally:
+            self.server.stop()
             self.lease.release()
 
     def _cycle(self, cycle: Cycle) -> None:
@@ -164,10 +169,14 @@ class Pilot:
         import mlflow
 
         champion = self._champion()
-        seen = simulate.traffic(self.season, week, f"models:/{self.config.registered_model}/{champion.version}",
-                                self.data / "answer-keys")
+        if self.config.serving == "serve":  # (re)started on the champion: a promotion is rolled out here
+            self.server.serve(champion.version)
+            score = self.server.score
+        else:
+            score = simulate.in_process(f"models:/{self.config.registered_model}/{champion.version}")
+        seen = simulate.traffic(self.season, week, score, self.data / "answer-keys")
         mlflow.log_metrics({k: v for k, v in seen.items() if k.startswith("accuracy_")})
-        return seen | {"champion": champion.version}
+        return seen | {"champion": champion.version, "served_by": self.server.url if self.config.serving == "serve" else "pyfunc"}
 
     def _window(self, seen: dict[str, Any]) -> Path:
         """The week's logged window as a table drift and the judge read: ``windows/week-NNN/data.parquet``."""
@@ -212,7 +221,8 @@ class Pilot:
             registered_model=self.config.registered_model, end=dt.datetime.fromisoformat(seen["end"]),
             window_days=(dt.datetime.fromisoformat(seen["end"]) - dt.datetime.fromisoformat(seen["start"])).total_seconds() / 86400,
             fraction=self.config.budget, candidate="none", feedback="", log="", out=self.data / "queues",
-            seed=self.config.seed + seen["week"], options=SliceOptions(min_support=self.config.min_support))
+            seed=self.config.seed + seen["week"], options=SliceOptions(min_support=self.config.min_support),
+            selection=self.config.selection)
         outcome = mine(request)
         return {"queue": str(outcome.folder), "rows": len(outcome.mined.queue), "run_id": outcome.run_id}
 

@@ -21,6 +21,7 @@ from projects.cli_types import feedback_source, integer_at_least, non_empty
 from projects.model_uri import parse_model_uri
 
 from .queue import DEFAULT_FRACTION
+from .reasons import SELECTIONS
 
 
 def _positive(text: str) -> float:
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=integer_at_least(0), default=0)
     parser.add_argument("--feedback", type=feedback_source, default="",
                         help="'' = the gate at the tracking URI; 'none'; or a CSV/Parquet file")
+    parser.add_argument("--selection", choices=SELECTIONS, default="reasons",
+                        help="'reasons' (default) or 'random': the same budget on unlabelled rows at random, "
+                             "the control that measures what the reasons are worth")
     return parser
 
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     request = MineRequest(
         registered_model=args.registered_model, end=args.end or dt.datetime.now(dt.timezone.utc),
         window_days=args.window_days, fraction=args.budget, candidate=args.candidate, feedback=args.feedback,
-        log=args.log, out=Path(args.out), seed=args.seed, options=SliceOptions(min_support=args.min_support))
+        log=args.log, out=Path(args.out), seed=args.seed, options=SliceOptions(min_support=args.min_support),
+        selection=args.selection)
     try:
         outcome = mine(request)
     except (MineError, DataError, ValueError) as exc:

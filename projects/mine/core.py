@@ -35,16 +35,21 @@ class Mined:
 
 
 def mine_window(window: pd.DataFrame, *, champion_run_id: str | None = None, candidate: pd.DataFrame | None = None,
-                fraction: float = DEFAULT_FRACTION, options: SliceOptions = SliceOptions(), seed: int = 0) -> Mined:
+                fraction: float = DEFAULT_FRACTION, options: SliceOptions = SliceOptions(), seed: int = 0,
+                selection: str = "reasons") -> Mined:
     """Mine ``window`` (the log's rows with ``label``/``flag`` attached, see
     ``projects.mine.feedback.attach``); ``champion_run_id`` None searches slices on every row;
-    ``candidate`` is the shadow-scored frame for the disagreement reason (None: no candidate)."""
+    ``candidate`` is the shadow-scored frame for the disagreement reason (None: no candidate).
+    ``selection`` "random" spends the budget on unlabelled rows at random instead of by reason
+    (the slices are still searched and reported, but queue no row)."""
+    if selection not in reasons.SELECTIONS:
+        raise ValueError(f"selection must be one of {reasons.SELECTIONS}, got {selection!r}")
     window = window.reset_index(drop=True)
     if window.empty:
         return Mined(window.assign(queue_position=[], reasons=[]), SliceSearch(UNCERTAIN, 0, 0, 0), {}, 0, 0, 0)
     champion = window if champion_run_id is None else window[window[MODEL_RUN_ID] == champion_run_id]
     search = find_slices(champion, options)
-    picks = {
+    picks = {reasons.RANDOM: reasons.random_rows(window, seed)} if selection == "random" else {
         reasons.FLAG: reasons.human_flags(window, seed),
         reasons.SLICE: reasons.slice_rows(window, search.slices, seed),
         reasons.LOW_CONFIDENCE: reasons.lowest_confidence(window, seed),

@@ -30,7 +30,9 @@ SLICE = "slice"
 LOW_CONFIDENCE = "low_confidence"
 DISAGREEMENT = "disagreement"
 HIGH_LOSS = "high_loss"
-REASONS = (FLAG, SLICE, LOW_CONFIDENCE, DISAGREEMENT, HIGH_LOSS)  # the order the budget is served in
+RANDOM = "random"  # only under selection "random": the control the reasons are measured against
+REASONS = (FLAG, SLICE, LOW_CONFIDENCE, DISAGREEMENT, HIGH_LOSS, RANDOM)  # the order the budget is served in
+SELECTIONS = ("reasons", "random")
 
 FLAG_SCORES = {"wrong": 2.0, "unsure": 1.0}  # 'wrong' before 'unsure'
 LOSS_FLOOR = 1e-6  # p_<label> is clipped here: a loss of at most -log(1e-6) ~ 13.8, never inf
@@ -85,6 +87,13 @@ def highest_loss(window: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     p_label[known] = probabilities[np.flatnonzero(known), [column[label] for label in labels[known]]]
     loss = -np.log(np.clip(np.nan_to_num(p_label, nan=LOSS_FLOOR), LOSS_FLOOR, 1.0))
     return _picks(window, known, loss, seed)
+
+
+def random_rows(window: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Unlabelled rows in a random order drawn from ``seed``, score 0: what the same budget buys
+    without any reason, so that the reasons' worth can be measured (``benchmarks/bench_season.py``)."""
+    order = np.random.default_rng([seed, 1]).permutation(len(window))
+    return _picks(window, _unlabelled(window), np.zeros(len(window)), seed, order=order)
 
 
 def human_flags(window: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

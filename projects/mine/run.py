@@ -65,6 +65,7 @@ class MineRequest:
     out: Path
     seed: int
     options: SliceOptions = field(default_factory=SliceOptions)
+    selection: str = "reasons"  # or "random": the control arm (projects.mine.reasons.random_rows)
 
     @property
     def start(self) -> dt.datetime:
@@ -89,13 +90,14 @@ def mine(request: MineRequest) -> MineOutcome:
     if window.empty:
         notes.append(f"the log holds no records from {request.start.isoformat()} to {request.end.isoformat()}")
     champion = _champion(client, request.registered_model, notes)
-    candidate_uri = _candidate_uri(client, request, champion, notes)
+    candidate_uri = _candidate_uri(client, request, champion, notes) if request.selection == "reasons" else None
     shadow = _shadow_scores(candidate_uri, window, notes) if candidate_uri and not window.empty else None
     given = _feedback(request, notes)
     if not window.empty:
         window = feedback.attach(window, given)
     mined = mine_window(window, champion_run_id=champion.run_id if champion else None, candidate=shadow,
-                        fraction=request.fraction, options=request.options, seed=request.seed)
+                        fraction=request.fraction, options=request.options, seed=request.seed,
+                        selection=request.selection)
     manifest = _manifest(request, mined, champion, candidate_uri, len(given), notes)
     folder = write_queue(mined.queue, manifest, request.out)
     run_id = _log_run(request, mined, folder, candidate_uri)
@@ -187,6 +189,7 @@ def _manifest(request: MineRequest, mined: Mined, champion, candidate_uri: str |
         "feedback": {"source": request.feedback or "gate", "requests": n_feedback},
         "budget": {"fraction": request.fraction, "rows": mined.budget},
         "seed": request.seed,
+        "selection": request.selection,
         "queue_rows": len(mined.queue),
         "reasons": {reason: reason_counts(mined.queue).get(reason, 0) for reason in REASONS},
         "slices": {"basis": search.basis, "rows": search.n_rows, "errors": search.n_errors, "tested": search.tested,
@@ -228,7 +231,7 @@ def _log_run(request: MineRequest, mined: Mined, folder: Path, candidate_uri: st
                            "window_end": request.end.isoformat(), "window_days": request.window_days,
                            "budget_fraction": request.fraction, "budget_rows": mined.budget,
                            "candidate": candidate_uri or NONE, "feedback": request.feedback or "gate",
-                           "min_support": request.options.min_support, "seed": request.seed,
+                           "min_support": request.options.min_support, "seed": request.seed, "selection": request.selection,
                            "log": request.log or root_from_env(), "queue": folder.name})
         counts = reason_counts(mined.queue)
         mlflow.log_metrics({"queue_rows": len(mined.queue), "window_rows": mined.window_rows,
@@ -247,11 +250,12 @@ def _log_run(request: MineRequest, mined: Mined, folder: Path, candidate_uri: st
 
 
 def _log_charts(mined: Mined) -> None:
-    """One PNG per reason under ``charts/`` (the queue's index is the window's row labels)."""
+    """One PNG per reason the queue was drawn by, and the slice search's, under ``charts/`` (the
+    queue's index is the window's row labels)."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as scratch:
-        for reason in REASONS:
+        for reason in [r for r in REASONS if r in mined.picks or r == SLICE]:
             path = Path(scratch) / f"reason_{reason}.png"
             if reason == SLICE:
                 charts.slice_chart(mined.search, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from benchmarks.servers import MlflowServer
@@ -60,8 +62,8 @@ def _env(server: MlflowServer) -> dict[str, str]:
     return env
 
 
-def _arguments(workdir: Path, weeks: int) -> list[str]:
-    values = SMALL | {"simulate_weeks": weeks, "data_dir": workdir / "data"}
+def _arguments(workdir: Path, weeks: int, serving: str) -> list[str]:
+    values = SMALL | {"simulate_weeks": weeks, "data_dir": workdir / "data", "serving": serving}
     return [a for k, v in values.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
@@ -97,8 +99,45 @@ def _check_the_weeks(server: MlflowServer, experiment_id: str, weeks: int) -> No
     assert [s["version"] for s in gate.sets("hard-cases")][0] >= 1
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, tmp_path, request):
+def _serving_urls(log: str) -> list[str]:
+    return re.findall(r"at (http://127\.0\.0\.1:\d+) \(pid \d+", log)
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(f"{url}/ping", timeout=2)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def _served_records(log_root: Path, week_key: Path) -> "pd.DataFrame":
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    records = ds.dataset(str(log_root), format="parquet", partitioning="hive").to_table(
+        columns=["request_id", "model_run_id"]).to_pandas()
+    return records[records["request_id"].isin(pd.read_parquet(week_key)["request_id"])]
+
+
+def _check_the_serving(client: MlflowClient, workdir: Path, output: str) -> None:
+    """Each week was served over HTTP by the champion of that week (its run id on every record),
+    a server per champion, none left running once the autopilot exited."""
+    traffic = [json.loads(s.data.tags[TAG_OUTPUT]) for s in _steps(client) if s.data.tags[TAG_STEP] == "traffic"]
+    assert len(traffic) == 2 and all(t["served_by"].startswith("http://127.0.0.1:") for t in traffic)
+    for week in traffic:
+        records = _served_records(workdir / "log", Path(week["answer_key"]))
+        champion_run = client.get_model_version(MODEL, week["champion"]).run_id
+        assert len(records) == week["rows"] and set(records["model_run_id"]) == {champion_run}
+    urls = _serving_urls(output)
+    assert len(urls) == len({t["champion"] for t in traffic}) and not any(_answers(u) for u in urls)
+
+
+@pytest.mark.parametrize("backend, serving", [("sqlite", "serve"),
+                                              pytest.param("postgres", "in-process", marks=pytest.mark.postgres)])
+def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, serving, tmp_path, request):
+    """``serve``: each week's traffic goes through a real ``mlflow models serve`` of the champion,
+    restarted when the gate promotes, and every record names the version that served it."""
     if backend == "sqlite":
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         context = None
@@ -107,7 +146,7 @@ def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, tmp_pat
         uri = context.__enter__()
     try:
         with _server(tmp_path, uri) as server:
-            params = [a for k, v in (SMALL | {"simulate_weeks": 2, "data_dir": tmp_path / "data"}).items()
+            params = [a for k, v in (SMALL | {"simulate_weeks": 2, "data_dir": tmp_path / "data", "serving": serving}).items()
                       for a in ("-P", f"{k}={v}")]
             result = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "autopilot", "--env-manager",
                                      "local", "--experiment-name", "autopilot", *params], cwd=tmp_path, env=_env(server),
@@ -117,6 +156,8 @@ def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, tmp_pat
             assert "autopilot: week 1:" in output
             experiment_id = MlflowClient(server.url).get_experiment_by_name("autopilot").experiment_id
             _check_the_weeks(server, experiment_id, 2)
+            if serving == "serve":
+                _check_the_serving(MlflowClient(server.url), tmp_path, output)
     finally:
         if context is not None:
             context.__exit__(None, None, None)
@@ -124,7 +165,7 @@ def test_two_weeks_run_through_mlflow_run_with_no_human_command(backend, tmp_pat
 
 def _start(server: MlflowServer, workdir: Path, name: str, weeks: int) -> tuple[subprocess.Popen, Path]:
     log = workdir / f"{name}.log"
-    process = subprocess.Popen([sys.executable, "-m", "projects.autopilot", *_arguments(workdir, weeks)], cwd=workdir,
+    process = subprocess.Popen([sys.executable, "-m", "projects.autopilot", *_arguments(workdir, weeks, "serve")], cwd=workdir,
                                env=_env(server), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     return process, log
 
@@ -152,6 +193,9 @@ def test_a_second_autopilot_waits_and_resumes_the_cycle_of_one_killed_mid_step(t
         _wait(curating, "week 0's curate step")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
+        serving = _serving_urls(first_log.read_text())
+        assert serving, first_log.read_text()[-3000:]
+        _wait(lambda: not _answers(serving[-1]), "the killed autopilot's scoring server to go with it", timeout=60)
         assert second.wait(timeout=600) == 0, second_log.read_text()[-6000:]
         told = second_log.read_text()
         assert "lease generation 2" in told, told[-3000:]

@@ -176,3 +176,22 @@ def test_mining_a_window_queues_the_planted_slice_first_after_flags():
     assert {str(s) for s in mined.search.slices if s.level == 2} >= {"weather=rain and light=night"}
     assert reason_counts(mined.queue)["slice"] >= 15
     assert mine_window(frame.iloc[:0]).queue.empty
+
+
+def test_random_selection_spends_the_same_budget_on_unlabelled_rows_without_a_reason():
+    """The control arm: the planted slice and the flag are still there, the queue ignores them —
+    a uniform sample of the unlabelled rows, the same for the same seed, a different one for another."""
+    frame = served(3000, seed=7, label=[None] * 1000 + ["cat"] * 2000)
+    frame.loc[10, "flag"] = "wrong"
+    mined = mine_window(frame, champion_run_id="champ", fraction=0.02, seed=0, selection="random")
+    assert mined.budget == 60 and len(mined.queue) == 60
+    assert set(mined.picks) == {reasons.RANDOM} and (mined.queue["reasons"] == "random").all()
+    assert mined.queue["label"].isna().all() and mined.queue["slice"].eq("").all()
+    again = mine_window(frame, champion_run_id="champ", fraction=0.02, seed=0, selection="random")
+    other = mine_window(frame, champion_run_id="champ", fraction=0.02, seed=1, selection="random")
+    assert again.queue["request_id"].tolist() == mined.queue["request_id"].tolist()
+    assert other.queue["request_id"].tolist() != mined.queue["request_id"].tolist()
+    ranks = reasons.random_rows(served(4000, seed=3), seed=5).index.to_numpy()
+    assert abs(np.mean(ranks[:400]) - 1999.5) < 4 * 1155 / math.sqrt(400)  # the first tenth: no drift in the order
+    with pytest.raises(ValueError, match="selection must be one of"):
+        mine_window(frame, selection="loudest")
