@@ -10,7 +10,11 @@ Three arms see the same simulated traffic (``projects.autopilot.simulate.Season`
 * ``loop``: ``mlflow run . -e autopilot`` — mine by reason, label, curate, retrain, the gate;
 * ``random``: the same autopilot with ``-P selection=random``: the same label budget spent on rows
   drawn at random (no slice rows, so no hard cases either);
-* ``none``: no loop — the week-0 champion (the loop arm's bootstrap version) scores every week.
+* ``none``: no loop — the week-0 champion (the loop arm's bootstrap version) scores every week;
+* ``ceiling``: not a loop but the yardstick — the same network trained on ``--train-size`` fully
+  labelled scenes of the rainy season itself (at 2,000 scenes a week, four weeks of traffic, every
+  row labelled), scoring every week. It shows how much of the rain gap any data can close: in the
+  scene generator rain is harder than clear weather for every model.
 
 Each autopilot arm gets its own gated ``mlflow server`` (SQLite, its own inference log), so the
 arms share no evaluation set: the loop's hard cases never guard the random arm's candidates. Once
@@ -46,7 +50,7 @@ sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 from _common import ResultFile, machine_lines  # noqa: E402
 from servers import MlflowServer  # noqa: E402
 
-from projects.autopilot.cycles import TAG_CYCLE, TAG_OUTPUT, TAG_STEP, TAG_WEEK  # noqa: E402
+from projects.autopilot.cycles import TAG_CYCLE, TAG_OUTPUT, TAG_STATE, TAG_STEP, TAG_TRIGGER, TAG_WEEK  # noqa: E402
 from registry_hooks.inference_records import LOG_ENV, OFF  # noqa: E402
 
 MODEL = "road-scenes"
@@ -137,9 +141,11 @@ def read_weeks(url: str, week_size: int) -> tuple[list[dict], str]:
     weeks, bootstrap = [], None
     for cycle in sorted(cycles, key=lambda r: int(r.data.tags[TAG_CYCLE])):
         steps = _outputs(client, experiment_id, cycle.info.run_id)
-        if not cycle.data.tags.get(TAG_WEEK):
+        if cycle.data.tags.get(TAG_TRIGGER) == "bootstrap":
             bootstrap = steps["retrain"]["version"]
             continue
+        if cycle.data.tags.get(TAG_STATE) != "done":
+            continue  # still running (read while the autopilot works)
         traffic, retrained = steps["traffic"], steps.get("retrain")
         asked = steps.get("label", {}).get("asked", 0)
         weeks.append({
@@ -173,6 +179,29 @@ def no_loop(url: str, version: str, args: argparse.Namespace) -> list[dict]:
     return weeks
 
 
+def ceiling(args: argparse.Namespace, folder: Path) -> list[dict]:
+    """The ceiling arm (module docstring): trained in this process on its own SQLite store."""
+    import mlflow
+
+    from projects.autopilot import simulate
+    from projects.scenes import generate
+    from projects.train import train
+    from projects.train_config import Hyperparameters, TrainConfig, Tracking
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'ceiling.db'}")
+    data = generate(args.train_size, simulate.RAINY_SEASON, seed=args.seed * 1000 + 7)  # no week's seed
+    trained = train(data, TrainConfig(Hyperparameters(epochs=args.epochs, seed=args.seed), Tracking(registered_model="ceiling")))
+    model = mlflow.pyfunc.load_model(f"models:/ceiling/{trained.version}")
+    season = simulate.Season(args.weeks, args.week_size, args.shift_week, args.seed)
+    weeks = []
+    for week in range(args.weeks):
+        scenes = season.scenes(week)
+        found = simulate.week_metrics(scenes, simulate.predict(model, scenes))
+        weeks.append({"week": week, "mix": season.mix(week).name, "champion": "ceiling",
+                      **{s: found.get(f"accuracy_{s}") for s in SLICES}, "labels": len(data), "label_share": None})
+    return weeks
+
+
 def goal(weeks: list[dict], shift: int) -> dict:
     """The issue's goal on one arm: the first week after the shift where rain is within 2 points of
     clear (and stays within for the rest), how many weeks that took, the largest label share."""
@@ -182,9 +211,18 @@ def goal(weeks: list[dict], shift: int) -> dict:
     rain_after = [w["rain"] for w in after]
     return {"rain_back_in_week": back, "weeks_after_shift": None if back is None else back - shift,
             "met_within_3_weeks": back is not None and back - shift <= GOAL_WEEKS,
-            "max_label_share": max((w["label_share"] for w in weeks), default=0.0),
+            "max_label_share": max((w["label_share"] or 0.0 for w in weeks), default=0.0),
             "mean_rain_after_shift": sum(rain_after) / len(rain_after) if rain_after else None,
             "mean_gap_after_shift": (sum(w["clear"] - w["rain"] for w in after) / len(after)) if after else None}
+
+
+def gap_closed(weekly: dict[str, list[dict]], shift: int) -> dict[str, float | None]:
+    """Per arm, the share of the no-loop arm's rain gap to the ceiling closed, over the weeks after
+    the shift (0: no better than no loop, 1: as good as the ceiling)."""
+    after = range(shift, len(weekly["none"]))
+    gap = sum(weekly["ceiling"][w]["rain"] - weekly["none"][w]["rain"] for w in after)
+    return {arm: (sum(weekly[arm][w]["rain"] - weekly["none"][w]["rain"] for w in after) / gap if gap > 0 else None)
+            for arm in ("loop", "random")}
 
 
 def chart(arms: dict[str, list[dict]], shift: int, path: Path) -> None:
@@ -194,7 +232,8 @@ def chart(arms: dict[str, list[dict]], shift: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    styles = {"loop": ("tab:green", "-"), "random": ("tab:orange", "-"), "none": ("tab:gray", "--")}
+    styles = {"loop": ("tab:green", "-"), "random": ("tab:orange", "-"), "none": ("tab:gray", "--"),
+              "ceiling": ("tab:purple", ":")}
     for name, weeks in arms.items():
         colour, line = styles[name]
         x = [w["week"] for w in weeks]
@@ -223,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arm {name}: {args.weeks} weeks …", flush=True)
         arms[name] = run_arm(name, selection, args, folder / name, policy)
         print(f"arm {name}: {arms[name]['seconds']} s", flush=True)
-    weekly = {"loop": arms["loop"]["weeks"], "random": arms["random"]["weeks"], "none": arms["loop"]["no_loop"]}
+    print("ceiling: training on the rainy season …", flush=True)
+    weekly = {"loop": arms["loop"]["weeks"], "random": arms["random"]["weeks"], "none": arms["loop"]["no_loop"],
+              "ceiling": ceiling(args, folder)}
     print(f"{'week':>4} {'arm':<7} " + " ".join(f"{s:>10}" for s in SLICES) + f" {'labels':>7}  verdict")
     for week in range(args.weeks):
         for name, weeks in weekly.items():
@@ -231,13 +272,15 @@ def main(argv: list[str] | None = None) -> int:
             cells = " ".join(f"{w[s]:>10.3f}" if w[s] is not None else f"{'-':>10}" for s in SLICES)
             print(f"{week:>4} {name:<7} {cells} {w['labels']:>7}  {w.get('verdict', '')} {w.get('reason', '')[:80]}")
     goals = {name: goal(weeks, args.shift_week) for name, weeks in weekly.items()}
+    closed = gap_closed(weekly, args.shift_week)
     for name, found in goals.items():
         print(f"goal {name}: {found}")
+    print(f"share of the rain gap between no loop and the ceiling closed after the shift: {closed}")
     chart(weekly, args.shift_week, CHART if not args.quick else folder / "season.png")
     for line in machine_lines(("torch", "mlflow", "evidently")):
         print(line)
     figures = {"parameters": {k: v for k, v in vars(args).items() if k != "keep"}, "policy": "projects/road_scenes_policy.yaml "
-               "with drift.mode warn", "weeks": weekly, "goal": goals,
+               "with drift.mode warn", "weeks": weekly, "goal": goals, "gap_closed": closed,
                "seconds": {name: arm["seconds"] for name, arm in arms.items()},
                "bootstrap_version": arms["loop"]["bootstrap_version"]}
     print(f"wrote {result.write(figures)}")

@@ -368,9 +368,54 @@ def attempts(results: Path) -> str:
                                   f"level {figures['nominal_level']:g}. ") + provenance({"attempts": record})
 
 
+ARMS = ("loop", "random", "none", "ceiling")
+
+
+def _arms(week: dict[str, dict], key: str) -> str:
+    return " / ".join("—" if week[arm].get(key) is None else f"{week[arm][key]:.3f}" for arm in ARMS)
+
+
+def _decision(week: dict) -> str:
+    if week.get("verdict") in (None, "no trigger"):
+        return "no trigger"
+    reason = week.get("reason", "").split(":")[0] if week["verdict"] != "promote" else ""
+    return f"v{week['candidate']} {week['verdict']}" + (f" ({reason})" if reason else "")
+
+
+def season(results: Path) -> str:
+    """Per simulated week: the serving champion's accuracy in each arm (loop / random / no loop /
+    ceiling), the loop's labels and each autopilot's decision; then the issue's goal per arm and
+    the share of the rain gap to the ceiling each loop closed."""
+    record = load(results, "season")
+    if record is None:
+        return NOT_MEASURED
+    figures = record["figures"]
+    arms = figures["weeks"]
+    rows = []
+    for index, loop in enumerate(arms["loop"]):
+        week = {arm: arms[arm][index] for arm in arms}
+        rows.append([str(loop["week"]), loop["mix"].replace("_", " "), f"{loop['clear']:.3f}", _arms(week, "rain"),
+                     _arms(week, "green_cone"), _arms(week, "all"), f"{loop['labels']} ({pct(loop['label_share'])})",
+                     _decision(loop), _decision(week["random"])])
+    named = "loop / random / none / ceiling"
+    weekly = table(["week", "traffic", "clear (loop)", f"rain: {named}", f"green cones: {named}", f"all: {named}",
+                    "labels (loop)", "loop's decision", "random's decision"], rows)
+    goals = []
+    for arm, found in figures["goal"].items():
+        back = "never" if found["rain_back_in_week"] is None else f"week {found['rain_back_in_week']}"
+        closed = figures["gap_closed"].get(arm)
+        share = "all of its training set" if arm == "ceiling" else pct(found["max_label_share"])
+        goals.append([arm, back, "yes" if found["met_within_3_weeks"] else "**no**", f"{found['mean_rain_after_shift']:.3f}",
+                      f"{100 * found['mean_gap_after_shift']:.1f} points", "—" if closed is None else pct(closed), share])
+    goal = table(["arm", "rain within 2 points of clear from", "within 3 weeks of the shift", "mean rain accuracy after "
+                  "the shift", "mean clear − rain gap after the shift", "rain gap to the ceiling closed", "largest weekly "
+                  "label share"], goals)
+    return "\n\n".join([weekly, goal, f"Command: `{record['command']}`. " + provenance({"season": record})])
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
-    "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages,
+    "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages, "season": season,
 }
 
 
