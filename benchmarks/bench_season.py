@@ -18,12 +18,9 @@ Three arms see the same simulated traffic (``projects.autopilot.simulate.Season`
 
 Each autopilot arm gets its own gated ``mlflow server`` (SQLite, its own inference log), so the
 arms share no evaluation set: the loop's hard cases never guard the random arm's candidates. Once
-started, no command is given until the weeks are done. The policy is the shipped
-``projects/road_scenes_policy.yaml`` with one change, ``drift.mode: warn``: a loop that adds a few
-percent of a week's traffic to its training data cannot make that data look like the rainy season
-for months, so under ``block`` every candidate after the shift is refused for weather drift — the
-drift is what the loop reacts to, not a reason to keep the model that fails on it (said so in the
-README).
+started, no command is given until the weeks are done. The policy is
+``projects/autopilot_policy.yaml``: the reference task's policy with drift warning instead of
+blocking (the file says why).
 
 Per week and arm: the serving champion's accuracy on that week's traffic, overall and on rain,
 clear, night and green cones (measured before the week's own retrain: a promotion shows the week
@@ -56,6 +53,7 @@ from registry_hooks.inference_records import LOG_ENV, OFF  # noqa: E402
 MODEL = "road-scenes"
 SLICES = ("all", "clear", "rain", "night", "green_cone")
 CHART = REPO / "docs" / "season.png"
+POLICY = REPO / "projects" / "autopilot_policy.yaml"
 QUICK = {"weeks": 3, "week_size": 400, "shift_week": 1, "budget": 0.1, "train_size": 1200, "eval_size": 1000,
          "epochs": 2, "min_support": 20}
 GOAL_POINTS, GOAL_WEEKS, GOAL_SHARE = 0.02, 3, 0.05
@@ -84,13 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def policy_file(folder: Path, quick: bool) -> Path:
-    """The shipped policy, drift warning instead of blocking (the module docstring says why);
-    ``quick``: first releases from 30 % accuracy too (two epochs on a small set: a smoke run of
-    the benchmark, not of the model)."""
+    """The autopilot's policy; ``quick``: first releases from 30 % accuracy too (two epochs on a
+    small set: a smoke run of the benchmark, not of the model)."""
     import yaml
 
-    policy = yaml.safe_load((REPO / "projects" / "road_scenes_policy.yaml").read_text())
-    policy["defaults"]["drift"]["mode"] = "warn"
+    policy = yaml.safe_load(POLICY.read_text())
     if quick:
         policy["defaults"]["first_release"] = [{"metric": "accuracy", "min": 0.3}]
     path = folder / "policy.yaml"
@@ -163,19 +159,23 @@ def no_loop(url: str, version: str, args: argparse.Namespace) -> list[dict]:
     """The week-0 champion scoring every week's traffic (not logged): the arm without a loop."""
     import mlflow.pyfunc
 
-    from projects.autopilot import simulate
-
     os.environ[LOG_ENV] = OFF
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     mlflow.set_tracking_uri(url)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    return scored_weeks(mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}"), args, version, 0, 0.0)
+
+
+def scored_weeks(model, args: argparse.Namespace, champion: str, labels: int, share: float | None) -> list[dict]:
+    """Every week's traffic scored by ``model`` (a loaded pyfunc, not logging), as ``read_weeks`` reports a week."""
+    from projects.autopilot import simulate
+
     season = simulate.Season(args.weeks, args.week_size, args.shift_week, args.seed)
     weeks = []
     for week in range(args.weeks):
         scenes = season.scenes(week)
         found = simulate.week_metrics(scenes, simulate.predict(model, scenes))
-        weeks.append({"week": week, "mix": season.mix(week).name, "champion": version,
-                      **{s: found.get(f"accuracy_{s}") for s in SLICES}, "labels": 0, "label_share": 0.0})
+        weeks.append({"week": week, "mix": season.mix(week).name, "champion": champion,
+                      **{s: found.get(f"accuracy_{s}") for s in SLICES}, "labels": labels, "label_share": share})
     return weeks
 
 
@@ -191,15 +191,7 @@ def ceiling(args: argparse.Namespace, folder: Path) -> list[dict]:
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'ceiling.db'}")
     data = generate(args.train_size, simulate.RAINY_SEASON, seed=args.seed * 1000 + 7)  # no week's seed
     trained = train(data, TrainConfig(Hyperparameters(epochs=args.epochs, seed=args.seed), Tracking(registered_model="ceiling")))
-    model = mlflow.pyfunc.load_model(f"models:/ceiling/{trained.version}")
-    season = simulate.Season(args.weeks, args.week_size, args.shift_week, args.seed)
-    weeks = []
-    for week in range(args.weeks):
-        scenes = season.scenes(week)
-        found = simulate.week_metrics(scenes, simulate.predict(model, scenes))
-        weeks.append({"week": week, "mix": season.mix(week).name, "champion": "ceiling",
-                      **{s: found.get(f"accuracy_{s}") for s in SLICES}, "labels": len(data), "label_share": None})
-    return weeks
+    return scored_weeks(mlflow.pyfunc.load_model(f"models:/ceiling/{trained.version}"), args, "ceiling", len(data), None)
 
 
 def goal(weeks: list[dict], shift: int) -> dict:
@@ -279,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     chart(weekly, args.shift_week, CHART if not args.quick else folder / "season.png")
     for line in machine_lines(("torch", "mlflow", "evidently")):
         print(line)
-    figures = {"parameters": {k: v for k, v in vars(args).items() if k != "keep"}, "policy": "projects/road_scenes_policy.yaml "
-               "with drift.mode warn", "weeks": weekly, "goal": goals, "gap_closed": closed,
+    figures = {"parameters": {k: v for k, v in vars(args).items() if k != "keep"}, "policy": str(POLICY.relative_to(REPO)), "weeks": weekly, "goal": goals, "gap_closed": closed,
                "seconds": {name: arm["seconds"] for name, arm in arms.items()},
                "bootstrap_version": arms["loop"]["bootstrap_version"]}
     print(f"wrote {result.write(figures)}")

@@ -8,6 +8,7 @@ parameter may arrive as) is accepted as the integer it names.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,24 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def number_in(low: float, high: float, what: str, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``);
+    ``what`` names it in the message ("seconds", "a fraction", ...). NaN and inf never pass."""
+    bracket = "(" if low_open else "["
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} in {bracket}{low:g}, {high:g}], got {text!r}")
+        return value
+
+    parse.__name__ = what
     return parse
 
 

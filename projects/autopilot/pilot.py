@@ -1,4 +1,5 @@
-"""The autopilot's loop: a cycle per simulated week, each step a run, promotion only through the gate.
+"""The autopilot's loop: a cycle per simulated week (or per wake-up, live), each step a run,
+promotion only through the gate.
 
 A cycle (``projects.autopilot.cycles``) is one week: ``traffic`` (the week's scenes scored by the
 champion and logged — in this process, or by ``mlflow models serve`` restarted on each new champion), ``trigger`` (drift of the week's logged window against the champion's
@@ -8,6 +9,15 @@ labeller answers the queue through the gate) → ``curate`` (labelled rows into 
 version; slice rows into the hard-case set) → ``retrain`` (train on it, then drift, evaluation on
 the registered sets, verification and the gate's decision: ``projects.retrain.judge``). Without a
 champion the first cycle is a bootstrap ``retrain`` on summer data.
+
+Live (``simulate_weeks`` 0) a cycle starts every ``every_s`` seconds on the real log: ``window``
+(its last ``window_days``), ``trigger`` (the same three, the schedule in real time), and when one
+fires ``curate`` (the newest earlier queue, with the labels people gave on it since) →
+``retrain`` (when that grew the training set) → ``mine`` (a new queue for people to label with
+``gatekeeper feedback import``). People stand in for the simulated labeller, so a cycle never
+waits for them: what they label between two cycles is used by the second. A queue is curated by
+the first cycle after it (a label given later goes to no training set: mine puts such rows up
+again only as high-loss rows). Live mode needs a champion: it watches a model in production.
 
 Everything a restarted autopilot needs is in the runs: the week a cycle belongs to, the
 training-set version the last curation made, the last retrain's week. The lease
@@ -31,6 +41,7 @@ from projects.mine.run import CHAMPION_ALIAS
 from registry_hooks.contract import STEP_ENV, TAG_VERDICT
 
 EXPERIMENT = "autopilot"
+LIVE = "live"  # the trigger tag of a live cycle ("bootstrap", "week N" in simulation)
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,7 @@ class PilotConfig:
     shift_week: int = 2
     budget: float = 0.02
     selection: str = "reasons"  # "random": the control arm of benchmarks/bench_season.py
-    serving: str = "in-process"  # or "serve": traffic through `mlflow models serve` (projects.autopilot.serving)
+    serving: str = "serve"  # traffic through `mlflow models serve` (projects.autopilot.serving), or "in-process"
     min_new_labels: int = 50
     schedule_weeks: int = 4
     train_size: int = 8000
@@ -52,6 +63,14 @@ class PilotConfig:
     ttl_s: int = 60
     seed: int = 0
     data_dir: str = "data/autopilot"
+    every_s: int = 3600  # live: seconds from one cycle's start to the next
+    cycles: int = 0  # live: stop after this many cycles (0: until stopped)
+    window_days: float = 7.0  # live: the window each cycle reads
+    training_set: str = ""  # live: the version folder to grow, until a cycle has curated or trained one
+
+    @property
+    def live(self) -> bool:
+        return self.simulate_weeks == 0
 
     def retrain_config(self):
         from projects.retrain import RetrainConfig
@@ -84,6 +103,9 @@ class Pilot:
             if reopened is not None:
                 self.say(f"resuming cycle {reopened.number} (done: {', '.join(reopened.done) or 'nothing'})")
                 self._cycle(reopened)
+            if self.config.live:
+                self._watch()
+                return
             if self._champion() is None:
                 self._cycle(self.book.start(self.book.last_number() + 1, "bootstrap", self.parent_run_id))
             while (week := self._next_week()) < self.config.simulate_weeks:
@@ -92,7 +114,44 @@ class Pilot:
             self.server.stop()
             self.lease.release()
 
+    def _watch(self) -> None:
+        """Live: a cycle every ``every_s`` seconds (the lease renewed meanwhile), ``cycles`` of them."""
+        import time
+
+        if self._champion() is None:
+            raise RuntimeError(f"live mode watches a model in production, and {self.config.registered_model} has no "
+                               f"@{CHAMPION_ALIAS}: promote a first version (mlflow run . -e retrain)")
+        done = 0
+        while True:
+            started = time.monotonic()
+            self._cycle(self.book.start(self.book.last_number() + 1, LIVE, self.parent_run_id))
+            done += 1
+            if self.config.cycles and done >= self.config.cycles:
+                return
+            time.sleep(max(0.0, self.config.every_s - (time.monotonic() - started)))
+
+    def _live_cycle(self, cycle: Cycle) -> None:
+        seen = self._step(cycle, "window", lambda: self._live_window(cycle))
+        verdict = "empty window"
+        if seen["rows"]:
+            fired = self._step(cycle, "trigger", lambda: self._trigger(seen, None))
+            verdict = "no trigger"
+            if fired["why"]:
+                earlier = self._latest("mine")
+                verdict = "no queue yet: mined one for people to label"
+                if earlier is not None:
+                    curated = self._step(cycle, "curate", lambda: self._curate(earlier))
+                    verdict = "no new labels on the last queue"
+                    if curated["changed"]:
+                        verdict = self._step(cycle, "retrain", lambda: self._retrain(curated, fired, None))["verdict"]
+                self._step(cycle, "mine", lambda: self._mine(seen, cycle.number))
+        self.book.finish(cycle, {TAG_VERDICT: verdict})
+        self.say(f"cycle {cycle.number} (live): {verdict}")
+
     def _cycle(self, cycle: Cycle) -> None:
+        if cycle.trigger == LIVE:
+            self._live_cycle(cycle)
+            return
         if cycle.trigger == "bootstrap":
             outputs = self._step(cycle, "retrain", self._bootstrap)
             self.book.finish(cycle, {TAG_VERDICT: outputs["verdict"]})
@@ -102,13 +161,13 @@ class Pilot:
             return
         week = int(cycle.trigger.split()[-1])
         seen = self._step(cycle, "traffic", lambda: self._traffic(week))
-        fired = self._step(cycle, "trigger", lambda: self._trigger(week, seen))
+        fired = self._step(cycle, "trigger", lambda: self._trigger(seen, week))
         verdict = "no trigger"
         if fired["why"]:
-            queue = self._step(cycle, "mine", lambda: self._mine(seen))
+            queue = self._step(cycle, "mine", lambda: self._mine(seen, week))
             self._step(cycle, "label", lambda: self._label(queue))
             curated = self._step(cycle, "curate", lambda: self._curate(queue))
-            verdict = self._step(cycle, "retrain", lambda: self._retrain(curated, fired))["verdict"]
+            verdict = self._step(cycle, "retrain", lambda: self._retrain(curated, fired, week))["verdict"]
         self.book.finish(cycle, {TAG_VERDICT: verdict, TAG_WEEK: str(week)})
         self.say(f"week {week}: {verdict}")
 
@@ -176,22 +235,35 @@ class Pilot:
             score = simulate.in_process(f"models:/{self.config.registered_model}/{champion.version}")
         seen = simulate.traffic(self.season, week, score, self.data / "answer-keys")
         mlflow.log_metrics({k: v for k, v in seen.items() if k.startswith("accuracy_")})
-        return seen | {"champion": champion.version, "served_by": self.server.url if self.config.serving == "serve" else "pyfunc"}
+        return seen | {"champion": champion.version, "name": f"week-{week:03d}",
+                       "served_by": self.server.url if self.config.serving == "serve" else "pyfunc"}
+
+    def _live_window(self, cycle: Cycle) -> dict[str, Any]:
+        """The log's last ``window_days`` up to now, as the champion now serving it."""
+        from registry_hooks.inference_records import REQUEST_ID, read_window
+
+        end = dt.datetime.now(dt.timezone.utc)
+        start = end - dt.timedelta(days=self.config.window_days)
+        rows = read_window(start, end, columns=[REQUEST_ID]).num_rows
+        return {"start": start.isoformat(), "end": end.isoformat(), "rows": rows, "champion": self._champion().version,
+                "name": f"live-{cycle.number:05d}"}
 
     def _window(self, seen: dict[str, Any]) -> Path:
-        """The week's logged window as a table drift and the judge read: ``windows/week-NNN/data.parquet``."""
+        """The cycle's logged window as a table drift and the judge read: ``windows/<name>/data.parquet``
+        (``week-NNN`` simulated, ``live-NNNNN`` live)."""
         from projects.retrain import DRIFT_COLUMNS
         from projects.scenes import DATA_FILE
         from registry_hooks.inference_records import read_window
 
-        folder = self.data / "windows" / f"week-{seen['week']:03d}"
+        folder = self.data / "windows" / seen["name"]
         folder.mkdir(parents=True, exist_ok=True)
         table = read_window(dt.datetime.fromisoformat(seen["start"]), dt.datetime.fromisoformat(seen["end"]),
                             columns=DRIFT_COLUMNS).to_pandas()
         table.to_parquet(folder / DATA_FILE, index=False)
         return folder
 
-    def _trigger(self, week: int, seen: dict[str, Any]) -> dict[str, Any]:
+    def _trigger(self, seen: dict[str, Any], week: int | None) -> dict[str, Any]:
+        """Which triggers fire on the cycle's window; ``week`` None: live, the schedule in real time."""
         from projects import drift
         from projects.retrain import DRIFT_COLUMNS
         from projects.scenes import DATA_FILE
@@ -208,12 +280,15 @@ class Pilot:
         labels = len(self.gate.feedback(self.config.registered_model, created_since=since)) if since else 0
         if labels >= self.config.min_new_labels:
             why.append(f"{labels} new labels")
-        last_week = last.get("week", -1) if last else -1
-        if week - last_week >= self.config.schedule_weeks:
-            why.append(f"schedule: {week - last_week} weeks since the last retrain")
+        if week is not None:
+            elapsed = week - (last["week"] if last and last.get("week") is not None else -1)
+        else:
+            elapsed = (dt.datetime.now(dt.timezone.utc) - since).total_seconds() / (7 * 86400) if since else float("inf")
+        if elapsed >= self.config.schedule_weeks:
+            why.append(f"schedule: {elapsed:g} weeks since the last retrain")
         return {"why": why, "window": str(window), "drift_run": drifted.run_id}
 
-    def _mine(self, seen: dict[str, Any]) -> dict[str, Any]:
+    def _mine(self, seen: dict[str, Any], seed: int) -> dict[str, Any]:
         from projects.mine.run import MineRequest, mine
         from projects.mine.slices import SliceOptions
 
@@ -221,7 +296,7 @@ class Pilot:
             registered_model=self.config.registered_model, end=dt.datetime.fromisoformat(seen["end"]),
             window_days=(dt.datetime.fromisoformat(seen["end"]) - dt.datetime.fromisoformat(seen["start"])).total_seconds() / 86400,
             fraction=self.config.budget, candidate="none", feedback="", log="", out=self.data / "queues",
-            seed=self.config.seed + seen["week"], options=SliceOptions(min_support=self.config.min_support),
+            seed=self.config.seed + seed, options=SliceOptions(min_support=self.config.min_support),
             selection=self.config.selection)
         outcome = mine(request)
         return {"queue": str(outcome.folder), "rows": len(outcome.mined.queue), "run_id": outcome.run_id}
@@ -236,14 +311,17 @@ class Pilot:
     def _curate(self, queue: dict[str, Any]) -> dict[str, Any]:
         from projects.curate.run import CurateRequest, curate
 
-        base = (self._latest("curate") or self._latest("retrain") or {})["training_set"]
+        base = (self._latest("curate") or self._latest("retrain") or {}).get("training_set") or self.config.training_set
+        if not base:
+            raise RuntimeError("no training set to grow: no cycle has curated or trained one yet; name the champion's "
+                               "training-set version folder with --training-set")
         outcome = curate(CurateRequest(queue=Path(queue["queue"]), base=Path(base), registered_model=self.config.registered_model,
                                        feedback="", out=self.data / "train", hard_cases="hard-cases", min_labels=1))
         hard = outcome.hard_cases
         return {"training_set": str(outcome.path), "changed": outcome.changed, "rows": outcome.manifest.get("n"),
                 "hard_cases": hard.registered.get("version") if hard else None, "run_id": outcome.run_id}
 
-    def _retrain(self, curated: dict[str, Any], fired: dict[str, Any]) -> dict[str, Any]:
+    def _retrain(self, curated: dict[str, Any], fired: dict[str, Any], week: int | None) -> dict[str, Any]:
         from projects.retrain import CycleResult, evaluation_version, judge, tune_and_train
 
         import mlflow
@@ -254,6 +332,5 @@ class Pilot:
         tune_and_train(config, train_dir, train_dir.name, result)
         judge(config, self.gate, result, evaluation_version(self.data, self.config.eval_size), Path(fired["window"]),
               register_window=False, out=self.out)
-        week = int(Path(fired["window"]).name.split("-")[-1])
         return {"version": result.version, "verdict": result.verdict, "reasons": result.reasons[:5],
                 "training_set": str(train_dir), "week": week, "finished": dt.datetime.now(dt.timezone.utc).isoformat()}

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 
 from benchmarks.servers import MlflowServer
 from gatekeeper_cli.client import GatekeeperClient
-from projects.autopilot.cycles import TAG_CYCLE, TAG_OUTPUT, TAG_STATE, TAG_STEP, TAG_WEEK
+from projects.autopilot.cycles import TAG_CYCLE, TAG_OUTPUT, TAG_STATE, TAG_STEP, TAG_TRIGGER, TAG_WEEK
 from registry_hooks.inference_records import LOG_ENV
 from tests.support.webhooks import SECRET, Receiver
 
@@ -212,3 +212,69 @@ def test_a_second_autopilot_waits_and_resumes_the_cycle_of_one_killed_mid_step(t
         assert all(p.signed() for p in posted)  # as MLflow's own webhooks are signed
         assert sorted(p.json["data"]["decision_id"] for p in posted) == sorted(d["id"] for d in decisions)
     receiver.stop()
+
+
+TRAFFIC = """
+import sys
+from pathlib import Path
+from projects.autopilot import simulate
+season = simulate.Season(2, 600, shift_week=0, seed=5)
+simulate.traffic(season, 1, simulate.in_process(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def _autopilot(server: MlflowServer, workdir: Path, *arguments: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "projects.autopilot", *arguments], cwd=workdir, env=_env(server),
+                            capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def _live_cycle(client: MlflowClient, number: int) -> tuple[object, dict[str, dict]]:
+    experiment_id = client.get_experiment_by_name("autopilot").experiment_id
+    cycle = _cycles(client, experiment_id)[number]
+    steps = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{cycle.info.run_id}'", max_results=100)
+    return cycle, {s.data.tags[TAG_STEP]: json.loads(s.data.tags[TAG_OUTPUT]) for s in steps}
+
+
+def test_live_mode_mines_the_newest_window_and_curates_what_people_labelled(tmp_path):
+    """Live (``--simulate-weeks 0``): a cycle reads the log's last window; drift fires; with no
+    fresh labels it only mines a queue; people label it (here: from the answer key, through the
+    gate); the next cycle curates those labels into the training set, retrains, and the gate
+    decides — then mines again."""
+    from projects.autopilot import simulate
+
+    live = [*_arguments(tmp_path, 0, "in-process"), "--cycles", "1", "--window-days", "0.5"]
+    with _server(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}") as server:
+        refused = subprocess.run([sys.executable, "-m", "projects.autopilot", *live], cwd=tmp_path, env=_env(server),
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and "live mode watches a model in production" in refused.stderr, refused.stderr[-2000:]
+        _autopilot(server, tmp_path, *_arguments(tmp_path, 1, "in-process"))  # a champion and its training set
+        gate, client = GatekeeperClient(server.url), MlflowClient(server.url)
+        decided = len(gate.history(MODEL, limit=100))
+        keys, env = tmp_path / "keys", _env(server) | {"GATEKEEPER_LOG_INPUTS": "full", "PYTHONPATH": str(ROOT)}
+        champion = client.get_model_version_by_alias(MODEL, "champion").version
+        subprocess.run([sys.executable, "-c", TRAFFIC, f"models:/{MODEL}/{champion}", str(keys)], cwd=tmp_path, env=env,
+                       check=True, timeout=300)  # rainy traffic from production
+
+        first = _autopilot(server, tmp_path, *live)
+        number = max(_cycles(client, client.get_experiment_by_name("autopilot").experiment_id))
+        cycle, steps = _live_cycle(client, number)
+        assert cycle.data.tags[TAG_TRIGGER] == "live" and f"cycle {number} (live): no new labels" in first, first[-3000:]
+        assert steps["window"]["rows"] >= 600 and any(w.startswith("drift") for w in steps["trigger"]["why"])
+        assert steps["curate"]["changed"] is False and "retrain" not in steps and steps["mine"]["rows"] > 0
+
+        import pandas as pd
+
+        queue = pd.read_parquet(Path(steps["mine"]["queue"]) / "queue.parquet", columns=["request_id"])
+        written = sum(simulate.answer(gate, MODEL, queue, k)["written"] for k in (keys, tmp_path / "data" / "answer-keys"))
+        assert written >= 50  # people labelled the queue between two cycles (the rainy rows and week 0's)
+
+        second = _autopilot(server, tmp_path, *live)
+        cycle, steps = _live_cycle(client, number + 1)
+        assert any(w.endswith("new labels") for w in steps["trigger"]["why"]), steps["trigger"]
+        assert steps["curate"]["changed"] is True and steps["curate"]["rows"] > 0
+        assert steps["retrain"]["version"] and steps["mine"]["queue"] != _live_cycle(client, number)[1]["mine"]["queue"]
+        assert f"cycle {number + 1} (live): {steps['retrain']['verdict']}" in second
+        assert len(gate.history(MODEL, limit=100)) == decided + 1  # the new candidate, judged by the gate once

@@ -561,3 +561,13 @@ def test_evaluation_min_rows_refuses_what_it_cannot_apply(min_rows, fragment):
 def test_set_min_rows_is_not_a_file_key():
     with pytest.raises(PolicyError, match="unknown key.*set_min_rows"):
         Policy.from_dict({"defaults": {"evaluation": {"sets": ["golden"], "set_min_rows": [["golden", 5]]}}})
+
+
+def test_the_autopilots_policy_is_the_reference_policy_with_drift_warning():
+    """Two shipped files, one difference (projects/autopilot_policy.yaml says why): a rule
+    changed in one and not the other would be a silent fork."""
+    projects = Path(__file__).resolve().parents[2] / "projects"
+    loop = Policy.load(projects / "autopilot_policy.yaml").default.to_dict()
+    reference = Policy.load(projects / "road_scenes_policy.yaml").default.to_dict()
+    assert loop["drift"].pop("mode") == "warn" and reference["drift"].pop("mode") == "block"
+    assert loop == reference
