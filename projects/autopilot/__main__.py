@@ -77,10 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     from gatekeeper_cli.client import GatekeeperClient
     from projects.autopilot.lease import LeaseLost
     from registry_hooks.contract import is_server_uri
+    from registry_hooks.inference_records import LOG_ENV, OFF, root_from_env
 
     uri = mlflow.get_tracking_uri()
     if not is_server_uri(uri):
         print(f"autopilot: needs a gated server (MLFLOW_TRACKING_URI=http://…), got {uri!r}", file=sys.stderr)
+        return 2
+    if root_from_env() is None:
+        print(f"autopilot: reads what production saw from the inference log, and {LOG_ENV} is '{OFF}'", file=sys.stderr)
         return 2
     os.environ.setdefault("GATEKEEPER_LOG_INPUTS", "full")  # curation needs the pixels of the rows labelled
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from registry_hooks.inference_records import LOG_ENV, REQUEST_ID
+from registry_hooks.inference_records import LOG_ENV, REQUEST_ID, root_from_env
 
 START_TIMEOUT_S = 120
 LOGGED_TIMEOUT_S = 30  # the served model's writer writes a part every 2 s at the latest
@@ -44,6 +44,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux: the server outlives a killed autopilot, as any child would
+
+
+def _absolute(root: str) -> str:
+    """A local log folder made absolute (a URI such as ``s3://…`` as it is)."""
+    return root if "://" in root else str(Path(root).resolve())
 
 
 def _free_port() -> int:
@@ -71,6 +76,7 @@ class ScoringServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("MLFLOW_RUN_ID", None)
+        env[LOG_ENV] = _absolute(root_from_env())  # the server runs in its own folder: the same log, not ./inference-log there
         log = (self.workdir / f"serve-v{version}-{port}.log").open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
@@ -78,7 +84,7 @@ class ScoringServer:
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self.version, self.url = version, f"http://127.0.0.1:{port}"
         self._wait_ready(Path(log.name))
-        self.say(f"serving {uri} at {self.url} (pid {self.process.pid}, logging to {os.environ.get(LOG_ENV, 'the default log')})")
+        self.say(f"serving {uri} at {self.url} (pid {self.process.pid}, logging to {env[LOG_ENV]})")
         return self.url
 
     def _wait_ready(self, log: Path) -> None:

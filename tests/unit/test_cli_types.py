@@ -47,3 +47,18 @@ def test_the_autopilots_command_line():
         with pytest.raises(SystemExit) as info:
             parse(bad)
         assert info.value.code == 2, bad
+
+
+def test_the_autopilot_refuses_to_start_without_the_inference_log(monkeypatch, capsys):
+    """It mines what production logged: with the log off there is nothing to watch (said before
+    anything is asked of the server, which here does not exist)."""
+    import mlflow
+
+    from projects.autopilot.__main__ import main
+
+    monkeypatch.setenv("GATEKEEPER_INFERENCE_LOG", "off")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    mlflow.set_tracking_uri(None)  # read from the environment again
+    assert mlflow.get_tracking_uri() == "http://127.0.0.1:9"
+    assert main(["--simulate-weeks", "1"]) == 2
+    assert "GATEKEEPER_INFERENCE_LOG is 'off'" in capsys.readouterr().err
