@@ -376,10 +376,12 @@ def _arms(week: dict[str, dict], key: str) -> str:
 
 
 def _decision(week: dict) -> str:
+    """``v5 refuse_worse (0.786 vs 0.797)``: the verdict and, for a refusal, the deciding comparison."""
     if week.get("verdict") in (None, "no trigger"):
         return "no trigger"
-    reason = week.get("reason", "").split(":")[0] if week["verdict"] != "promote" else ""
-    return f"v{week['candidate']} {week['verdict']}" + (f" ({reason})" if reason else "")
+    compared = re.search(r"candidate ([\d.]+) vs baseline ([\d.]+)", week.get("reason", ""))
+    detail = f" ({float(compared[1]):.3f} vs {float(compared[2]):.3f})" if compared and week["verdict"] != "promote" else ""
+    return f"v{week['candidate']} {week['verdict']}{detail}"
 
 
 def season(results: Path) -> str:
