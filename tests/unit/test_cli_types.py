@@ -6,11 +6,17 @@ between ``-P budget=nan`` and a loop that labels nothing (or everything)."""
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from projects.autopilot.__main__ import build_parser
 from projects.cli_types import integer_at_least, number_in
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("text, value", [("8000", 8000), ("8000.0", 8000), ("0", 0)])
@@ -49,16 +55,12 @@ def test_the_autopilots_command_line():
         assert info.value.code == 2, bad
 
 
-def test_the_autopilot_refuses_to_start_without_the_inference_log(monkeypatch, capsys):
+def test_the_autopilot_refuses_to_start_without_the_inference_log(tmp_path):
     """It mines what production logged: with the log off there is nothing to watch (said before
     anything is asked of the server, which here does not exist)."""
-    import mlflow
-
-    from projects.autopilot.__main__ import main
-
-    monkeypatch.setenv("GATEKEEPER_INFERENCE_LOG", "off")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    mlflow.set_tracking_uri(None)  # read from the environment again
-    assert mlflow.get_tracking_uri() == "http://127.0.0.1:9"
-    assert main(["--simulate-weeks", "1"]) == 2
-    assert "GATEKEEPER_INFERENCE_LOG is 'off'" in capsys.readouterr().err
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GATEKEEPER_", "PYTEST_"))}
+    env.update(GATEKEEPER_INFERENCE_LOG="off", MLFLOW_TRACKING_URI="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "projects.autopilot", "--simulate-weeks", "1"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "GATEKEEPER_INFERENCE_LOG is 'off'" in result.stderr
