@@ -4,7 +4,8 @@ Why a simulation inside the autopilot: the loop has to be proven end to end — 
 failures mined, labels given, data grown, a candidate judged — without people or a camera. The
 scene generator plays the world: week ``w`` draws ``week_size`` scenes from the season's mix
 (summer, then from ``shift_week`` on the rainy season), the current ``@champion`` scores them as
-production would (``mlflow.pyfunc`` with the inference log on, the pixels kept), and their true
+production would (a real ``mlflow models serve``, or ``mlflow.pyfunc`` in the autopilot: see
+:func:`in_process`; the inference log on, the pixels kept), and their true
 labels go into an answer key only the labeller reads: it answers the queue's requests from it,
 after ``delay_s``, through the gate's feedback API like a person would.
 
