@@ -2,7 +2,8 @@
 promotion only through the gate.
 
 A cycle (``projects.autopilot.cycles``) is one week: ``traffic`` (the week's scenes scored by the
-champion and logged — in this process, or by ``mlflow models serve`` restarted on each new champion), ``trigger`` (drift of the week's logged window against the champion's
+champion and logged — by ``mlflow models serve`` restarted on each new champion, or in this
+process), ``trigger`` (drift of the week's logged window against the champion's
 training data beyond the policy, at least ``min_new_labels`` labels given since the last retrain,
 or ``schedule_weeks`` without one), and when a trigger fires ``mine`` → ``label`` (the simulated
 labeller answers the queue through the gate) → ``curate`` (labelled rows into a new training-set
@@ -229,14 +230,13 @@ class Pilot:
 
         champion = self._champion()
         if self.config.serving == "serve":  # (re)started on the champion: a promotion is rolled out here
-            self.server.serve(champion.version)
-            score = self.server.score
+            served_by, score = self.server.serve(champion.version), self.server.score
         else:
-            score = simulate.in_process(f"models:/{self.config.registered_model}/{champion.version}")
+            served_by, score = "pyfunc", simulate.in_process(f"models:/{self.config.registered_model}/{champion.version}")
         seen = simulate.traffic(self.season, week, score, self.data / "answer-keys")
         mlflow.log_metrics({k: v for k, v in seen.items() if k.startswith("accuracy_")})
         return seen | {"champion": champion.version, "name": f"week-{week:03d}",
-                       "served_by": self.server.url if self.config.serving == "serve" else "pyfunc"}
+                       "served_by": served_by}
 
     def _live_window(self, cycle: Cycle) -> dict[str, Any]:
         """The log's last ``window_days`` up to now, as the champion now serving it."""

@@ -77,13 +77,14 @@ class ScoringServer:
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         env.pop("MLFLOW_RUN_ID", None)
         env[LOG_ENV] = _absolute(root_from_env())  # the server runs in its own folder: the same log, not ./inference-log there
-        log = (self.workdir / f"serve-v{version}-{port}.log").open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
-             "-p", str(port), "-w", "1"], env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        log = self.workdir / f"serve-v{version}-{port}.log"
+        with log.open("w") as out:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
+                 "-p", str(port), "-w", "1"], env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
         self.version, self.url = version, f"http://127.0.0.1:{port}"
-        self._wait_ready(Path(log.name))
+        self._wait_ready(log)
         self.say(f"serving {uri} at {self.url} (pid {self.process.pid}, logging to {env[LOG_ENV]})")
         return self.url
 
