@@ -280,7 +280,7 @@ def _load_models(db_uri: str, key: verification.VerificationKey, registered: eva
 def _rescore(key: verification.VerificationKey, registered: eval_sets.SetVersion, rows: pd.DataFrame,
              positions: np.ndarray, manifest, outcomes: pd.DataFrame, scorers: dict[str, Any]) -> _Answer:
     """Score the sampled rows with every model and compare each logged field."""
-    from projects.evaluate.core import _classes  # evaluate's own rule for the class of each probability column
+    from projects.evaluate.comparisons import classes_of  # evaluate's own rule for the class of each probability column
     from projects.evaluate.scoring import outcomes as fields_of
 
     started = time.perf_counter()
@@ -293,7 +293,7 @@ def _rescore(key: verification.VerificationKey, registered: eval_sets.SetVersion
     comparison = _Comparison()
     comparison.add("label", row_ids, logged["label"].astype(str).to_numpy() != y.astype(str), logged["label"].to_numpy(), y)
     task = manifest.task
-    classes = None if task == "regression" else _classes(outcomes["label"], scorers["candidate"].n_probability_columns)
+    classes = None if task == "regression" else classes_of(outcomes["label"], scorers["candidate"].n_probability_columns)
     for prefix, scorer in scorers.items():
         scores = scorer.scores(task, classes)
         _compare_model(comparison, prefix, fields_of(scores, y, task, classes), scores.proba(), classes, logged,

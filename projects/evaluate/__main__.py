@@ -23,11 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
     parser.add_argument("--batch-size", type=integer_at_least(1), default=20_000)
     parser.add_argument("--data-name", default=None, help="the evaluation data set's name (default: the file name)")
+    parser.add_argument("--engine", default="local", choices=["local", "spark"],
+                        help="local: this process, batch by batch; spark: mlflow.pyfunc.spark_udf on --spark-master")
+    parser.add_argument("--spark-master", default="local[*]", help="any Spark master URL (only with --engine spark)")
     args = parser.parse_args(argv)
     # empty (MLproject's default) means the policy's slices, like leaving the option out
     slices = [s.strip() for s in (args.slices or "").split(",") if s.strip()] or None
     try:
         evaluate(args.model, args.data, args.label, slices, task=args.task, batch_size=args.batch_size,
+                 engine=args.engine, spark_master=args.spark_master,
                  data_name=args.data_name, out=sys.stderr)
     except (EvaluationError, DataError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)

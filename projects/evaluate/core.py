@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from projects.datasets import (
     table_columns,
 )
 from projects.evaluate import report
+from projects.evaluate.comparisons import SLICE_METRIC, classes_of, compare_all, metric_names, model_outcomes
 from projects.evaluate.scoring import EvaluationError, Evaluated, Scorer, infer_task, outcomes
 from projects.model_uri import parse_model_uri
 from projects.run_scope import child_run
@@ -38,10 +41,9 @@ from registry_hooks.baseline import FIRST_RELEASE, ProductionState, find_baselin
 from registry_hooks.contract import NO_BASELINE, TAG_DATA_REFERENCE, TAG_DATA_SOURCE
 from registry_hooks.decision import Baseline
 from registry_hooks.evidence import EvaluatedData, ExampleOutcomes, VersionRef
-from registry_hooks.statistics import METRICS, ModelOutcomes, PairedOutcomes, compare
+from registry_hooks.statistics import PairedOutcomes
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-_SLICE_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 @dataclass
@@ -55,6 +57,18 @@ class EvaluationResult:
     preview: dict[str, Any]
 
 
+ENGINES = ("local", "spark")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the rows are read and scored: ``local`` (this process, one batch at a time) or
+    ``spark`` (``projects.evaluate.spark_engine``, on the Spark cluster ``master`` names)."""
+
+    name: str = "local"
+    master: str = "local[*]"
+
+
 @dataclass(frozen=True)
 class _Asked:
     """What the caller asked for: the ``evaluate`` entry point's parameters."""
@@ -66,6 +80,7 @@ class _Asked:
     task: str
     batch_size: int
     data_name: str | None
+    engine: Engine
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class _Plan:
     baseline: Baseline
     candidate: Scorer
     champion: Scorer | None
+    engine: Engine
 
 
 def _check_columns(columns: dict[str, str], label: str, slices: list[str]) -> None:
@@ -146,70 +162,30 @@ def _check_label_type(dtype: str, task: str) -> None:
         raise EvaluationError("classification needs integer, boolean or string labels, got floats; pass -P task=regression?")
 
 
-def _classes(label: pd.Series, n_probability_columns: int | None) -> np.ndarray:
-    """The class of each probability column: 0..k-1 for non-negative integer labels, else the
-    sorted label values (scikit-learn's ``classes_`` order)."""
-    values = np.unique(label.to_numpy())
-    if values.dtype.kind in "iu" and values.min() >= 0:
-        return np.arange(max(int(values.max()) + 1, n_probability_columns or 0))
-    return values
-
-
-def _metric_names(task: str, fields: dict[str, np.ndarray], n_classes: int | None) -> list[str]:
-    names = ["accuracy", "f1"] if task == "classification" else ["mae", "mse", "rmse"]
-    if "proba_label" in fields:
-        names.append("log_loss")
-    if "score" in fields and n_classes == 2:
-        names.append("roc_auc")
-    return [n for n in names if n in METRICS]
-
-
-def _model_outcomes(fields: dict[str, np.ndarray]) -> ModelOutcomes:
-    return ModelOutcomes(prediction=fields["prediction"], proba_label=fields.get("proba_label"), score=fields.get("score"))
-
-
-def compare_all(paired: PairedOutcomes, metric_names: list[str], slices: dict[str, np.ndarray],
-                slice_metric: str, min_slice: int = 1):
-    """Overall and per-slice comparisons with the gate's statistics (candidate vs itself on first release).
-
-    For this report the label set of class metrics is every value seen (labels and both models'
-    predictions), so a model that predicts a class absent from the labels is still reported;
-    the gate itself judges with the policy's label set.
-    """
-    classes = None
-    if any(METRICS[m].classes for m in [*metric_names, slice_metric]):
-        classes = np.unique(np.concatenate([paired.label, paired.baseline.prediction, paired.candidate.prediction]))
-    overall = {m: compare(m, paired, classes=classes) for m in metric_names}
-    per_slice = {}
-    for column, values in slices.items():
-        for value in np.unique(values):
-            mask = values == value
-            if mask.sum() >= min_slice:
-                try:
-                    per_slice[(column, str(value))] = compare(slice_metric, paired.subset(mask), classes=classes)
-                except ValueError:  # metric undefined on this slice (e.g. one class only)
-                    continue
-    return overall, per_slice
-
-
 # The parameters are the ``evaluate`` entry point's (MLproject, ``python -m projects.evaluate``),
 # one for one, plus where to track and where to print: callers pass them as they would on the
 # command line, so they stay flat here and are grouped (``_Asked``) right below.
 def evaluate(model: str, data, label: str, slices: list[str] | None = None, *, task: str = "auto",
-             batch_size: int = 20_000, data_name: str | None = None, tracking_uri: str | None = None,
-             out=sys.stdout) -> EvaluationResult:
+             batch_size: int = 20_000, data_name: str | None = None, engine: str = "local",
+             spark_master: str = "local[*]", tracking_uri: str | None = None, out=sys.stdout) -> EvaluationResult:
     """Evaluate ``model`` (``models:/NAME/VERSION``) against production on ``data``; log the evidence.
 
     ``data``: a Parquet or CSV path or URI, ``dataset:RUN_ID[/NAME]`` (a dataset a run logged), a
-    DataFrame or an ``mlflow.data`` PandasDataset (see ``projects.table_input``).
+    DataFrame or an ``mlflow.data`` PandasDataset (see ``projects.table_input``). ``engine``:
+    ``local`` or ``spark`` (on ``spark_master``; files only); both log the same evidence.
     Raises :class:`EvaluationError` for any input it cannot use, before anything is logged.
     """
     import mlflow
 
+    if engine not in ENGINES:
+        raise EvaluationError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if not str(spark_master).strip():
+        raise EvaluationError("spark_master is empty: give a Spark master URL such as local[*] or spark://HOST:7077")
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     try:
-        return _evaluate(_Asked(model, data, label, slices, task, batch_size, data_name), out)
+        return _evaluate(_Asked(model, data, label, slices, task, batch_size, data_name,
+                                Engine(engine, str(spark_master).strip())), out)
     except EvaluationError:
         raise
     except DataError as exc:
@@ -223,8 +199,14 @@ def _evaluate(asked: _Asked, out) -> EvaluationResult:
 
     gate = GatekeeperClient(mlflow.get_tracking_uri())
     plan = _plan(asked, gate)
-    evaluated, hasher = _score(plan, out)
-    run_id, content_hash, metrics = _log(plan, evaluated, hasher)
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-evaluate-") as work:
+        if plan.engine.name == "spark":
+            from projects.evaluate import spark_engine
+
+            evaluated = spark_engine.score(plan, Path(work), out)
+        else:
+            evaluated = _score(plan, out)
+        run_id, content_hash, metrics = _log(plan, evaluated)
     preview = _preview(gate, plan.name, plan.version, plan.baseline)
     report.print_summary(out, evaluated, preview)
     baseline = (plan.name, plan.baseline.version) if evaluated.paired else None
@@ -246,6 +228,10 @@ def _plan(asked: _Asked, gate) -> _Plan:
         raise EvaluationError(f"model version {name} v{version} does not exist: {exc}") from exc
     slices = _policy_slices(gate, name) if asked.slices is None else asked.slices
     table = open_table(asked.data, asked.data_name, gate)
+    if asked.engine.name == "spark":
+        from projects.evaluate import spark_engine
+
+        spark_engine.check_usable(table)
     if table.label is not None and table.label != asked.label:
         raise EvaluationError(f"{table.reference} is labelled by column {table.label!r}: pass --label {table.label} "
                               f"(-P label={table.label}), not {asked.label!r}")
@@ -257,30 +243,35 @@ def _plan(asked: _Asked, gate) -> _Plan:
     exclude = {asked.label, "row_id", *slices}
     candidate = Scorer(f"models:/{name}/{version}", list(columns.items()), exclude)
     champion = Scorer(f"models:/{name}/{baseline.version}", list(columns.items()), exclude) if baseline.version else None
-    return _Plan(name, version, table, asked.label, slices, task, asked.batch_size, baseline, candidate, champion)
+    return _Plan(name, version, table, asked.label, slices, task, asked.batch_size, baseline, candidate, champion,
+                 asked.engine)
 
 
-def _score(plan: _Plan, out) -> tuple[Evaluated, StreamingHash]:
+def _score(plan: _Plan, out) -> Evaluated:
     """Both models on the same rows in one pass, then the gate's comparisons overall and per slice."""
     champion = plan.champion
     keys, hasher = _read_and_score(plan, [plan.candidate] + ([champion] if champion else []), out)
     plan.table.check_hash(hasher.hexdigest())
     task, label = plan.task, keys[plan.label]
-    classes = None if task == "regression" else _classes(label, plan.candidate.n_probability_columns)
+    classes = None if task == "regression" else classes_of(label, plan.candidate.n_probability_columns)
     y = label.to_numpy()
     cand_fields = outcomes(plan.candidate.scores(task, classes), y, task, classes)
     base_fields = outcomes(champion.scores(task, classes), y, task, classes) if champion else None
-    paired = PairedOutcomes(label=y, candidate=_model_outcomes(cand_fields),
-                            baseline=_model_outcomes(base_fields or cand_fields))
+    paired = PairedOutcomes(label=y, candidate=model_outcomes(cand_fields),
+                            baseline=model_outcomes(base_fields or cand_fields))
     slice_values = {c: keys[c].astype(str).to_numpy() for c in plan.slices}
-    metric_names = _metric_names(task, cand_fields, None if classes is None else len(classes))
-    overall, per_slice = compare_all(paired, metric_names, slice_values, _SLICE_METRIC[task])
-    evaluated = Evaluated(plan.name, plan.version, plan.baseline.version if champion else None, keys, y, classes,
-                          cand_fields, base_fields, slice_values, overall, per_slice)
-    return evaluated, hasher
+    names = metric_names(task, cand_fields, None if classes is None else len(classes))
+    overall, per_slice = compare_all(paired, names, slice_values, SLICE_METRIC[task])
+    matrices = {} if classes is None else {
+        model: report.confusion(y, fields["prediction"], classes)
+        for model, fields in (("candidate", cand_fields), ("champion", base_fields)) if fields is not None}
+    return Evaluated(
+        plan.name, plan.version, plan.baseline.version if champion else None, hasher.hexdigest(), hasher.n_rows,
+        classes, overall, per_slice, matrices, report.tables(keys, y, cand_fields, base_fields), keys.head(100),
+        ExampleOutcomes(keys["row_id"].astype(str), y, cand_fields, base_fields, slice_values))
 
 
-def _log(plan: _Plan, evaluated: Evaluated, hasher: StreamingHash) -> tuple[str, str, dict[str, float]]:
+def _log(plan: _Plan, evaluated: Evaluated) -> tuple[str, str, dict[str, float]]:
     """The evaluation run: data, parameters, metrics, the evidence, the artifacts and the champion's run."""
     import mlflow
 
@@ -288,20 +279,19 @@ def _log(plan: _Plan, evaluated: Evaluated, hasher: StreamingHash) -> tuple[str,
 
     name, version, table, paired = plan.name, plan.version, plan.table, evaluated.paired
     with child_run(f"evaluate {name} v{version}", error=EvaluationError) as run:
-        logged = log_dataset_input(evaluated.keys.head(100), source=table.source, name=table.name, context="evaluation",
-                                   targets=plan.label, digest=hasher.hexdigest(), n_rows=hasher.n_rows)
+        logged = log_dataset_input(evaluated.sample, source=table.source, name=table.name, context="evaluation",
+                                   targets=plan.label, digest=evaluated.content_hash, n_rows=evaluated.n_rows)
         mlflow.log_params({"model": f"models:/{name}/{version}", "candidate_version": version,
                            "baseline_version": evaluated.baseline_version or NO_BASELINE, "data": table.reference,
-                           "label": plan.label, "slices": ",".join(plan.slices), "task": plan.task, "n_rows": hasher.n_rows})
+                           "label": plan.label, "slices": ",".join(plan.slices), "task": plan.task,
+                           "n_rows": evaluated.n_rows, "engine": plan.engine.name})
         mlflow.set_tags({TAG_DATA_SOURCE: table.source, TAG_DATA_REFERENCE: table.reference})
         metrics = _metric_dict(evaluated.overall, evaluated.per_slice, side="candidate")
         metrics.update({f"improvement/{m}": c.improvement for m, c in evaluated.overall.items()} if paired else {})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         log_evidence(candidate=(name, version), baseline=(name, evaluated.baseline_version) if paired else None,
                      data=EvaluatedData(table.name, logged.content_hash, table.source), task=plan.task,
-                     outcomes=ExampleOutcomes(evaluated.keys["row_id"].astype(str), evaluated.label, evaluated.candidate,
-                                              evaluated.baseline, evaluated.slices),
-                     evaluator="mlflow-gatekeeper evaluate")
+                     outcomes=evaluated.outcomes, evaluator=f"mlflow-gatekeeper evaluate ({plan.engine.name} engine)")
         report.log_artifacts(evaluated)
         if paired:
             with mlflow.start_run(run_name=f"champion {name} v{evaluated.baseline_version} on {table.name}", nested=True):

@@ -60,20 +60,20 @@ def _slice_chart(per_slice: dict, path: Path, paired: bool) -> None:
     plt.close(fig)
 
 
-def _confusion(label: np.ndarray, prediction: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def confusion(label: np.ndarray, prediction: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Counts of (true, predicted) in ``classes`` order; a prediction outside them counts as the first."""
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     np.add.at(matrix, (np.vectorize(index.get)(label), np.vectorize(lambda p: index.get(p, 0))(prediction)), 1)
     return matrix
 
 
-def _confusion_chart(label, fields: dict, classes, path: Path, title: str) -> None:
+def _confusion_chart(matrix: np.ndarray, classes, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = _confusion(label, fields["prediction"], classes)
     fig, ax = plt.subplots(figsize=(1.0 * len(classes) + 2.5, 1.0 * len(classes) + 2))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
@@ -88,19 +88,20 @@ def _confusion_chart(label, fields: dict, classes, path: Path, title: str) -> No
     plt.close(fig)
 
 
-def _tables(keys: pd.DataFrame, label, cand: dict, base: dict | None) -> dict[str, pd.DataFrame]:
+def tables(keys: pd.DataFrame, label, cand: dict, base: dict | None) -> dict[str, pd.DataFrame]:
+    """The examples a person looks at: highest loss, confident mistakes, disagreements (TOP_K each)."""
     frame = keys.copy()
     frame["label"] = label
     for prefix, fields in (("candidate", cand), ("champion", base)):
         for name, values in (fields or {}).items():
             frame[f"{prefix}_{name}"] = values
     wrong = frame[frame["candidate_prediction"] != frame["label"]]
-    tables = {"highest_loss": frame.nlargest(TOP_K, "candidate_loss")}
+    found = {"highest_loss": frame.nlargest(TOP_K, "candidate_loss")}
     if "candidate_proba_label" in frame:
-        tables["confident_mistakes"] = wrong.nsmallest(TOP_K, "candidate_proba_label")
+        found["confident_mistakes"] = wrong.nsmallest(TOP_K, "candidate_proba_label")
     if base is not None:
-        tables["disagreements"] = frame[frame["candidate_prediction"] != frame["champion_prediction"]].head(TOP_K)
-    return tables
+        found["disagreements"] = frame[frame["candidate_prediction"] != frame["champion_prediction"]].head(TOP_K)
+    return found
 
 
 def log_artifacts(evaluated: Evaluated) -> None:
@@ -111,11 +112,9 @@ def log_artifacts(evaluated: Evaluated) -> None:
         folder = Path(tmp)
         if e.per_slice:
             _slice_chart(e.per_slice, folder / "slices.png", e.paired)
-        if e.classes is not None:
-            _confusion_chart(e.label, e.candidate, e.classes, folder / "confusion_candidate.png", "candidate")
-            if e.baseline is not None:
-                _confusion_chart(e.label, e.baseline, e.classes, folder / "confusion_champion.png", "champion")
-        for name, table in _tables(e.keys, e.label, e.candidate, e.baseline).items():
+        for model, matrix in e.confusion.items():
+            _confusion_chart(matrix, e.classes, folder / f"confusion_{model}.png", model)
+        for name, table in e.tables.items():
             table.to_csv(folder / f"{name}.csv", index=False)
         rows = [c.to_dict() | {"scope": "overall"} for c in e.overall.values()]
         rows += [c.to_dict() | {"scope": f"{col}={val}"} for (col, val), c in e.per_slice.items()]

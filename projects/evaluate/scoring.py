@@ -15,6 +15,7 @@ import pandas as pd
 
 from projects.datasets import DataError
 from projects.served import probabilities, scoring_params
+from registry_hooks.evidence import ExampleOutcomes, OutcomesFile
 
 _EPS = 1e-15
 PREDICT_BATCH = 4096  # rows per predict call: bounded activations for image models
@@ -26,32 +27,32 @@ class EvaluationError(DataError):
 
 @dataclass(frozen=True)
 class Evaluated:
-    """One evaluation's numbers, as the evidence, the artifacts and the printed summary need them.
+    """One evaluation's results, as the evidence, the artifacts and the printed summary need them,
+    whichever engine computed them.
 
-    ``keys`` holds each row's id, label and slice values; ``candidate`` / ``baseline`` each model's
-    per-example fields (``outcomes``); ``overall`` and ``per_slice`` the gate's comparisons
-    (``compare``, candidate against itself on a first release, when ``baseline`` is None).
+    ``overall`` and ``per_slice`` hold the gate's comparisons (``compare``, the candidate against
+    itself on a first release, when ``baseline_version`` is None); ``confusion`` one matrix per
+    model (rows true, columns predicted, in ``classes`` order); ``tables`` the examples a person
+    looks at (``report.TOP_K`` each); ``sample`` the first rows' ids, labels and slices (logged with
+    the dataset input); ``outcomes`` the per-example outcomes, in memory or already written.
     """
 
     name: str
     version: str
     baseline_version: str | None
-    keys: pd.DataFrame
-    label: np.ndarray
+    content_hash: str
+    n_rows: int
     classes: np.ndarray | None
-    candidate: dict[str, np.ndarray]
-    baseline: dict[str, np.ndarray] | None
-    slices: dict[str, np.ndarray]
     overall: dict
     per_slice: dict
+    confusion: dict[str, np.ndarray]
+    tables: dict[str, pd.DataFrame]
+    sample: pd.DataFrame
+    outcomes: ExampleOutcomes | OutcomesFile
 
     @property
     def paired(self) -> bool:
-        return self.baseline is not None
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.label)
+        return self.baseline_version is not None
 
 
 @dataclass
@@ -116,13 +117,10 @@ class Scorer:
 
     def _predict(self, features: pd.DataFrame) -> np.ndarray:
         try:
-            output = probabilities(self.model.predict(features, params=self.params))
+            output = self.model.predict(features, params=self.params)
         except Exception as exc:  # schema enforcement, dtype mismatch, a crashing model
             raise EvaluationError(f"{self.uri} failed on the data (does it match the model signature?): {exc}") from exc
-        values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
-        if values.dtype.kind in "fc" and np.isnan(values).any():
-            raise EvaluationError(f"{self.uri} returned NaN for {int(np.isnan(values).sum())} value(s)")
-        return values[:, 0] if values.ndim == 2 and values.shape[1] == 1 else values
+        return model_values(output, self.uri)
 
     def score(self, features: pd.DataFrame) -> None:
         """Score one batch of exactly this model's input columns (``self.columns``)."""
@@ -131,25 +129,39 @@ class Scorer:
 
     def scores(self, task: str, classes: np.ndarray | None) -> Scores:
         """Predictions (and class probabilities) for every row scored so far."""
-        result = Scores()
-        for values in self.outputs:
-            if task == "regression":
-                result.predictions.append(values.astype(np.float64))
-            elif values.ndim == 2:
-                if classes is None or values.shape[1] != len(classes):
-                    raise EvaluationError(
-                        f"{self.uri} returned {values.shape[1]} probability columns but the labels have "
-                        f"{0 if classes is None else len(classes)} classes"
-                    )
-                result.probabilities.append(values.astype(np.float64))
-                result.predictions.append(classes[values.argmax(axis=1)])
-            else:
-                result.predictions.append(values)
-        return result
+        return to_scores(self.outputs, task, classes, self.uri)
 
     @property
     def n_probability_columns(self) -> int | None:
         return self.outputs[0].shape[1] if self.outputs and self.outputs[0].ndim == 2 else None
+
+
+def model_values(output, uri: str) -> np.ndarray:
+    """A model's raw output as one array: class probabilities (``n × k``), labels or values."""
+    output = probabilities(output)
+    values = np.asarray(output.to_numpy() if isinstance(output, (pd.DataFrame, pd.Series)) else output)
+    if values.dtype.kind in "fc" and np.isnan(values).any():
+        raise EvaluationError(f"{uri} returned NaN for {int(np.isnan(values).sum())} value(s)")
+    return values[:, 0] if values.ndim == 2 and values.shape[1] == 1 else values
+
+
+def to_scores(outputs: list[np.ndarray], task: str, classes: np.ndarray | None, uri: str) -> Scores:
+    """Batches of ``model_values`` as predictions (and class probabilities), once the classes are known."""
+    result = Scores()
+    for values in outputs:
+        if task == "regression":
+            result.predictions.append(values.astype(np.float64))
+        elif values.ndim == 2:
+            if classes is None or values.shape[1] != len(classes):
+                raise EvaluationError(
+                    f"{uri} returned {values.shape[1]} probability columns but the labels have "
+                    f"{0 if classes is None else len(classes)} classes"
+                )
+            result.probabilities.append(values.astype(np.float64))
+            result.predictions.append(classes[values.argmax(axis=1)])
+        else:
+            result.predictions.append(values)
+    return result
 
 
 def class_index(label: np.ndarray, classes: np.ndarray) -> np.ndarray:
