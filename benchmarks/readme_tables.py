@@ -415,9 +415,29 @@ def season(results: Path) -> str:
     return "\n\n".join([weekly, goal, f"Command: `{record['command']}`. " + provenance({"season": record})])
 
 
+def spark_evaluate(results: Path) -> str:
+    """Per table size: each engine's wall time and peak memory, and whether both logged the same evidence."""
+    record = load(results, "spark_evaluate")
+    if record is None:
+        return NOT_MEASURED
+    rows = []
+    for found in record["figures"]["rows"]:
+        local, spark = found["local"], found["spark"]
+        rows.append([thousands(found["rows"]), secs(local["seconds"]), secs(spark["seconds"]),
+                     f"{spark['seconds'] / local['seconds']:.2f}×",
+                     f"{mem(local['driver_peak_until_logged_mb'])} / {mem(spark['driver_peak_until_logged_mb'])}",
+                     f"{mem(local['driver_peak_mb'])} / {mem(spark['driver_peak_mb'])}",
+                     mem(spark["jvm_peak_mb"]), mem(spark["workers_peak_mb"]), "yes" if found["same_evidence"] else "**no**"])
+    header = ["rows", "local engine", "spark engine (local[*])", "spark / local",
+              "driver peak until the evidence is logged (local / spark)", "… then with the gate judging it in the same process",
+              "Spark JVM peak", "Spark Python workers peak (sum)", "same hash, outcomes digest, verdict"]
+    return "\n\n".join([table(header, rows), f"Command: `{record['command']}`. " + provenance({"spark_evaluate": record})])
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
     "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages, "season": season,
+    "spark-evaluate": spark_evaluate,
 }
 
 

@@ -140,6 +140,56 @@ def _mlflow_run_evaluate(url: str, **params) -> str:
     return found["run_id"][0]
 
 
+class _ServedLikeModel(mlflow.pyfunc.PythonModel):
+    """Answers as this project's served model does: a frame with the predicted class and one
+    ``p_<class>`` column per class (Spark gets it as a struct of the probability columns)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def predict(self, context, model_input, params=None):
+        proba = self.inner.predict_proba(model_input[FEATURES])
+        return pd.DataFrame({"prediction": np.where(proba[:, 1] > 0.5, "go", "stop"), "p_0": proba[:, 0], "p_1": proba[:, 1]})
+
+
+def test_a_frame_of_class_probabilities_and_a_regression_model_give_the_same_evidence_on_both_engines(
+        sqlite_server, model_name, tmp_path):
+    """The output shapes the 100k test does not cover: a served-style frame (a struct in Spark) and
+    regression values, on a table without row ids (positions in both engines)."""
+    import cloudpickle
+    from sklearn.linear_model import LinearRegression
+
+    mlflow.set_tracking_uri(sqlite_server.url)
+    mlflow.set_experiment("spark-engine-shapes")
+    data = make_data(20_000, seed=21).drop(columns="row_id")
+    data["target"] = data["x0"] * 2.0 + data["x1"]
+    path = tmp_path / "shapes.parquet"
+    data.to_parquet(path, row_group_size=6_000)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Spark's workers cannot import the tests package
+    try:
+        sample = data[FEATURES].head(50)
+        with mlflow.start_run():
+            served = mlflow.pyfunc.log_model(name="model", python_model=_ServedLikeModel(models()["strong"][0]),
+                                             pip_requirements=PIP, signature=infer_signature(sample))
+        served_version = mlflow.register_model(served.model_uri, model_name).version
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    regression_name = f"{model_name}-regression"
+    with mlflow.start_run():
+        fitted = LinearRegression().fit(data[FEATURES[:2]].head(1000), data["target"].head(1000) + 0.1)
+        info = mlflow.sklearn.log_model(fitted, name="model", pip_requirements=PIP,
+                                        signature=infer_signature(data[FEATURES[:2]].head(50), fitted.predict(data[FEATURES[:2]].head(50))))
+    regression_version = mlflow.register_model(info.model_uri, regression_name).version
+    for model, label in ((f"models:/{model_name}/{served_version}", "label"),
+                         (f"models:/{regression_name}/{regression_version}", "target")):
+        local, spark = (evaluate(model, str(path), label, ["weather"], engine=engine) for engine in ("local", "spark"))
+        assert local.data_hash == spark.data_hash and local.n_rows == spark.n_rows == 20_000, model
+        assert _outcomes_digest(local.run_id) == _outcomes_digest(spark.run_id), model
+        assert local.preview["verdict"] == spark.preview["verdict"], model
+        assert local.metrics == pytest.approx(spark.metrics, rel=1e-12, abs=1e-12), model
+    assert "mae" in spark.metrics and "slice/weather:fog/mae" in spark.metrics
+
+
 def test_spark_engine_refuses_a_table_in_memory_and_a_bad_engine(sqlite_server, model_name):
     mlflow.set_tracking_uri(sqlite_server.url)
     version = _register(model_name, models()["strong"][0], "sklearn")

@@ -490,3 +490,36 @@ def test_nan_classes_are_an_evidence_error():
         }))
         with pytest.raises(EvidenceError, match="NaN values: a class label must be a value"):
             parse_outcomes(raw, manifest, "run")
+
+
+def test_the_outcomes_file_depends_only_on_its_rows_not_on_how_they_were_batched(tmp_path):
+    """Two evaluators cutting the same rows differently (one table; uneven parts read back from
+    Parquet, as the Spark engine streams them) write the same bytes, in batches of exactly
+    OUTCOMES_BATCH_ROWS, with no schema metadata."""
+    import pyarrow.parquet as pq
+
+    from registry_hooks.evidence import OUTCOMES_BATCH_ROWS, outcome_columns, write_outcomes
+
+    n = 2 * OUTCOMES_BATCH_ROWS + 1234
+    rng = np.random.default_rng(4)
+    label = rng.integers(0, 2, n)
+    columns = outcome_columns(row_id=[f"r{i}" for i in range(n)], label=label,
+                              candidate={"prediction": label, "proba_label": rng.random(n)},
+                              slices={"weather": rng.choice(["rain", "clear"], n)})
+    raw = outcomes_table(row_id=[f"r{i}" for i in range(n)], label=label,
+                         candidate={"prediction": label, "proba_label": columns["candidate.proba_label"]},
+                         slices={"weather": columns["slice.weather"]})
+    table = pa.table(columns)
+    parts = []
+    for index, (start, stop) in enumerate([(0, 7), (7, 70_001), (70_001, 70_001), (70_001, n)]):
+        path = tmp_path / f"part-{index}.parquet"
+        pq.write_table(table.slice(start, stop - start).replace_schema_metadata({b"spark": b"x"}), path)
+        parts += pq.ParquetFile(path).iter_batches(batch_size=5000)
+    streamed = tmp_path / "outcomes.arrow"
+    assert write_outcomes(str(streamed), table.schema, parts) == n
+    assert streamed.read_bytes() == raw
+    reader = ipc.open_file(pa.BufferReader(raw))
+    assert [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)] == [
+        OUTCOMES_BATCH_ROWS, OUTCOMES_BATCH_ROWS, 1234]
+    assert reader.schema.metadata is None
+    assert parse_outcomes(raw, manifest_for(raw, n, baseline=None, slices=("weather",)), "run").n == n
