@@ -434,10 +434,43 @@ def spark_evaluate(results: Path) -> str:
     return "\n\n".join([table(header, rows), f"Command: `{record['command']}`. " + provenance({"spark_evaluate": record})])
 
 
+def load_table(figures: dict) -> str:
+    """p50 / p99 per call kind on plain MLflow, the gated server, and the gated server with a worker
+    killed; the calls, errors, promotion answers and the consistency checks under it."""
+    phases = figures["phases"]
+    plain = phases[0]
+    rows = []
+    for kind in figures["mix"]:
+        base = plain["kinds"][kind]
+        row = [kind.replace("_", " "), f"{base['p50']:.0f} / {base['p99']:.0f}"]
+        for found in phases[1:]:
+            mine = found["kinds"][kind]
+            row.append(f"{mine['p50']:.0f} / {mine['p99']:.0f} (p99 {mine['p99'] / base['p99']:.2f}×)")
+        rows.append(row)
+    rows.append(["calls in all (per second), errors, retried once after a broken connection", *[
+        f"{p['calls']:,} ({p['calls_per_s']:.0f}/s), **{p['errors']}** errors, {p['retried']} retried" for p in phases]])
+    rows.append(["promotions: promoted / refused", f"{plain['kinds']['promotion']['ok']} / —", *[
+        f"{p['kinds']['promotion']['ok']} / {p['kinds']['promotion']['refused']}" for p in phases[1:]]])
+    rows.append(["one holder per target, audit chain intact, no decision missing", "—", *[
+        ("yes" if p["consistent"] else "**no**") + f" ({p['after']['approvals_recorded']} approvals, "
+        f"{p['after']['refusals_recorded']} refusals recorded)" for p in phases[1:]]])
+    return table(["call: p50 / p99 ms", "plain MLflow", "gated", "gated, one worker SIGKILLed half-way"], rows)
+
+
+def load_benchmark(results: Path) -> str:
+    record = load(results, "load")
+    if record is None:
+        return NOT_MEASURED
+    figures = record["figures"]
+    head = (f"{figures['clients']} clients for {figures['seconds']:.0f} s per column, gunicorn with "
+            f"{figures['workers']} workers, PostgreSQL.")
+    return "\n\n".join([head, load_table(figures), f"Command: `{record['command']}`. " + provenance({"load": record})])
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
     "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages, "season": season,
-    "spark-evaluate": spark_evaluate,
+    "spark-evaluate": spark_evaluate, "load": load_benchmark,
 }
 
 
