@@ -62,7 +62,6 @@ for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", POLICY_ENV):
 
 import warnings  # noqa: E402
 
-import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
@@ -70,7 +69,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from _common import (  # noqa: E402
     ResultFile, children, cmdline, machine_lines, mapped_files, markdown_table, median, percentile, status_kib,
 )
-from benchmarks.evidence import Comparison, Scored, log_evidence_run, make_data, register_version  # noqa: E402
+from benchmarks.evidence import Comparison, evaluation, log_evidence_run, register_version  # noqa: E402
 from benchmarks.servers import MlflowServer  # noqa: E402
 from benchmarks.verified_side import SERVER_ENV as VERIFIED_ENV, RecordingWorker, policy_file, register_set  # noqa: E402
 
@@ -162,20 +161,6 @@ def start_servers(stack: ExitStack, workdir: Path) -> tuple[Side, Side, Side, Si
 
 
 # -- evidence -----------------------------------------------------------------------------------
-
-
-def evaluation(n: int, seed: int = 11):
-    """100k generated examples and per-example outcomes: candidate ~86 % right, baseline ~80 %."""
-    rng = np.random.default_rng(seed)
-    data = make_data(n, seed)
-    label = data["label"].to_numpy()
-
-    def scored(accuracy: float) -> Scored:
-        right = rng.random(n) < accuracy
-        proba_label = np.where(right, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n))
-        return Scored(prediction=np.where(right, label, 1 - label), proba_label=proba_label)
-
-    return data, scored(0.86), scored(0.80)
 
 
 def log_evidence_for(side: Side, candidate: str, baseline: str | None, ev) -> str:

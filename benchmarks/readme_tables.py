@@ -467,10 +467,23 @@ def load_benchmark(results: Path) -> str:
     return "\n\n".join([head, load_table(figures), f"Command: `{record['command']}`. " + provenance({"load": record})])
 
 
+def big_evidence(results: Path) -> str:
+    """Per evidence size: the first judgement's time and the worker's peak memory over its RSS once open."""
+    record = load(results, "big_evidence")
+    if record is None:
+        return NOT_MEASURED
+    rows = [[thousands(f["rows"]), mem(f["outcomes_bytes"] / 2**20), secs(f["seconds"]),
+             f"{mem(f['peak_mb'])} (+{mem(f['peak_mb'] - f['rss_opened_mb'])})", f"{f['bytes_per_row']:.0f} B"]
+            for f in record["figures"]["sizes"]]
+    return "\n\n".join([table(["rows", "outcomes.arrow", "first judgement", "worker peak (over the open gate)",
+                                "per row"], rows),
+                          f"Command: `{record['command']}`. " + provenance({"big_evidence": record})])
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
     "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages, "season": season,
-    "spark-evaluate": spark_evaluate, "load": load_benchmark,
+    "spark-evaluate": spark_evaluate, "load": load_benchmark, "big-evidence": big_evidence,
 }
 
 

@@ -68,8 +68,11 @@ def session(master: str):
     # PySpark starts its Python workers with $PYSPARK_PYTHON (default: python3 from PATH, which may
     # lack this environment's packages); a user's own choice is kept
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName("gatekeeper evaluate")
+    if master.startswith("local"):  # the groupBy stages carry a few rows per group: 200 shuffle tasks are overhead
+        builder = builder.config("spark.sql.shuffle.partitions", "8")
     try:
-        spark = (SparkSession.builder.master(master).appName("gatekeeper evaluate")
+        spark = (builder
                  .config("spark.sql.execution.arrow.maxRecordsPerBatch", _ARROW_BATCH)
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                  .config("spark.sql.session.timeZone", "UTC").getOrCreate())

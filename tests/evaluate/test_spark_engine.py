@@ -74,6 +74,18 @@ def _outcomes_digest(run_id: str) -> str:
         return json.load(handle)["outcomes"]["sha256"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _spark_stopped_afterwards():
+    """The engine keeps its Spark session for the next evaluation in the process; the tests after
+    these should not share the machine with an idle JVM and its Python workers."""
+    yield
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """The same 100k rows as Parquet and CSV."""
@@ -95,10 +107,12 @@ def test_spark_and_local_engines_log_the_same_evidence(sqlite_server, model_name
     gate.promote(model_name, champion)
     candidates = {"sklearn": _register(model_name, models()["strong"][0], "sklearn"),
                   "torch": _register(model_name, _torch_model(), "torch")}
+    local_runs = {}
     for flavour, version in candidates.items():
         for kind, path in files.items():
             results = {engine: evaluate(f"models:/{model_name}/{version}", path, "label", ["weather"], engine=engine)
                        for engine in ("local", "spark")}
+            local_runs[flavour, kind] = results["local"]
             local, spark = results["local"], results["spark"]
             what = f"{flavour} model on {kind}"
             assert local.n_rows == spark.n_rows == ROWS, what
@@ -118,7 +132,7 @@ def test_spark_and_local_engines_log_the_same_evidence(sqlite_server, model_name
                 run_id=spark.run_id, artifact_path="evaluation/highest_loss.csv"))
             assert local_table["row_id"].astype(str).tolist() == spark_table["row_id"].astype(str).tolist(), what
     # as a user runs it: ``mlflow run . -e evaluate -P engine=spark``, the same outcomes as the local engine's
-    local = evaluate(f"models:/{model_name}/{candidates['sklearn']}", files["parquet"], "label", ["weather"])
+    local = local_runs["sklearn", "parquet"]
     run_id = _mlflow_run_evaluate(sqlite_server.url, model=f"models:/{model_name}/{candidates['sklearn']}",
                                   data=files["parquet"], slices="weather", engine="spark")
     assert _outcomes_digest(run_id) == _outcomes_digest(local.run_id)

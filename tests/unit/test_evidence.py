@@ -522,4 +522,22 @@ def test_the_outcomes_file_depends_only_on_its_rows_not_on_how_they_were_batched
     assert [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)] == [
         OUTCOMES_BATCH_ROWS, OUTCOMES_BATCH_ROWS, 1234]
     assert reader.schema.metadata is None
-    assert parse_outcomes(raw, manifest_for(raw, n, baseline=None, slices=("weather",)), "run").n == n
+    parsed = parse_outcomes(raw, manifest_for(raw, n, baseline=None, slices=("weather",)), "run")
+    assert parsed.n == n and (parsed.label == label).all()  # read back batch by batch, joined in order
+    assert (parsed.candidate_only.proba_label == columns["candidate.proba_label"]).all()
+    assert (parsed.slices["weather"] == columns["slice.weather"]).all()
+    assert parsed.row_ids[-1] == f"r{n - 1}" and parsed.row_ids[OUTCOMES_BATCH_ROWS] == f"r{OUTCOMES_BATCH_ROWS}"
+
+
+def test_a_missing_label_in_a_later_batch_is_refused():
+    from registry_hooks.evidence import OUTCOMES_BATCH_ROWS
+
+    n = OUTCOMES_BATCH_ROWS + 10
+    label = pa.array([0] * (n - 1) + [None], type=pa.int64())
+    table = pa.table({"row_id": [str(i) for i in range(n)], "label": label, "candidate.prediction": np.zeros(n, dtype=np.int64)})
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=OUTCOMES_BATCH_ROWS)
+    raw = sink.getvalue().to_pybytes()
+    with pytest.raises(EvidenceError, match="'label' has missing values"):
+        parse_outcomes(raw, manifest_for(raw, n, baseline=None), "run")
