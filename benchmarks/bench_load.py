@@ -36,7 +36,6 @@ No assertions: figures go to ``benchmarks/results/load.json`` and the README tab
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random

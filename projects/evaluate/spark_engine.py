@@ -121,14 +121,15 @@ class _Source:
     def open(cls, spark, path: Path) -> _Source:
         from pyspark.sql import functions as F
 
-        from registry_hooks.tables import iter_table
+        from registry_hooks.tables import arrow_column_names, iter_table
 
         path = Path(path)
         if path.suffix.lower() in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(path)
-            frame = spark.read.parquet(str(path)).select(*[F.col(f"`{n}`") for n in _file_columns(schema)])
+            names = arrow_column_names(schema.empty_table())  # the pandas index a file stored is not a column
+            frame = spark.read.parquet(str(path)).select(*[F.col(f"`{n}`") for n in names])
             return cls(frame, path, schema, None)
         first = next(iter_table(path, batch_size=1000))  # pandas' own inference: the local engine's dtypes
         dtypes = {str(c): str(t) for c, t in first.dtypes.items()}
@@ -163,11 +164,6 @@ class _Source:
         start = F.create_map(*[F.lit(x) for pair in starts.items() for x in pair]) if starts else F.create_map()
         position = start[partition] + F.monotonically_increasing_id() - F.shiftleft(partition.cast("long"), 33)
         return self.frame.withColumn(_ROW, position.cast("long"))
-
-
-def _file_columns(schema) -> list[str]:
-    index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    return [name for name in schema.names if name not in index]
 
 
 def _csv_schema(dtypes: dict[str, str]) -> str:
@@ -312,12 +308,15 @@ class _Layout:
         layout = cls(plan, models, classes, None, list(dict.fromkeys(keys)))
         sample = next(iter_table(source.path, batch_size=8))
         probe = sample[layout.keys].assign(**{f"_{m.role}": list(m.probe) for m in models}, **{_ROW: range(len(sample))})
-        if any(m.struct for m in models):  # struct outputs arrive as dicts in mapInPandas
-            for m in models:
-                if m.struct:
-                    probe[f"_{m.role}"] = [dict(zip(m.fields, row)) for row in m.probe]
+        for m in models:
+            if m.struct:  # struct outputs arrive as dicts in mapInPandas
+                probe[f"_{m.role}"] = [dict(zip(m.fields, row)) for row in m.probe]
         layout.schema = pa.table(layout.columns(probe)).schema
         return layout
+
+    def named(self, pdf: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the parts (columns c0, c1, …) under the outcome columns' names."""
+        return pdf.rename(columns={f"c{i}": name for i, name in enumerate(self.schema.names)})
 
     def spark_schema(self) -> str:
         types = [_SPARK_TYPES.get(str(field.type)) for field in self.schema]
@@ -391,8 +390,7 @@ class _Judge:
         self.layout, self.names = layout, names
 
     def paired(self, pdf: pd.DataFrame) -> PairedOutcomes:
-        columns = dict(zip(self.layout.schema.names, self.layout.schema.names))
-        named = pdf.rename(columns={f"c{i}": n for i, n in enumerate(columns)})
+        named = self.layout.named(pdf)
         label = named["label"].to_numpy()
         candidate = comparisons.model_outcomes(_model_fields(named, "candidate"))
         baseline = comparisons.model_outcomes(_model_fields(named, "baseline")) if "baseline.prediction" in named \
@@ -466,7 +464,7 @@ def _tables_and_sample(frame, layout: _Layout) -> tuple[dict[str, pd.DataFrame],
         picks.append(frame.where(col["candidate.prediction"] != col["baseline.prediction"]).orderBy(_ROW).limit(TOP_K))
     picks.append(frame.orderBy(_ROW).limit(100))
     rows = pd.concat([p.toPandas() for p in picks]).drop_duplicates(_ROW).sort_values(_ROW)
-    named = rows.rename(columns={f"c{i}": n for i, n in enumerate(names)})
+    named = layout.named(rows)
     keys = pd.DataFrame({layout.label: named["label"].to_numpy()})
     for column in layout.slices:
         keys[column] = named[f"slice.{column}"].to_numpy()
