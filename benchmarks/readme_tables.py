@@ -152,6 +152,32 @@ def drift_rows(record: dict | None) -> list[list[str]]:
     return rows.rows
 
 
+def drift_stream_rows(record: dict | None) -> list[list[str]]:
+    """The streaming engine beside the in-memory one: each size's time and peak, and at the sizes
+    where both ran, how many verdicts agree and how far the scores are apart."""
+    rows = Rows(record, "python benchmarks/bench_drift_stream.py")
+    if record is None:
+        rows.add("drift verdict streamed, 10M rows × 20 columns", NOT_MEASURED, "≤ 1 GB")
+        return rows.rows
+    for size in record["figures"]["sizes"]:
+        stream, memory = size["stream"], size.get("memory")
+        figure = f"{secs(stream['seconds'])}, {mem(stream['peak_mb'])} peak"
+        if memory:
+            agree = size["agreement"]
+            differ = f" (differ: {', '.join(agree['disagreements'])})" if agree["disagreements"] else ""
+            figure += (f"; in memory {secs(memory['seconds'])}, {mem(memory['peak_mb'])} "
+                       f"({stream['seconds'] / memory['seconds']:.1f}× / {stream['peak_mb'] / memory['peak_mb']:.2f}×); "
+                       f"same verdicts on {agree['same_verdicts']}/{agree['columns']} columns{differ}, exact scores "
+                       f"within {agree['largest_exact_gap']:.0e}, estimated ones within {agree['largest_estimate_gap']:.0e} "
+                       f"(stated bound ≤ {agree['largest_bound']:.0e})")
+        else:
+            figure += f"; {len(size['drifted'])} drifted: {', '.join(size['drifted'])}"
+        rows.add(f"drift verdict **streamed** + HTML report, {thousands(size['rows'])} rows × "
+                 f"{record['figures']['columns']} columns (reading included)", figure,
+                 verdict(stream["peak_mb"] <= 1024, "≤ 1 GB"))
+    return rows.rows
+
+
 def _phase_leaves(phases: dict[str, float]) -> list[tuple[str, float]]:
     """The innermost timed phases other than the models' predict, slowest first."""
     leaves = [(k, v) for k, v in phases.items()
@@ -216,8 +242,9 @@ def retrain_rows(record: dict | None) -> list[list[str]]:
 
 
 def performance(results: Path) -> str:
-    records = {name: load(results, name) for name in ("statistics", "drift", "evaluate", "retrain")}
+    records = {name: load(results, name) for name in ("statistics", "drift", "drift_stream", "evaluate", "retrain")}
     rows = (statistics_rows(records["statistics"]) + drift_rows(records["drift"])
+            + drift_stream_rows(records["drift_stream"])
             + evaluate_rows(records["evaluate"]) + retrain_rows(records["retrain"]))
     return table(["what", "figure", "target", "command"], rows) + "\n\n" + provenance(records)
 

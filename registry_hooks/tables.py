@@ -237,8 +237,10 @@ def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, colum
             import pyarrow.parquet as pq
 
             reader = pq.ParquetFile(path, pre_buffer=_pre_buffer(pq.ParquetFile(path).metadata))
-            for batch in reader.iter_batches(batch_size=batch_size, columns=columns, use_threads=threads):
-                yield batch if arrow else batch.to_pandas()
+            for group in range(reader.metadata.num_row_groups):  # one at a time: see _pre_buffer
+                for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns,
+                                                 use_threads=threads):
+                    yield batch if arrow else batch.to_pandas()
         elif suffix == ".csv":
             yield from pd.read_csv(path, chunksize=batch_size, usecols=columns, **_CSV_OPTIONS)
         else:
@@ -257,7 +259,10 @@ def _pre_buffer(metadata) -> bool:
 
     Pre-buffering halves the CPU time of reading wide tables (3,072 pixel columns: 2.4 s -> 1.1 s
     per 40k rows, one thread), but it holds a whole row group's compressed bytes: fine for
-    ``save_version``'s 10k-row groups (35 MB), not for a file written as one huge group.
+    ``save_version``'s 10k-row groups (35 MB), not for a file written as one huge group. And it
+    keeps every pre-buffered group until the reader's iteration ends, so ``iter_table`` asks for
+    one row group per iteration: one ``iter_batches`` over a 1.1 GB file of ten groups held 1.26 GB
+    by its end, group by group 0.28 GB.
     """
     sizes = (sum(metadata.row_group(i).column(j).total_compressed_size for j in range(metadata.num_columns))
              for i in range(metadata.num_row_groups))

@@ -4,8 +4,10 @@
   (standard library only: the MLflow server imports it to read the evidence).
 * ``verdict``  -- per-column verdicts on the full data with evidently's default methods, in
   numpy/scipy (no evidently import).
+* ``stream``, ``sketch`` -- the same verdicts from tables read batch by batch, in bounded memory
+  (mergeable per-column summaries; ``--engine stream``).
 * ``report``   -- the evidently HTML report, on a sample (evidently imported lazily).
-* ``tracking`` -- ``check_drift`` (no MLflow), ``log_drift`` / ``run_drift`` (log to MLflow).
+* ``tracking`` -- ``check_drift`` (no MLflow), ``log_drift`` / ``log_streamed_drift`` / ``run_drift`` (log to MLflow).
 * ``python -m projects.drift --help`` -- the CLI.
 
 Importing this package loads nothing heavy: the names below resolve on first use.
@@ -20,6 +22,7 @@ from registry_hooks.drift_summary import ColumnDrift, DriftError, DriftSummary, 
 _LAZY = {
     "Verdict": "verdict",
     "compute_verdict": "verdict",
+    "stream_verdict": "stream",
     "build_report": "report",
     "DEFAULT_SAMPLE_SIZE": "report",
     "check_drift": "tracking",
@@ -27,6 +30,7 @@ _LAZY = {
     "DriftOptions": "tracking",
     "DriftTable": "tracking",
     "log_drift": "tracking",
+    "log_streamed_drift": "tracking",
     "run_drift": "tracking",
     "DriftOutcome": "tracking",
 }

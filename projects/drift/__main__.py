@@ -21,6 +21,7 @@ def _column_list(text: str) -> list[str] | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .report import DEFAULT_SAMPLE_SIZE
+    from .tracking import AUTO, ENGINES, STREAM_ROWS
 
     parser = argparse.ArgumentParser(
         prog="python -m projects.drift",
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SAMPLE_SIZE,
         help=f"rows per table for the HTML charts (default {DEFAULT_SAMPLE_SIZE}); verdicts always use every row",
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=AUTO,
+        help=f"memory: read both tables whole; stream: in batches, in bounded memory (projects/drift/stream.py); "
+        f"auto (default): stream when a table has more than {STREAM_ROWS:,} rows",
+    )
     return parser
 
 
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             prediction=args.prediction or None,
             columns=args.columns,
             sample_size=args.sample_size,
+            engine=args.engine,
         )
     except (DriftError, DataError) as exc:
         print(f"drift check failed: {exc}", file=sys.stderr)

@@ -79,9 +79,13 @@ def build_report(
     prediction: str | None = None,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     title: str = "Drift report",
+    rows: tuple[int, int] | None = None,
 ) -> ReportResult:
     """Render the HTML report: the full-data verdicts as static HTML (``static_summary``: readable
-    before evidently's scripts have run), then evidently's charts on the sample."""
+    before evidently's scripts have run), then evidently's charts on the sample.
+
+    ``rows``: the whole tables' row counts when ``reference`` and ``current`` are already samples
+    of them (the streaming engine draws its sample while it reads)."""
     if sample_size < 1:
         raise DriftError(f"sample size must be a positive number of rows, got {sample_size}")
     from evidently.core.metric_types import render_widgets  # lazy: never at server import
@@ -90,7 +94,8 @@ def build_report(
     notes: list[str] = []
     ref_s = sample_table(reference, sample_size)
     cur_s = sample_table(current, sample_size)
-    sampled = len(reference) > len(ref_s) or len(current) > len(cur_s)
+    full_rows = rows or (len(reference), len(current))
+    sampled = full_rows[0] > len(ref_s) or full_rows[1] > len(cur_s)
     charts, classification = _chart_widgets(ref_s, cur_s, verdict, label, prediction, sampled, notes)
     widgets = [text_widget(title="About this report", text=_about(ref_s, cur_s, sampled, notes))]
     if charts:

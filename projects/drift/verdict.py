@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,7 @@ def compute_verdict(
     prediction: str | None = None,
     drift_share: float = DEFAULT_DRIFT_SHARE,
 ) -> Verdict:
-    """Compare ``current`` with ``reference`` column by column.
+    """Compare ``current`` with ``reference`` column by column, every row held in memory.
 
     ``columns`` restricts the comparison (default: every column of either table except ``label``
     and ``prediction``). A column present on one side only, or whose kind of values changed
@@ -95,25 +96,43 @@ def compute_verdict(
     started = time.perf_counter()
     _check_table(reference, "reference")
     _check_table(current, "current")
-    wanted = _feature_columns(reference, current, columns, label, prediction)
-    verdict = Verdict(columns=[], n_reference=len(reference), n_current=len(current), drift_share=drift_share)
+
+    def sides(name) -> tuple[SeriesSide | None, SeriesSide | None]:
+        return tuple(SeriesSide(table[name], name, side) if name in table.columns else None  # type: ignore[return-value]
+                     for table, side in ((reference, "reference"), (current, "current")))
+
+    verdict = judge_columns(list(reference.columns), list(current.columns), sides, columns=columns, label=label,
+                            prediction=prediction, drift_share=drift_share)
+    verdict.n_reference, verdict.n_current = len(reference), len(current)
+    verdict.seconds = time.perf_counter() - started
+    return verdict
+
+
+def judge_columns(reference_names: list, current_names: list, sides: Callable[[Any], tuple[Side | None, Side | None]],
+                  *, columns: list[str] | None, label: str | None, prediction: str | None,
+                  drift_share: float = DEFAULT_DRIFT_SHARE) -> Verdict:
+    """Every selected column's verdict, given each table's column names and ``sides(name)``: the
+    two tables' views of one column (None where a table lacks it). Shared by the in-memory and
+    the streaming engine (``projects.drift.stream``)."""
+    wanted = feature_columns(reference_names, current_names, columns, label, prediction)
+    verdict = Verdict(columns=[], drift_share=drift_share)
     for name in wanted:
-        result = _column_verdict(name, reference, current, verdict)
+        result = column_verdict(str(name), *sides(name), verdict)
         if result is not None:
             verdict.columns.append(result)
     if not verdict.columns:
         skipped = ", ".join(f"{s['column']} ({s['reason']})" for s in verdict.skipped_columns)
         raise DriftError(f"no column can be compared for drift: {skipped or 'no columns selected'}")
     if prediction is not None:
-        if prediction not in current.columns:
+        if prediction not in current_names:
             raise DriftError(
                 f"prediction column {prediction!r} is not in the current window; "
-                f"its columns are {_names(current.columns)}"
+                f"its columns are {_names(current_names)}"
             )
-        if prediction in reference.columns:
+        if prediction in reference_names:
             # its schema changes or skips are notes: they must not count among the feature columns
             scratch = Verdict(columns=[])
-            verdict.prediction_drift = _column_verdict(prediction, reference, current, scratch, is_prediction=True)
+            verdict.prediction_drift = column_verdict(str(prediction), *sides(prediction), scratch, is_prediction=True)
             verdict.notes += [f"prediction column {s.column!r} {s.change}: {s.detail}" for s in scratch.schema_changes]
             verdict.notes += [f"no prediction drift for {s['column']!r}: {s['reason']}" for s in scratch.skipped_columns]
         else:
@@ -121,9 +140,8 @@ def compute_verdict(
                 f"no prediction drift: the reference has no prediction column {prediction!r} "
                 "(a training table usually has labels only)"
             )
-    if label is not None and label not in current.columns and label not in reference.columns:
-        raise DriftError(f"label column {label!r} is in neither table; current columns are {_names(current.columns)}")
-    verdict.seconds = time.perf_counter() - started
+    if label is not None and label not in current_names and label not in reference_names:
+        raise DriftError(f"label column {label!r} is in neither table; current columns are {_names(current_names)}")
     return verdict
 
 
@@ -138,31 +156,40 @@ def _check_table(df: pd.DataFrame, side: str) -> None:
             f"the {side} table is empty (0 rows, columns {_names(df.columns)}): "
             f"point the {side} at a window that holds data"
         )
-    if df.columns.has_duplicates:
-        dupes = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    check_column_names(list(df.columns), side)
+
+
+def check_column_names(names: list, side: str) -> None:
+    """Refuse names a verdict could not be reported under: duplicates, non-strings, non-UTF-8."""
+    seen: set = set()
+    dupes = sorted({str(name) for name in names if name in seen or seen.add(name)})
+    if dupes:
         raise DriftError(f"the {side} table has duplicate column names {dupes}: rename them")
-    odd = [name for name in df.columns if not isinstance(name, str)]
+    odd = [name for name in names if not isinstance(name, str)]
     if odd:
         raise DriftError(
             f"the {side} table has column names that are not strings ({odd[:5]}): name them, "
             "e.g. df.columns = df.columns.astype(str)"
         )
-    for name in df.columns:
+    for name in names:
         _check_utf8(name, f"a column name of the {side} table")
 
 
-def _feature_columns(reference, current, columns, label, prediction) -> list:
+def feature_columns(reference: list, current: list, columns, label, prediction) -> list:
+    """The columns to compare: ``columns`` as given (each in at least one table), else the union of
+    both tables' columns, in order, without the label and the prediction."""
     if columns is not None:
         columns = list(dict.fromkeys(columns))
-        unknown = [c for c in columns if c not in reference.columns and c not in current.columns]
+        unknown = [c for c in columns if c not in reference and c not in current]
         if unknown:
             raise DriftError(
-                f"columns {unknown} are in neither table; reference has {_names(reference.columns)}, "
-                f"current has {_names(current.columns)}"
+                f"columns {unknown} are in neither table; reference has {_names(reference)}, "
+                f"current has {_names(current)}"
             )
         return columns
     excluded = {c for c in (label, prediction) if c is not None}
-    union = list(reference.columns) + [c for c in current.columns if c not in reference.columns]
+    in_reference = set(reference)
+    union = list(reference) + [c for c in current if c not in in_reference]
     return [c for c in union if c not in excluded]
 
 
@@ -216,52 +243,100 @@ def _family(series: pd.Series, name: str, side: str) -> str:
 # --- one column -----------------------------------------------------------------------------------
 
 
-def _column_verdict(name, reference, current, verdict: Verdict, is_prediction: bool = False) -> ColumnDrift | None:
-    label = str(name)
-    in_ref, in_cur = name in reference.columns, name in current.columns
-    if not (in_ref and in_cur):
-        change = "missing" if in_ref else "extra"
-        series = reference[name] if in_ref else current[name]
-        family = _family(series, name, "reference" if in_ref else "current")
-        detail = f"{series.dtype} column {'absent from the current' if in_ref else 'not in the reference'} table"
+class Side(Protocol):
+    """One table's column as the decision below sees it, whether the column was read whole
+    (``SeriesSide``) or streamed batch by batch (``projects.drift.sketch.ColumnSketch``): one
+    decision for both engines, so they can only differ in the numbers they feed it."""
+
+    dtype: str  # as the schema-change messages name it
+    family: str  # numeric | bool | categorical | datetime | other
+    missing_share: float
+    is_integer: bool  # an integer dtype: evidently types it categorical when it has <= 10 values
+    other_detail: str  # for family "other": what the values are (pandas' infer_dtype)
+    unusable: str | None  # why this side cannot be tested (a summary that could not keep what a test needs)
+
+    def n_distinct(self) -> int: ...
+
+    def counts(self) -> pd.Series: ...
+
+    def numerical_test(self, reference: Side) -> tuple[str, float, bool, str | None]: ...
+
+
+class SeriesSide:
+    """A column held whole: every statistic on every value."""
+
+    unusable = None  # every value is at hand
+
+    def __init__(self, series: pd.Series, name, side: str) -> None:
+        self._series, self._name = series, name
+        self.dtype = str(series.dtype)
+        self.family = _family(series, name, side)
+        self.missing_share = _missing_share(series)
+        self.is_integer = ptypes.is_integer_dtype(series.dtype)
+
+    @property
+    def other_detail(self) -> str:
+        return ptypes.infer_dtype(self._series, skipna=True)
+
+    def n_distinct(self) -> int:
+        return int(self._series.nunique())
+
+    def counts(self) -> pd.Series:
+        return _value_counts(self._series, self._name)
+
+    def finite(self) -> np.ndarray:
+        return _finite(self._series)
+
+    def numerical_test(self, reference: SeriesSide) -> tuple[str, float, bool, str | None]:
+        return (*numerical_test(reference.finite(), self.finite()), None)
+
+
+def column_verdict(label: str, ref: Side | None, cur: Side | None, verdict: Verdict,
+                   is_prediction: bool = False) -> ColumnDrift | None:
+    """Schema change, all missing, untestable (None, noted in ``verdict``) or evidently's test; a
+    side is None when its table lacks the column."""
+    if ref is None or cur is None:
+        change = "missing" if cur is None else "extra"
+        present = ref if cur is None else cur
+        detail = f"{present.dtype} column {'absent from the current' if cur is None else 'not in the reference'} table"
         verdict.schema_changes.append(SchemaChange(label, change, detail))
-        cur_missing, ref_missing = (1.0, _missing_share(series)) if in_ref else (_missing_share(series), 1.0)
-        return ColumnDrift(label, _type_of(family), SCHEMA_METHOD, None, None, True, cur_missing, ref_missing,
+        cur_missing, ref_missing = (1.0, present.missing_share) if cur is None else (present.missing_share, 1.0)
+        return ColumnDrift(label, _type_of(present.family), SCHEMA_METHOD, None, None, True, cur_missing, ref_missing,
                            note=f"schema change: {change}")  # fmt: skip
-    ref, cur = reference[name], current[name]
-    ref_family, cur_family = _family(ref, name, "reference"), _family(cur, name, "current")
-    ref_missing, cur_missing = _missing_share(ref), _missing_share(cur)
+    ref_missing, cur_missing = ref.missing_share, cur.missing_share
     if ref_missing == 1.0 or cur_missing == 1.0:
-        family = cur_family if cur_missing < 1.0 else ref_family
+        family = cur.family if cur_missing < 1.0 else ref.family
         where = {(True, True): "both tables", (True, False): "the reference", (False, True): "the current window"}
         drifted = not (ref_missing == 1.0 and cur_missing == 1.0)
         note = f"all values missing in {where[(ref_missing == 1.0, cur_missing == 1.0)]}"
         return ColumnDrift(label, _type_of(family), ALL_MISSING_METHOD, None, None, drifted, cur_missing, ref_missing,
                            note=note)  # fmt: skip
-    if ref_family != cur_family:
+    if ref.family != cur.family:
         verdict.schema_changes.append(SchemaChange(label, "retyped", f"{ref.dtype} -> {cur.dtype}"))
-        return ColumnDrift(label, _type_of(cur_family), SCHEMA_METHOD, None, None, True, cur_missing, ref_missing,
-                           note=f"schema change: {ref_family} values became {cur_family} values")  # fmt: skip
-    if cur_family in ("datetime", "other"):
+        return ColumnDrift(label, _type_of(cur.family), SCHEMA_METHOD, None, None, True, cur_missing, ref_missing,
+                           note=f"schema change: {ref.family} values became {cur.family} values")  # fmt: skip
+    if cur.family in ("datetime", "other"):
         reason = (
             "datetime columns are not drift-tested (as in evidently's DataDriftPreset)"
-            if cur_family == "datetime"
-            else f"values are neither numbers nor text ({ptypes.infer_dtype(cur, skipna=True)}); cast the column"
+            if cur.family == "datetime"
+            else f"values are neither numbers nor text ({cur.other_detail}); cast the column"
         )
         verdict.skipped_columns.append({"column": label, "reason": reason})
         return None
+    if ref.unusable or cur.unusable:
+        verdict.skipped_columns.append({"column": label, "reason": ref.unusable or cur.unusable})
+        return None
     kind = "num"
-    if cur_family != "numeric" or (ptypes.is_integer_dtype(cur.dtype) and cur.nunique() <= INTEGER_CARDINALITY_LIMIT):
+    if cur.family != "numeric" or (cur.is_integer and cur.n_distinct() <= INTEGER_CARDINALITY_LIMIT):
         kind = "cat"
     if kind == "num":
-        method, score, drifted = numerical_test(_finite(ref), _finite(cur))
-        note = None
+        method, score, drifted, note = cur.numerical_test(ref)
     else:
-        ref_counts, cur_counts = _value_counts(ref, name), _value_counts(cur, name)
-        method, score, drifted = categorical_test(ref_counts, cur_counts)
+        cur_counts = cur.counts()
+        method, score, drifted = categorical_test(ref.counts(), cur_counts)
         note = None
         n_valid = int(cur_counts.sum())
-        if cur_family == "categorical" and len(cur_counts) > 0.5 * n_valid:
+        if cur.family == "categorical" and len(cur_counts) > 0.5 * n_valid:
             note = (
                 f"text-like: {len(cur_counts)} distinct values in {n_valid} rows "
                 "(evidently would apply a text-content test); tested as a categorical column"
@@ -277,14 +352,16 @@ def _type_of(family: str) -> str:
 
 def _missing_share(series: pd.Series) -> float:
     """Share of values a test cannot use: NaN/None, and +-inf in numeric columns."""
-    if len(series) == 0:
-        return 1.0
+    return _missing_count(series) / len(series) if len(series) else 1.0
+
+
+def _missing_count(series: pd.Series) -> int:
     if ptypes.is_float_dtype(series.dtype) and not isinstance(series.dtype, pd.api.extensions.ExtensionDtype):
-        return 1.0 - float(np.count_nonzero(np.isfinite(series.to_numpy()))) / len(series)
+        return len(series) - int(np.count_nonzero(np.isfinite(series.to_numpy())))
     missing = series.isna()
     if ptypes.is_float_dtype(series.dtype):  # nullable Float64 may also hold inf
         missing |= np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))
-    return float(missing.mean())
+    return int(missing.sum())
 
 
 def _finite(series: pd.Series) -> np.ndarray:
