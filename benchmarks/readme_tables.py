@@ -166,7 +166,8 @@ def drift_stream_rows(record: dict | None) -> list[list[str]]:
             agree = size["agreement"]
             differ = f" (differ: {', '.join(agree['disagreements'])})" if agree["disagreements"] else ""
             figure += (f"; in memory {secs(memory['seconds'])}, {mem(memory['peak_mb'])} "
-                       f"({stream['seconds'] / memory['seconds']:.1f}× / {stream['peak_mb'] / memory['peak_mb']:.2f}×); "
+                       f"(streamed / in memory: {stream['seconds'] / memory['seconds']:.2f}× the time, "
+                       f"{stream['peak_mb'] / memory['peak_mb']:.2f}× the peak); "
                        f"same verdicts on {agree['same_verdicts']}/{agree['columns']} columns{differ}, exact scores "
                        f"within {agree['largest_exact_gap']:.0e}, estimated ones within {agree['largest_estimate_gap']:.0e} "
                        f"(stated bound ≤ {agree['largest_bound']:.0e})")
