@@ -11,6 +11,7 @@ as dataset-input tags.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -167,6 +168,7 @@ class _ArrowLayout:
 
     def __init__(self, schema, names: list[str], raw: list[np.dtype | None]) -> None:
         self.schema, self.names, self._raw = schema, names, raw
+        self._object_bools = set(json.loads((schema.metadata or {}).get(OBJECT_BOOLS_KEY, b"[]")))
         self._raw_names = [None if dtype is None else str(dtype) for dtype in raw]  # str(dtype) is slow
         self._positions = [schema.get_field_index(name) for name in names]
 
@@ -195,7 +197,10 @@ class _ArrowLayout:
                                        offset=column.offset * dtype.itemsize)
                 out.append((dtype_name, memoryview(values.view(np.uint8))))
             else:
-                out.append((str(as_pandas[name].dtype), _cell_bytes(as_pandas[name])))
+                column = as_pandas[name]
+                if name in self._object_bools and column.dtype == bool:  # as the whole file reads it
+                    column = column.astype(object)
+                out.append((str(column.dtype), _cell_bytes(column)))
         return out
 
 
@@ -237,10 +242,11 @@ def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, colum
             import pyarrow.parquet as pq
 
             reader = pq.ParquetFile(path, pre_buffer=_pre_buffer(pq.ParquetFile(path).metadata))
+            consistent = _WholeFileTypes(reader)
             for group in range(reader.metadata.num_row_groups):  # one at a time: see _pre_buffer
                 for batch in reader.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns,
                                                  use_threads=threads):
-                    yield batch if arrow else batch.to_pandas()
+                    yield consistent.arrow(batch) if arrow else consistent.pandas(batch)
         elif suffix == ".csv":
             yield from pd.read_csv(path, chunksize=batch_size, usecols=columns, **_CSV_OPTIONS)
         else:
@@ -249,6 +255,66 @@ def iter_table(table: str | Path | pd.DataFrame, batch_size: int = 20_000, colum
         raise
     except Exception as exc:
         raise DataError(f"cannot read {table}: {exc}") from exc
+
+
+OBJECT_BOOLS_KEY = b"gatekeeper.object_bools"  # batch metadata: boolean columns pandas reads as object
+_NUMPY_READS = {"object", "bool", *(f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64))}
+
+
+class _WholeFileTypes:
+    """Batches typed as the whole file reads into pandas, whatever nulls each batch holds.
+
+    pandas reads an integer column with a null anywhere as float64 and a boolean one as object
+    (True/False/None); batch by batch, a batch without nulls would read int64 or bool, so its
+    cells and dtype, and the content hash, would differ from the whole table's. Parquet's
+    statistics say which columns hold nulls: those integer columns are cast to float64 here (what
+    pandas does), and those boolean columns are named in the batch's metadata, for
+    ``StreamingHash`` (and converted to object for pandas batches).
+    """
+
+    def __init__(self, reader) -> None:
+        import pyarrow as pa
+
+        nullable = _columns_with_nulls(reader.metadata)
+        recorded = _pandas_numpy_types(reader.schema_arrow)
+        # a column pandas recorded with a nullable dtype (Int64, boolean) reads the same in any batch
+        fields = [f for f in reader.schema_arrow
+                  if f.name in nullable and recorded.get(f.name, "object") in _NUMPY_READS]
+        self._ints = {f.name for f in fields if pa.types.is_integer(f.type)}
+        self._bools = sorted(f.name for f in fields if pa.types.is_boolean(f.type))
+
+    def arrow(self, batch):
+        import pyarrow as pa
+
+        if not self._ints and not self._bools:
+            return batch
+        names = batch.schema.names
+        columns = [batch.column(i).cast(pa.float64()) if name in self._ints else batch.column(i)
+                   for i, name in enumerate(names)]
+        metadata = dict(batch.schema.metadata or {})
+        metadata[OBJECT_BOOLS_KEY] = json.dumps([b for b in self._bools if b in names]).encode()
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema(
+            [pa.field(n, c.type) for n, c in zip(names, columns)], metadata=metadata))
+
+    def pandas(self, batch) -> pd.DataFrame:
+        frame = self.arrow(batch).to_pandas()
+        for name in self._bools:
+            if name in frame.columns and frame[name].dtype == bool:
+                frame[name] = frame[name].astype(object)
+        return frame
+
+
+def _columns_with_nulls(metadata) -> set[str]:
+    """Top-level columns whose statistics count a null in some row group."""
+    found = set()
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            statistics = chunk.statistics
+            if statistics is not None and statistics.has_null_count and statistics.null_count > 0:
+                found.add(chunk.path_in_schema)
+    return found
 
 
 _PRE_BUFFER_LIMIT = 256 * 2**20

@@ -88,6 +88,34 @@ def test_a_parquet_file_hashes_alike_as_arrow_batches_or_as_dataframes(tmp_path)
     assert hasher.hexdigest() == content_hash(pd.read_parquet(tmp_path / "t.parquet")) == content_hash(table.reset_index(drop=True))
 
 
+@pytest.mark.parametrize("arrow", [True, False])
+def test_a_column_with_nulls_in_some_row_groups_hashes_as_the_whole_file_reads(tmp_path, arrow):
+    """pandas reads an integer column with a null anywhere as float64 and a boolean one as object;
+    a batch without nulls would read int64 / bool and hash differently. ``iter_table`` types every
+    batch as the whole file reads (Parquet's statistics say which columns hold nulls), whoever
+    wrote it: pyarrow (no pandas metadata), pandas from object columns, pandas' nullable dtypes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 3000
+    ints = [None if i == 2500 else i for i in range(n)]
+    bools = [None if i == 2600 else bool(i % 3) for i in range(n)]
+    pq.write_table(pa.table({"i": pa.array(ints, pa.int64()), "b": pa.array(bools, pa.bool_()),
+                             "x": np.arange(n, dtype=float)}), tmp_path / "arrow.parquet", row_group_size=1000)
+    pd.DataFrame({"i": pd.Series(ints, dtype=object), "b": pd.Series(bools, dtype=object)}).to_parquet(
+        tmp_path / "objects.parquet", row_group_size=1000)  # the index stored too
+    pd.DataFrame({"i": pd.array(ints, dtype="Int64"), "b": pd.array(bools, dtype="boolean")}).to_parquet(
+        tmp_path / "nullable.parquet", index=False, row_group_size=1000)
+    for name, dtypes in (("arrow", ["float64", "object", "float64"]), ("objects", ["float64", "object"]),
+                         ("nullable", ["Int64", "boolean"])):
+        whole = pd.read_parquet(tmp_path / f"{name}.parquet")
+        hasher = StreamingHash()
+        for batch in iter_table(tmp_path / f"{name}.parquet", batch_size=700, arrow=arrow):
+            hasher.update(batch)
+        assert list(whole.dtypes.astype(str)) == dtypes
+        assert hasher.hexdigest() == content_hash(whole), name
+
+
 def test_the_same_table_as_csv_or_parquet_hashes_the_same(tmp_path):
     table = make_data(1000, seed=9)  # floats with full precision: the CSV reader must parse them exactly
     table.to_csv(tmp_path / "t.csv", index=False)
