@@ -73,13 +73,23 @@ def test_streamed_verdicts_are_the_in_memory_ones(window_factory, tmp_path, smal
     current = window_factory(25_000, seed=2, shifted=True)
     current["pred"] = (current["num_shift"] > 0).astype("int64")
     reference["pred"] = (reference["num_shift"] > 0.2).astype("int64")
+    # a schema change each way, a datetime column (not tested), a column missing in every current row
+    reference["gone"] = np.arange(len(reference), dtype=float)
+    current["new"] = "x"
+    for frame in (reference, current):
+        frame["when"] = pd.Timestamp("2026-12-01") + pd.to_timedelta(np.arange(len(frame)), unit="s")
+    reference["empty"], current["empty"] = np.linspace(0, 1, len(reference)), np.nan
     ref_path, cur_path = write(reference, tmp_path / f"ref{suffix}"), write(current, tmp_path / f"cur{suffix}")
     memory = compute_verdict(tracking.load_window(str(ref_path), "reference"),
                              tracking.load_window(str(cur_path), "current"), prediction="pred")
     streamed = stream_verdict(ref_path, cur_path, prediction="pred")
     assert_same_verdicts(memory, streamed.verdict)
     assert streamed.verdict.prediction_drift.to_dict() == memory.prediction_drift.to_dict()
-    assert {c.column for c in streamed.verdict.columns if c.drifted} == set(window_factory.shifted)
+    as_text = suffix == ".csv"  # CSV keeps no types: its timestamps are text, compared as categories
+    assert {c.column for c in streamed.verdict.columns if c.drifted} == set(window_factory.shifted) | {
+        "gone", "new", "empty"} | ({"when"} if as_text else set())
+    assert [(s.column, s.change) for s in streamed.verdict.schema_changes] == [("gone", "missing"), ("new", "extra")]
+    assert [s["column"] for s in streamed.verdict.skipped_columns] == ([] if as_text else ["when"])
     # the content hashes are the whole tables' (what the training run logged, what the gate checks)
     assert streamed.reference.content_hash == content_hash(tracking.load_window(str(ref_path), "reference"))
     assert streamed.current.content_hash == content_hash(tracking.load_window(str(cur_path), "current"))
