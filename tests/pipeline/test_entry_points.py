@@ -1,13 +1,18 @@
 """Every ``MLproject`` entry point through the real ``mlflow run . -e NAME --env-manager local`` CLI.
 
-Each runs in its own ``mlflow run`` process on a throw-away SQLite store and again on a fresh
-PostgreSQL database, with the smallest sizes that
-still exercise its code, and nothing prepared beforehand that a fresh clone would lack (data is
+Each runs in its own ``mlflow run`` process on a throw-away SQLite store, with the smallest sizes
+that still exercise its code, and nothing prepared beforehand that a fresh clone would lack (data is
 made by the ``scenes`` entry point, or by ``tune`` / ``retrain`` themselves). Float parameters are
 given as a user may type them (``lr=3e-3``, ``epochs=1.0``): the project's run keeps them as typed,
 so a job that logged its own params into that run would be refused ("Changing param values is
 not allowed"). Every output is checked for that refusal and for the run-context provider failing
 to register.
+
+``retrain`` (and ``tune``, whose training set its test compares with) runs again on a fresh
+PostgreSQL database: its promotion goes through the gated store in-process, code of this project
+that differs by database. The other entry points reach only MLflow's own tracking store, the same
+code on both; the rest of this project's database code runs on PostgreSQL in tests/gate (the
+gate, the verifier) and tests/pipeline (test_story, test_autopilot, test_tune_context_params).
 """
 
 from __future__ import annotations
@@ -77,15 +82,21 @@ class Project:
         return mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{path}")
 
 
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    """The embedded SQLite default."""
+    root = tmp_path_factory.mktemp("entry-points-sqlite")
+    return _project(root, f"sqlite:///{root / 'mlflow.db'}")
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def project(request, tmp_path_factory):
-    """The same runs on the embedded SQLite default and on PostgreSQL (a database per run)."""
-    root = tmp_path_factory.mktemp(f"entry-points-{request.param}")
+def project_per_store(request, tmp_path_factory):
+    """``project``, then the same runs on PostgreSQL (a database per run)."""
     if request.param == "sqlite":
-        yield _project(root, f"sqlite:///{root / 'mlflow.db'}")
+        yield request.getfixturevalue("project")
         return
     with request.getfixturevalue("postgres_uri_factory")() as uri:
-        yield _project(root, uri)
+        yield _project(tmp_path_factory.mktemp("entry-points-postgres"), uri)
 
 
 def _project(root: Path, uri: str) -> Project:
@@ -192,11 +203,13 @@ def test_mine_queues_what_the_registered_model_logged_while_serving(project, tra
 
 
 @pytest.fixture(scope="module")
-def tune_run(project):
+def tune_run(project_per_store):
+    project = project_per_store
     return project.run("tune", trials=2, epochs="1.0", train_size=100, data_dir=project.root / "tune-data")[0]
 
 
-def test_tune_without_data_builds_retrains_training_set_and_nests_its_trials(project, tune_run):
+def test_tune_without_data_builds_retrains_training_set_and_nests_its_trials(project_per_store, tune_run):
+    project = project_per_store
     (version,) = (project.root / "tune-data" / "train").iterdir()
     manifest = json.loads((version / "manifest.json").read_text())
     assert (manifest["n"], manifest["mix"]["name"], manifest["seed"]) == (100, "summer", 0)
@@ -211,7 +224,8 @@ def test_tune_without_data_builds_retrains_training_set_and_nests_its_trials(pro
         assert {t.key: t.value for t in dataset_input.tags}["gatekeeper.content_hash"] == manifest["content_hash"]
 
 
-def test_retrain_steps_carry_the_run_context_tags(project, tune_run):
+def test_retrain_steps_carry_the_run_context_tags(project_per_store, tune_run):
+    project = project_per_store
     run, _, output = project.run("retrain", registered_model=f"{MODEL}-retrain", train_size=100, eval_size=100,
                               window_size=100, epochs="1.0", data_dir=project.root / "retrain-data")
     cycle = project.children(run)[f"retrain {MODEL}-retrain"]

@@ -6,6 +6,12 @@ worse version refused with a readable reason. Then the pages, as the README's ne
 through them: the overview shows the fixed version in production, the model page links the stale
 version's refusal, and that decision's page shows the drift table (weather drifted) and a chart for
 every slice check.
+
+Told once, on PostgreSQL (the database CI insists on, and the only one whose pages no other test
+fetches). Nothing in it depends on the database beyond what the gate's tests already run on both:
+the audit chain, sets, verification and promotions (tests/gate/test_trusted_evidence.py and the
+``backend_server`` modules); on SQLite the same pages are checked by tests/gate/test_pages.py and
+tests/browser/, and the retrain cycle through a gated server by tests/pipeline/test_autopilot.py.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ def _story(server_url: str, data_dir) -> None:
     assert first.verdict == "promote", first.reasons
     assert gate.baseline("road-scenes")["version"] == first.version
 
-    stale = retrain(RetrainConfig(mix="summer", current="rainy_season", seed=1, **SIZES), **common)
+    # The stale version is refused for the window's drift, which compares the window with its
+    # training data, not its model: one epoch trains a model enough to be judged.
+    stale = retrain(RetrainConfig(mix="summer", current="rainy_season", seed=1, **(SIZES | {"epochs": 1})), **common)
     assert stale.verdict != "promote"
     drift = json.loads(mlflow.artifacts.load_text(f"runs:/{stale.runs['drift']}/gatekeeper/drift.json"))
     drifted = {c["column"] for c in drift["columns"] if c["drifted"]}
@@ -83,12 +91,6 @@ def _pages_tell_the_story(server_url: str, gate: GatekeeperClient, in_production
     for name in slices:
         section = decision.split(f"<code>{name}</code>")[1].split("</section>")[0]
         assert 'class="interval-chart"' in section, name
-
-
-@pytest.mark.slow
-def test_story_on_a_gated_sqlite_server(tmp_path):
-    with MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", policy=DEFAULT_POLICY) as server:
-        _story(server.url, tmp_path / "data")
 
 
 @pytest.mark.slow
