@@ -293,14 +293,6 @@ def training_dataset(candidate: Candidate) -> LoggedDataset:
     return logged
 
 
-def default_reference(candidate: Candidate) -> DriftTable:
-    """The table the candidate was trained on, as its training run logged it (and verified by hash)."""
-    logged = training_dataset(candidate)
-    df = load_window(str(_local_file(logged.source, "reference", candidate)), "reference", candidate)
-    _check_training_hash(candidate, logged, content_hash(df) if logged.content_hash else "")
-    return DriftTable(df, logged.source, logged.name)
-
-
 def _check_training_hash(candidate: Candidate, logged: LoggedDataset, digest: str) -> None:
     if digest != logged.content_hash:
         raise DriftError(
