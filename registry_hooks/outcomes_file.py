@@ -212,11 +212,12 @@ class _RowIds(_Sink):
     def __init__(self, n_rows: int, check: bool):
         super().__init__(np.uint64 if check else None, n_rows)
         self.chunks: list = []
+        self.hasher = _IdHasher()
 
     def take(self, name: str, column, start: int, stop: int) -> None:
         self.chunks.append(column)
         if self.array is not None:
-            self.store(_hashes(column), start, stop)
+            self.store(self.hasher(column), start, stop)
 
     def result(self, count: int) -> tuple[Any, bool]:
         """The ids and whether they are distinct (True when not checked, or when the file has more
@@ -226,28 +227,66 @@ class _RowIds(_Sink):
         column = pa.chunked_array(self.chunks, type=self.chunks[0].type) if self.chunks else pa.chunked_array([], pa.string())
         if self.array is None or count > len(self.array):
             return column, True
-        return column, _distinct(column, super().result(count))
+        return column, _distinct(column, super().result(count), self.hasher)
 
 
-def _hashes(column) -> np.ndarray:
-    """A 64-bit hash of each value (SipHash, through pandas), built from one batch's values at a time."""
-    import pandas as pd
+class _IdHasher:
+    """A 64-bit hash of each id's bytes, vectorised over one batch's string buffer: the sum of each
+    byte times a random odd weight for its position, plus the length. The weights are drawn per
+    parse, so a writer cannot choose ids that collide (two different ids collide with chance at
+    most 2^-56), and a collision only costs an exact comparison (``_distinct``). ~0.1 s per million
+    ids, against 0.2 s for SipHash over Python strings."""
 
-    return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
+    _CHUNK_BYTES = 2**18  # ids hashed at a time: about 32 bytes of temporaries per byte of ids
+
+    def __init__(self):
+        self.weights = np.empty(0, dtype=np.uint64)
+        self.rng = np.random.default_rng()
+
+    def __call__(self, column) -> np.ndarray:
+        import pyarrow as pa
+
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                or pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+            column = column.cast(pa.string())  # numbers and the like: hashed as their text
+        wide = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+        offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if wide else np.int32)
+        return self._hash(offsets[column.offset:column.offset + len(column) + 1].astype(np.int64),
+                          np.frombuffer(column.buffers()[2] or b"", dtype=np.uint8))
+
+    def _hash(self, offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+        if offsets[-1] - offsets[0] > self._CHUNK_BYTES and len(offsets) > 2:
+            half = len(offsets) // 2
+            return np.concatenate([self._hash(offsets[:half + 1], data), self._hash(offsets[half:], data)])
+        lengths = np.diff(offsets)
+        longest = int(lengths.max(initial=0))
+        if longest > len(self.weights):  # drawn once per position, kept for the whole parse
+            more = self.rng.integers(0, 2**63, size=longest - len(self.weights), dtype=np.uint64)
+            self.weights = np.concatenate([self.weights, more * np.uint64(2) + np.uint64(1)])
+        low, high = int(offsets[0]), int(offsets[-1])
+        position = np.arange(high - low, dtype=np.int64) - np.repeat(offsets[:-1] - low, lengths)
+        mixed = self.weights[position]
+        mixed *= data[low:high].astype(np.uint64) + np.uint64(1)
+        sums = np.zeros(high - low + 1, dtype=np.uint64)
+        np.cumsum(mixed, out=sums[1:])
+        return (sums[offsets[1:] - low] - sums[offsets[:-1] - low]) ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
-def _distinct(column, hashes: np.ndarray) -> bool:
+def _distinct(column, hashes: np.ndarray, hasher: _IdHasher) -> bool:
     """Whether the ids are distinct: sorted hashes with no neighbour equal say so; ids whose hashes
-    are equal are compared exactly (a collision of different ids, or a real duplicate).
-    Sorts ``hashes`` in place."""
+    are equal are compared exactly, stopping at the first repeat (a file of one id repeated holds
+    one id here, not millions). Sorts ``hashes`` in place."""
     hashes.sort()
     same = hashes[1:] == hashes[:-1]
     if not same.any():
         return True
-    suspects = np.unique(hashes[1:][same])
-    values = [value for chunk in column.chunks
-              for value in chunk.to_numpy(zero_copy_only=False)[np.isin(_hashes(chunk), suspects)]]
-    return len(set(values)) == len(values)
+    suspects, seen = np.unique(hashes[1:][same]), set()
+    for chunk in column.chunks:
+        for value in chunk.to_numpy(zero_copy_only=False)[np.isin(hasher(chunk), suspects)]:
+            if value in seen:
+                return False
+            seen.add(value)
+    return True
 
 
 def _sink(role: str, arrow_type, n_rows: int, check_ids: bool) -> _Sink:

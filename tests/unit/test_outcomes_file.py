@@ -85,7 +85,7 @@ def test_a_missing_slice_value_is_refused():
 
 def test_row_ids_whose_hashes_collide_are_compared_exactly(monkeypatch):
     """Every id hashed alike: distinct ids still pass (the exact recheck), a duplicate is still found."""
-    monkeypatch.setattr(outcomes_file, "_hashes", lambda column: np.zeros(len(column), dtype=np.uint64))
+    monkeypatch.setattr(outcomes_file._IdHasher, "__call__", lambda self, column: np.zeros(len(column), dtype=np.uint64))
     raw = classification(50)
     assert parse_outcomes(raw, manifest_for(raw, 50), "r").n == 50
     raw = classification(50, ids=[f"r{i}" for i in range(49)] + ["r7"])
@@ -99,3 +99,17 @@ def test_a_duplicate_row_id_in_a_later_batch_is_found():
     with pytest.raises(EvidenceError, match="row_id has duplicates"):
         parse_outcomes(raw, manifest_for(raw, rows), "r")
 
+
+
+def test_id_hashes_do_not_depend_on_how_the_ids_are_cut_or_typed():
+    import pyarrow as pa
+
+    hasher = outcomes_file._IdHasher()
+    ids = pa.array([""] + [f"id-{i}-" + "x" * (i % 300) for i in range(5000)])
+    whole = hasher(ids)
+    assert len(np.unique(whole)) == len(ids)
+    np.testing.assert_array_equal(np.concatenate([hasher(ids.slice(0, 1234)), hasher(ids.slice(1234))]), whole)
+    np.testing.assert_array_equal(hasher(ids.cast(pa.large_string())), whole)
+    hasher._CHUNK_BYTES = 1000  # many small pieces, same hashes
+    np.testing.assert_array_equal(hasher(ids), whole)
+    np.testing.assert_array_equal(hasher(pa.array([7, 8, 9])), hasher(pa.array(["7", "8", "9"])))
