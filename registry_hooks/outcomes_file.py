@@ -66,17 +66,20 @@ def max_rows(environ: Mapping[str, str] = os.environ) -> int:
     return int(text)
 
 
-def within_budget(n_rows: int, budget: int) -> None:
-    """Refuse evidence of more than ``budget`` rows (``TooManyRows``), saying what to do instead."""
-    if n_rows <= budget:
+def within_budget(n_rows: int, budget: int, others: int = 0) -> None:
+    """Refuse evidence of ``n_rows`` when, with the ``others`` rows a judgement already reads, they
+    are more than ``budget`` (``TooManyRows``), saying what to do instead."""
+    if others + n_rows <= budget:
         return
     megabytes = budget * BYTES_PER_ROW / 2**20
+    beside = f", with the {others:,} of other evidence this judgement reads," if others else ""
     raise TooManyRows(
-        f"its {n_rows:,} rows are more than the {budget:,} a gate worker judges ({EVIDENCE_MAX_ROWS_ENV}; at about "
+        f"its {n_rows:,} rows{beside} are more than the {budget:,} a gate worker judges ({EVIDENCE_MAX_ROWS_ENV}; at about "
         f"{BYTES_PER_ROW} bytes a row, {megabytes:,.0f} MB of the worker's memory): evaluate every row with "
         f"`-P engine=spark` for the team's own report, and give the gate a random sample of at most {budget:,} rows "
         "registered as an evaluation set (`gatekeeper sets register`) with evidence on it",
-        {"rows": n_rows, "max_rows": budget, "bytes_per_row": BYTES_PER_ROW, "budget_mb": round(megabytes)},
+        {"rows": n_rows, "other_rows": others, "max_rows": budget, "bytes_per_row": BYTES_PER_ROW,
+         "budget_mb": round(megabytes)},
     )
 
 

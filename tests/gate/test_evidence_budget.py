@@ -1,5 +1,6 @@
 """A server's evidence budget, live: evidence with more rows than a worker may judge is refused
-before its outcomes are read, with the numbers and the remedy; evidence under it is judged."""
+before its outcomes are read, with the numbers and the remedy; evidence under it is judged; the
+budget bounds every file one judgement reads, earlier attempts included."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ def test_evidence_under_the_budget_still_promotes(small_budget_server, model_nam
     scenario.evidence(v2, v1)  # 1,500 rows, the strong model against the weak one
     scenario.gate.promote(scenario.name, v2)
     assert scenario.production() == (v2, [v2])
+
+
+def test_the_budget_bounds_every_file_a_judgement_reads(small_budget_server, model_name):
+    scenario = Scenario(small_budget_server.url, model_name)
+    v1 = scenario.first_release()
+    v2 = scenario.version()
+    scenario.evidence(v2, v1, data=make_data(1200, seed=8), data_name="earlier")  # an earlier attempt: read too
+    run_id = scenario.evidence(v2, v1)  # 1,500 rows: under the budget alone, not beside the attempt's 1,200
+    with pytest.raises(PromotionRefused) as info:
+        scenario.gate.promote(scenario.name, v2)
+    message = str(info.value)
+    assert f"evidence run {run_id} is unusable" in message
+    assert "its 1,500 rows, with the 1,200 of other evidence this judgement reads," in message
+    assert scenario.production() == (v1, [v1])

@@ -42,11 +42,18 @@ def test_evidence_over_the_budget_is_refused_with_the_numbers_and_the_remedy():
     with pytest.raises(TooManyRows) as info:
         within_budget(12_345_678, 5000)
     assert isinstance(info.value, EvidenceError)
-    assert info.value.numbers == {"rows": 12_345_678, "max_rows": 5000, "bytes_per_row": outcomes_file.BYTES_PER_ROW,
+    assert info.value.numbers == {"rows": 12_345_678, "other_rows": 0, "max_rows": 5000,
+                                  "bytes_per_row": outcomes_file.BYTES_PER_ROW,
                                   "budget_mb": round(5000 * outcomes_file.BYTES_PER_ROW / 2**20)}
     message = str(info.value)
     assert "12,345,678 rows" in message and "5,000" in message and EVIDENCE_MAX_ROWS_ENV in message
     assert "engine=spark" in message and "gatekeeper sets register" in message
+
+
+def test_the_budget_counts_the_other_evidence_a_judgement_reads():
+    within_budget(2500, 5000, others=2500)
+    with pytest.raises(TooManyRows, match="its 2,501 rows, with the 2,500 of other evidence this judgement reads,"):
+        within_budget(2501, 5000, others=2500)
 
 
 def test_a_policy_keeps_only_the_columns_its_checks_read():
