@@ -62,3 +62,11 @@ def test_the_budget_bounds_every_file_a_judgement_reads(small_budget_server, mod
     assert f"evidence run {run_id} is unusable" in message
     assert "its 1,500 rows, with the 1,200 of other evidence this judgement reads," in message
     assert scenario.production() == (v1, [v1])
+
+
+def test_the_server_refuses_to_start_with_a_budget_that_is_not_a_number_of_rows(tmp_path, gate_policy):
+    server = MlflowServer(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", policy=gate_policy,
+                          env={EVIDENCE_MAX_ROWS_ENV: "4GB"})
+    with pytest.raises(RuntimeError, match="mlflow server exited"):
+        server.start(timeout=60)
+    assert f"{EVIDENCE_MAX_ROWS_ENV} must be a positive number of rows, got '4GB'" in server.log(), server.log()[-3000:]
