@@ -231,7 +231,8 @@ def _model_outcomes(columns: Mapping[str, Any], prefix: str, task: str) -> Model
         prediction = prediction.astype(np.float64, copy=False)
         if not np.isfinite(prediction).all():
             raise EvidenceError(f"'{name}' holds NaN or infinite predictions")
-    return ModelOutcomes(prediction=prediction, **{field: columns.get(f"{prefix}.{field}") for field in ("proba_label", "score")})
+    optional = {field: columns.get(f"{prefix}.{field}") for field in ("proba_label", "score")}  # None: not kept
+    return ModelOutcomes(prediction=prediction, **optional)
 
 
 def _no_nan_classes(columns: Mapping[str, Any]) -> None:

@@ -228,7 +228,7 @@ class _RowIds(_Sink):
         rows than its manifest: the caller refuses that)."""
         import pyarrow as pa
 
-        column = pa.chunked_array(self.chunks, type=self.chunks[0].type) if self.chunks else pa.chunked_array([], pa.string())
+        column = pa.chunked_array(self.chunks) if self.chunks else pa.chunked_array([], pa.string())
         if self.array is None or count > len(self.array):
             return column, True
         return column, _distinct(column, super().result(count), self.hasher)
@@ -273,7 +273,8 @@ class _IdHasher:
         mixed *= data[low:high].astype(np.uint64) + np.uint64(1)
         sums = np.zeros(high - low + 1, dtype=np.uint64)
         np.cumsum(mixed, out=sums[1:])
-        return (sums[offsets[1:] - low] - sums[offsets[:-1] - low]) ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        by_length = lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # ids of different lengths: hashed apart
+        return (sums[offsets[1:] - low] - sums[offsets[:-1] - low]) ^ by_length
 
 
 def _distinct(column, hashes: np.ndarray, hasher: _IdHasher) -> bool:
