@@ -10,7 +10,8 @@ the ceiling on how big an evaluation the gate can judge. The reader therefore:
   probabilities, its slice spec which slices); the others it still validates batch by batch, so a
   malformed file is refused whatever the policy, or skips (``*.loss`` and unknown columns, which
   the gate never reads);
-- keeps a slice as small integer codes and a table of its names, not a string per row;
+- keeps a slice as small integer codes and a table of its names, not a string per row, and
+  integer labels and predictions in the narrowest integer type that holds them;
 - checks that row ids are distinct from a 64-bit hash per row, sorted, with an exact recheck of the
   few ids whose hashes collide, instead of a hash set of every id.
 
@@ -174,6 +175,28 @@ class _Sink:
         return self.array if self.array is None or count == len(self.array) else self.array[:count]
 
 
+class _Integers(_Sink):
+    """Integer labels and predictions (class ids, mostly 0 and 1) in the narrowest signed type that
+    holds every value read so far, widened (a copy, at most three times) when a batch needs more:
+    a byte a row for binary classes, where int64 took eight. Values equal, so every metric is."""
+
+    _LADDER = (np.int8, np.int16, np.int32, np.int64)
+
+    def __init__(self, widest, n_rows: int):
+        super().__init__(np.int8, n_rows)
+        self.widest, self.low, self.high = np.dtype(widest), 0, 0
+
+    def take(self, name: str, column, start: int, stop: int) -> None:
+        values = column.to_numpy(zero_copy_only=False)
+        if len(values):
+            self.low, self.high = min(self.low, int(values.min())), max(self.high, int(values.max()))
+            fits = [d for d in self._LADDER if np.iinfo(d).min <= self.low and self.high <= np.iinfo(d).max]
+            dtype = np.dtype(fits[0]) if fits else self.widest  # past int64: the file's own uint64
+            if dtype != self.array.dtype:
+                self.array = self.array.astype(dtype)
+        self.store(values, start, stop)
+
+
 class _Probabilities(_Sink):
     nulls_read_as_nan = True  # and refused as out of [0, 1], as they always were
 
@@ -303,4 +326,5 @@ def _sink(role: str, arrow_type, n_rows: int, check_ids: bool) -> _Sink:
         return _Slice(n_rows)
     if role in ("probability", "check"):
         return _Probabilities(np.float64 if role == "probability" else None, n_rows)
-    return _Sink(pa.array([], type=arrow_type).to_numpy(zero_copy_only=False).dtype, n_rows)
+    dtype = pa.array([], type=arrow_type).to_numpy(zero_copy_only=False).dtype
+    return _Integers(dtype, n_rows) if pa.types.is_integer(arrow_type) else _Sink(dtype, n_rows)

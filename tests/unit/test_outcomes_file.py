@@ -120,3 +120,25 @@ def test_id_hashes_do_not_depend_on_how_the_ids_are_cut_or_typed():
     hasher._CHUNK_BYTES = 1000  # many small pieces, same hashes
     np.testing.assert_array_equal(hasher(ids), whole)
     np.testing.assert_array_equal(hasher(pa.array([7, 8, 9])), hasher(pa.array(["7", "8", "9"])))
+
+
+def test_integer_classes_are_kept_in_the_narrowest_type_that_holds_them():
+    import pyarrow as pa
+
+    from registry_hooks.evidence import OUTCOMES_BATCH_ROWS
+
+    n = OUTCOMES_BATCH_ROWS + 3
+    label = np.zeros(n, dtype=np.int64)
+    label[1] = 1
+    prediction = label.copy()
+    prediction[-1] = 40_000  # in the second batch: widened to int32 there, the first batch's values kept
+    raw = outcomes_table(row_id=[str(i) for i in range(n)], label=label, candidate={"prediction": prediction})
+    evidence = parse_outcomes(raw, manifest_for(raw, n, baseline=None), "r")
+    assert evidence.label.dtype == np.int8 and evidence.candidate_only.prediction.dtype == np.int32
+    np.testing.assert_array_equal(evidence.label, label)
+    np.testing.assert_array_equal(evidence.candidate_only.prediction, prediction)
+    huge = arrow_file({"row_id": ["a", "b"], "label": pa.array([0, 2**63 + 5], type=pa.uint64()),
+                       "candidate.prediction": pa.array([-3, 2], type=pa.int16())})
+    evidence = parse_outcomes(huge, manifest_for(huge, 2, baseline=None), "r")
+    assert evidence.label.dtype == np.uint64 and evidence.label[1] == 2**63 + 5
+    assert evidence.candidate_only.prediction.dtype == np.int8 and evidence.candidate_only.prediction[0] == -3
