@@ -31,9 +31,10 @@ import numpy as np
 from registry_hooks.contract import EVIDENCE_MAX_ROWS_ENV, EVIDENCE_OUTCOMES_PATH
 from registry_hooks.outcomes import SliceCodes
 
-#: Peak worker memory per row of a first judgement, as the budget assumes it: 95 measured at 10M
-#: rows (``benchmarks/bench_big_evidence.py``: two models with predictions and probabilities, a
-#: slice, 8-character row ids, a log-loss policy), the rest for longer ids, a score column, more slices.
+#: Peak worker memory per row of a first judgement, as the budget assumes it: 73 measured at 10M
+#: rows (``benchmarks/bench_big_evidence.py``: two models with 0/1 predictions and probabilities, a
+#: slice, 8-character row ids, a log-loss policy); the rest is for class ids past one byte, longer
+#: ids, a score column, more slices. String class labels cost more (a Python string a value).
 BYTES_PER_ROW = 120
 #: Rows of one evidence file a worker judges unless ``EVIDENCE_MAX_ROWS_ENV`` says otherwise: about
 #: 2.4 GB at ``BYTES_PER_ROW`` over the ~250 MB of an open gate, within a 4 GB worker with room to spare.
