@@ -295,10 +295,10 @@ def _arrays(raw: bytes, manifest: Manifest, wanted: Wanted) -> Arrays:
     slices = {}
     for column in manifest.slice_columns:
         key = f"slice.{column}"
-        if key in columns:
-            slices[column] = columns[key]
-        elif wanted.slices is None or column in wanted.slices:
+        if key not in columns:
             raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
+        if columns[key] is not None:  # else present but not used by this judgement, so not read
+            slices[column] = columns[key]
     return Arrays(outcomes=paired, candidate_only=candidate, label=label, slices=slices, row_id_column=columns["row_id"])
 
 

@@ -108,16 +108,18 @@ class Layout:
 
     def role(self, name: str) -> str | None:
         """``ids``, ``keep`` (null-checked), ``probability`` (range-checked and kept), ``check``
-        (range-checked only), ``slice``, or None: not read. Every prediction column is kept, even
-        a baseline's in first-release evidence: the parse has always refused NaN classes there."""
+        (range-checked only), ``slice``, ``named`` (a slice of the manifest the judgement does not
+        use: present, not read), or None: not read. Every prediction column is kept, even a
+        baseline's in first-release evidence: the parse has always refused NaN classes there."""
         if name == "row_id":
             return "ids"
         if name == "label":
             return "keep"
         prefix, _, field = name.partition(".")
         if prefix == "slice":
-            wanted = self.wanted.slices
-            return "slice" if field in self.slices and (wanted is None or field in wanted) else None
+            if field not in self.slices:
+                return None
+            return "slice" if self.wanted.slices is None or field in self.wanted.slices else "named"
         if field == "prediction":
             return "keep"
         if field in _PROBABILITIES and prefix in self.models:
@@ -129,16 +131,17 @@ def read_columns(raw: bytes, n_rows: int, layout: Layout, check_ids: bool = True
     """The columns ``layout`` keeps, by name, and the file's row count (which may differ from
     ``n_rows``, the manifest's: the caller refuses that). Row ids come back as an Arrow column and
     whether they are distinct (not checked, and True, unless ``check_ids``); a slice as
-    ``SliceCodes``; the rest as numpy arrays (None for a column only validated)."""
+    ``SliceCodes``; the rest as numpy arrays (None for a column only validated, or not read)."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     try:
         schema = ipc.open_file(pa.BufferReader(raw)).schema
         roles = {name: role for name in schema.names if (role := layout.role(name))}
-        options = ipc.IpcReadOptions(included_fields=[schema.get_field_index(name) for name in roles])
+        read = [name for name, role in roles.items() if role != "named"]
+        options = ipc.IpcReadOptions(included_fields=[schema.get_field_index(name) for name in read])
         reader = ipc.open_file(pa.BufferReader(raw), options=options)
-        sinks = {name: _sink(role, schema.field(name).type, n_rows, check_ids) for name, role in roles.items()}
+        sinks = {name: _sink(roles[name], schema.field(name).type, n_rows, check_ids) for name in read}
         count = 0
         for index in range(reader.num_record_batches):
             batch = reader.get_batch(index)
@@ -153,7 +156,7 @@ def read_columns(raw: bytes, n_rows: int, layout: Layout, check_ids: bool = True
         raise
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise EvidenceError(f"{EVIDENCE_OUTCOMES_PATH} is not a readable Arrow IPC (Feather v2) file: {exc}") from exc
-    return {name: sink.result(count) for name, sink in sinks.items()}, count
+    return {name: sinks[name].result(count) if name in sinks else None for name in roles}, count
 
 
 class _Sink:

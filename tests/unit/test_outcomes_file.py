@@ -75,6 +75,10 @@ def test_columns_not_kept_are_validated_or_not_read():
     np.testing.assert_array_equal(lean.outcomes.baseline.prediction, full.outcomes.baseline.prediction)
     assert full.candidate_only.score is not None and set(full.slices) == {"weather", "hour"}
 
+    unused = Wanted(fields=frozenset(), slices=frozenset())
+    with pytest.raises(EvidenceError, match="manifest names slice column 'region' but outcomes lack 'slice.region'"):
+        parse_outcomes(raw, manifest_for(raw, N, slices=("weather", "region")), "r", unused)
+
     bad = arrow_file({"row_id": ["a", "b"], "label": [0, 1], "candidate.prediction": [0, 1],
                       "baseline.prediction": [1, 1], "baseline.proba_label": [0.5, 1.5]})
     with pytest.raises(EvidenceError, match=r"'baseline.proba_label' must hold probabilities in \[0, 1\]"):
