@@ -496,16 +496,28 @@ def load_benchmark(results: Path) -> str:
 
 
 def big_evidence(results: Path) -> str:
-    """Per evidence size: the first judgement's time and the worker's peak memory over its RSS once open."""
+    """Per evidence size: the first judgement's time and the worker's peak memory over its RSS once
+    open; beside them the same figures of the code before the memory work (``big_evidence_before``),
+    measured on the same machine, when that file exists."""
     record = load(results, "big_evidence")
     if record is None:
         return NOT_MEASURED
+    before_record = load(results, "big_evidence_before")
+    before = {f["rows"]: f for f in (before_record["figures"]["sizes"] if before_record else [])}
+
+    def earlier(rows: int) -> str:
+        found = before.get(rows)
+        return f"{secs(found['seconds'])}, {found['bytes_per_row']:.0f} B a row" if found else NOT_MEASURED
+
     rows = [[thousands(f["rows"]), mem(f["outcomes_bytes"] / 2**20), secs(f["seconds"]),
-             f"{mem(f['peak_mb'])} (+{mem(f['peak_mb'] - f['rss_opened_mb'])})", f"{f['bytes_per_row']:.0f} B"]
+             f"{mem(f['peak_mb'])} (+{mem(f['peak_mb'] - f['rss_opened_mb'])})", f"{f['bytes_per_row']:.0f} B",
+             earlier(f["rows"])]
             for f in record["figures"]["sizes"]]
+    commit = f" (commit {before_record['git']['commit'][:7]})" if before_record else ""
     return "\n\n".join([table(["rows", "outcomes.arrow", "first judgement", "worker peak (over the open gate)",
-                                "per row"], rows),
-                          f"Command: `{record['command']}`. " + provenance({"big_evidence": record})])
+                                "per row", f"before{commit}: first judgement, per row"], rows),
+                          f"Command: `{record['command']}`. "
+                          + provenance({"big_evidence": record, "big_evidence_before": before_record})])
 
 
 TABLES: dict[str, Callable[[Path], str]] = {

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from plugins.evidence_runs import FoundRun, find
-from registry_hooks import drift_summary, evidence
+from registry_hooks import drift_summary, evidence, outcomes_file
 from registry_hooks.contract import (
     DRIFT_SUMMARY_PATH,
     EVIDENCE_MANIFEST_PATH,
@@ -68,12 +68,29 @@ class RequiredSet:
     versions: tuple[SetVersion, ...]
 
 
+@dataclass
+class _Reading:
+    """What one judgement reads: the outcome columns its policy uses, and the rows it has taken on.
+    Every file a judgement parses (the deciding run, earlier attempts, runs on the same data) is
+    held until the verdict, so the worker's budget bounds their sum."""
+
+    columns: outcomes_file.Wanted
+    budget: int
+    taken: int = 0
+
+    def admit(self, n_rows: int) -> None:
+        """Count ``n_rows`` more, or refuse them (``outcomes_file.TooManyRows``) before they are read."""
+        outcomes_file.within_budget(n_rows, self.budget, self.taken)
+        self.taken += n_rows
+
+
 class EvidenceSource:
     """Finds a candidate's evidence runs (all of them: every attempt counts) and its newest drift run."""
 
     def __init__(self, db_uri: str):
         self._db_uri = db_uri  # the registry's database: its tracking tables hold the evidence in process
         self._store = None
+        self.max_rows = outcomes_file.max_rows()  # the rows of one evidence file this worker judges
 
     @property
     def tracking_store(self):
@@ -139,18 +156,24 @@ class EvidenceSource:
         with tempfile.TemporaryDirectory() as tmp:
             return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
 
-    def _parse(self, run: FoundRun) -> evidence.Evidence:
-        """The run's evidence; an outcomes file parsed before and unchanged since (same inode, size,
-        mtime and ctime) is not read again unless an array is needed."""
+    def _parse(self, run: FoundRun, reading: _Reading) -> evidence.Evidence:
+        """The run's evidence, its outcomes reduced to the columns the judgement reads; refused
+        before they are read when the manifest's row count is over what the judgement may still
+        take on. An outcomes file parsed before and unchanged since (same inode, size, mtime and
+        ctime) is not read again unless an array is needed."""
         manifest = evidence.parse_manifest(self.read_artifact(run.artifact_uri, EVIDENCE_MANIFEST_PATH))
+        reading.admit(manifest.data.n_rows)
+        wanted = reading.columns
         local = self._local_path(run.artifact_uri, EVIDENCE_OUTCOMES_PATH)
         if local is None:
-            return evidence.parse_outcomes(self.read_artifact(run.artifact_uri, EVIDENCE_OUTCOMES_PATH), manifest, run.run_id)
+            raw = self.read_artifact(run.artifact_uri, EVIDENCE_OUTCOMES_PATH)
+            return evidence.parse_outcomes(raw, manifest, run.run_id, wanted)
         stat = local.stat()  # before the read: a change after it makes a new key
         key = (str(local), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if _CHECKED_FILES.peek(key) == manifest.outcomes_sha256:
-            return evidence.checked_before(local.read_bytes, manifest, run.run_id, lambda: _CHECKED_FILES.discard(key))
-        parsed = evidence.parse_outcomes(local.read_bytes(), manifest, run.run_id)
+            return evidence.checked_before(local.read_bytes, manifest, run.run_id, lambda: _CHECKED_FILES.discard(key),
+                                           wanted)
+        parsed = evidence.parse_outcomes(local.read_bytes(), manifest, run.run_id, wanted)
         _CHECKED_FILES.put(key, manifest.outcomes_sha256)
         return parsed
 
@@ -162,13 +185,14 @@ class EvidenceSource:
                                           TAG_CANDIDATE_VERSION: candidate.version},
                     deciding_only=False, limit=_MAX_EVIDENCE_RUNS)
 
-    def _finding(self, run: FoundRun, newer_hash: str | None = None) -> EvidenceFinding:
+    def _finding(self, run: FoundRun, reading: _Reading, newer_hash: str | None = None) -> EvidenceFinding:
         """One run read and parsed; any failure becomes the finding's error (the gate refuses with it)."""
         try:
-            parsed = self._parse(run)
+            parsed = self._parse(run, reading)
         except Exception as exc:  # noqa: BLE001 - any fetch failure is a refusal reason
             message = str(exc) if isinstance(exc, evidence.EvidenceError) else f"cannot read its artifacts ({type(exc).__name__}: {exc})"
-            return EvidenceFinding(run.run_id, None, message, run.input_hashes, run.time)
+            return EvidenceFinding(run.run_id, None, message, run.input_hashes, run.time,
+                                   error_numbers=getattr(exc, "numbers", {}))
         return EvidenceFinding(run.run_id, parsed, None, run.input_hashes, run.time, newer_hash)
 
     def _outcome_files(self, runs: list[FoundRun]) -> list[FoundRun]:
@@ -184,7 +208,7 @@ class EvidenceSource:
         return list(distinct.values())
 
     def gather(self, candidate: VersionRef, baseline_version: str | None, sets: tuple[RequiredSet, ...],
-               seen: tuple[SeenRun, ...] = ()) -> Gathered:
+               seen: tuple[SeenRun, ...] = (), columns: outcomes_file.Wanted = outcomes_file.ALL) -> Gathered:
         """The deciding evidence run and everything else the gate must weigh (``registry_hooks.trust``).
 
         Without required sets (the weak mode) the newest run against this baseline decides; with
@@ -192,7 +216,8 @@ class EvidenceSource:
         version the candidate was evaluated on against this baseline is an earlier attempt, and
         runs on one data version are compared with each other. ``seen``: the runs the gate recorded
         earlier (``registry_hooks.evidence_seen``); one no longer found under its recorded identity
-        is weighed as it was recorded. ``observed``: every run found now, for the record.
+        is weighed as it was recorded. ``observed``: every run found now, for the record. ``columns``:
+        the optional outcome columns the policy's checks read (``comparison_checks.columns_kept``).
         """
         runs = self._evidence_runs(candidate)
         wanted = baseline_version or NO_BASELINE
@@ -203,8 +228,9 @@ class EvidenceSource:
         gone = self._hidden(seen, wanted, groups, {r.run_id: r for r in runs})
         active = [r for r in runs if r.decides]
         mine_active = [r for r in mine if r.decides]
-        finding, trust = (self._weak(candidate, active, mine_active, groups) if not sets
-                          else self._registered(sets, mine_active, groups))
+        reading = _Reading(columns, self.max_rows)
+        finding, trust = (self._weak(candidate, active, mine_active, groups, reading) if not sets
+                          else self._registered(sets, mine_active, groups, reading))
         counted = {v.content_hash for v in sets[0].versions} if sets else None
         gone = tuple(a for key, a in gone if counted is None or key in counted)
         observed = tuple(SeenRun(r.run_id, candidate, r.tags.get(TAG_BASELINE_VERSION, ""),
@@ -240,20 +266,21 @@ class EvidenceSource:
         return FoundRun.of(run, self.tracking_store.get_experiment(run.info.experiment_id).lifecycle_stage == "active")
 
     def _weak(self, candidate: VersionRef, active: list[FoundRun], mine_active: list[FoundRun],
-              groups: dict[str, list[FoundRun]]) -> tuple:
+              groups: dict[str, list[FoundRun]], reading: _Reading) -> tuple:
         deciding = mine_active[0] if mine_active else None
         if deciding is None:  # nothing against this baseline: the newest run says what it was against
-            return (self._finding(active[0]) if active else None), NO_TRUST_FACTS
+            return (self._finding(active[0], reading) if active else None), NO_TRUST_FACTS
         data_hash = deciding.tags.get(TAG_DATA_HASH, "")
         newest = find(self.tracking_store, {TAG_EVIDENCE: "1", TAG_CANDIDATE_NAME: candidate.name,
                                             TAG_DATA_NAME: deciding.tags.get(TAG_DATA_NAME, "")}, deciding_only=True, limit=1)
         newer_hash = newest[0].tags.get(TAG_DATA_HASH) if newest else None
-        attempts = tuple(Attempt(_data_text(group[0]), self._finding(group[0]))
+        attempts = tuple(Attempt(_data_text(group[0]), self._finding(group[0], reading))
                          for key, group in groups.items() if key != data_hash)
-        return self._finding(deciding, newer_hash), TrustFacts(attempts=attempts, same_data=self._same_data(groups))
+        return (self._finding(deciding, reading, newer_hash),
+                TrustFacts(attempts=attempts, same_data=self._same_data(groups, reading)))
 
     def _registered(self, sets: tuple[RequiredSet, ...], mine_active: list[FoundRun],
-                    groups: dict[str, list[FoundRun]]) -> tuple:
+                    groups: dict[str, list[FoundRun]], reading: _Reading) -> tuple:
         found, registered_hashes = [], set()
         for required in sets:
             versions = {v.content_hash: v for v in required.versions}
@@ -261,24 +288,26 @@ class EvidenceSource:
             current = required.versions[0] if required.versions else None
             on_current = [r for r in mine_active if current and r.tags.get(TAG_DATA_HASH) == current.content_hash]
             older = tuple(sorted(versions[h].version for h in groups if h in versions and versions[h] is not current))
-            found.append(SetEvidence(required.name, current, self._finding(on_current[0]) if on_current else None, older))
+            found.append(SetEvidence(required.name, current, self._finding(on_current[0], reading) if on_current else None,
+                                     older))
         primary_versions = {v.content_hash: v for v in sets[0].versions}
         current_hash = sets[0].versions[0].content_hash if sets[0].versions else None
-        attempts = tuple(Attempt(str(primary_versions[key]), self._finding(group[0]))
+        attempts = tuple(Attempt(str(primary_versions[key]), self._finding(group[0], reading))
                          for key, group in groups.items() if key in primary_versions and key != current_hash)
         unregistered = tuple(r.run_id for r in mine_active if r.tags.get(TAG_DATA_HASH) not in registered_hashes)
         kept = {key: group for key, group in groups.items() if key in registered_hashes}
-        trust = TrustFacts(sets=tuple(found), attempts=attempts, same_data=self._same_data(kept), unregistered=unregistered)
+        trust = TrustFacts(sets=tuple(found), attempts=attempts, same_data=self._same_data(kept, reading),
+                           unregistered=unregistered)
         return found[0].finding, trust
 
-    def _same_data(self, groups: dict[str, list[FoundRun]]) -> tuple:
+    def _same_data(self, groups: dict[str, list[FoundRun]], reading: _Reading) -> tuple:
         """Each data version evaluated by several runs with different outcome files, parsed for comparison."""
         compared = []
         for group in groups.values():
             if len(group) > 1:
                 files = self._outcome_files(group)
                 if len(files) > 1:
-                    compared.append((_data_text(group[0]), tuple(self._finding(r) for r in files)))
+                    compared.append((_data_text(group[0]), tuple(self._finding(r, reading) for r in files)))
         return tuple(compared)
 
     def find_drift(self, candidate: VersionRef) -> DriftFinding | None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from plugins import verifier_launch
 from plugins.evidence_source import EvidenceSource, RequiredSet
-from registry_hooks import eval_sets, evidence_seen, verification
+from registry_hooks import comparison_checks, eval_sets, evidence_seen, verification
 from registry_hooks.decision import Baseline, Decision, Production, decide
 from registry_hooks.evidence import OutcomesChanged, VersionRef
 from registry_hooks.evidence_seen import SeenRun
@@ -59,7 +59,8 @@ class Judge:
     def _judge(self, candidate: VersionRef, facts: tuple[Baseline, Production], policy: ModelPolicy,
                sets: tuple[RequiredSet, ...], locked: Session | None) -> Decision:
         baseline, production = facts
-        finding, trust, observed = self.evidence.gather(candidate, baseline.version, sets, self._seen(candidate, locked))
+        finding, trust, observed = self.evidence.gather(candidate, baseline.version, sets, self._seen(candidate, locked),
+                                                        comparison_checks.columns_kept(policy))
         if locked is None:
             self._remember(observed)
         if policy.evaluation.verified:

@@ -24,6 +24,7 @@ from plugins import autopilot_api, feedback_api, notifier
 from plugins.params import parse_flag, parse_name, wrong_type
 from registry_hooks.contract import API_PREFIX
 from registry_hooks.decision import Decision, RecordedDecision
+from registry_hooks.outcomes_file import max_rows
 from registry_hooks.policy import Policy
 
 BASIC_AUTH_ENV = "GATEKEEPER_BASIC_AUTH"
@@ -32,6 +33,7 @@ _logger = logging.getLogger(__name__)
 STARTUP_POLICY = Policy.from_environment()  # raises PolicyError: the server does not start
 feedback_api.lookback()  # a bad GATEKEEPER_FEEDBACK_LOOKBACK_DAYS stops the start-up too
 notifier.settings()  # so do webhook URLs without a secret, a malformed URL, a bad retry setting
+max_rows()  # and a GATEKEEPER_EVIDENCE_MAX_ROWS that is not a number of rows
 
 
 def basic_auth_enabled() -> bool:

@@ -22,6 +22,7 @@ Slices (``slices.mode``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from registry_hooks.checks import Check, Kind, Outcome, SliceRef, check_name, fmt, pct
 from registry_hooks.estimators import LabelSet
 from registry_hooks.evidence import Evidence
+from registry_hooks.outcomes_file import Wanted
 from registry_hooks.policy import ModelPolicy
 from registry_hooks.statistics import METRICS, Comparison, PairedOutcomes, compare
 from registry_hooks.sufficiency import Minimums, shortfall
@@ -49,6 +51,16 @@ def evidence_labels(policy: ModelPolicy, evidence: Evidence) -> LabelSet | None:
             raise ValueError(f"the evidence has {which} {extra.tolist()[:5]} outside the policy's evidence.classes "
                              f"{declared.tolist()[:10]}")
     return LabelSet(declared, positive)
+
+
+def columns_kept(policy: ModelPolicy) -> Wanted:
+    """The optional outcome columns a judgement under ``policy`` reads: the probabilities its
+    metrics need (primary, secondary, slices, first-release floors; guard sets and earlier attempts
+    use the primary) and its slice columns. The rest of a file is validated, not kept in memory."""
+    metrics = {policy.primary.metric, policy.slices.metric or policy.primary.metric}
+    metrics |= {t.metric for t in policy.secondary} | {t.metric for t in policy.first_release}
+    return Wanted(fields=frozenset(field for metric in metrics for field in METRICS[metric].requires),
+                  slices=frozenset(policy.slices.columns))
 
 
 def _minimums(policy: ModelPolicy) -> Minimums:
@@ -164,7 +176,7 @@ def slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutcom
     metric = spec.metric or policy.primary.metric
     checks, tested = [], []
     for column in spec.columns:
-        values = evidence.slices.get(column)
+        values = evidence.slices.get(column)  # codes into a table of the values, in np.unique's order
         if values is None:
             checks.append(Check(
                 Kind.SLICE, Outcome.FAIL_INSUFFICIENT,
@@ -172,15 +184,21 @@ def slice_checks(policy: ModelPolicy, evidence: Evidence, outcomes: PairedOutcom
                 slice=SliceRef(column),
             ))
             continue
-        for value in np.unique(values):
-            made = partial(Check, Kind.SLICE, metric=metric, slice=SliceRef(column, str(value)))
-            part = outcomes.subset(values == value)
-            untested = _untested_slice(policy, made, metric, part, labels)
+        for code, value in enumerate(values.names):
+            made = partial(Check, Kind.SLICE, metric=metric, slice=SliceRef(column, value))
+            rows = partial(_rows_of, outcomes, values.codes, code)
+            untested = _untested_slice(policy, made, metric, rows(), labels)
             if untested:
                 checks.append(untested)
             else:
-                tested.append((made, part))
+                tested.append((made, rows))
     return checks + _judge_slices(policy, metric, tested, labels)
+
+
+def _rows_of(outcomes: PairedOutcomes, codes: np.ndarray, code: int) -> PairedOutcomes:
+    """One slice's rows, copied out when judged and dropped after: holding every tested slice's
+    copy at once was a second copy of the whole evaluation (~40 bytes a row at 10M rows)."""
+    return outcomes.subset(codes == code)
 
 
 def _untested_slice(policy: ModelPolicy, made: partial[Check], metric: str, part: PairedOutcomes,
@@ -199,7 +217,7 @@ def _untested_slice(policy: ModelPolicy, made: partial[Check], metric: str, part
                 f"slices.untestable is {spec.untestable!r}", {"n": size, "minimum": lacking})
 
 
-def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[partial[Check], PairedOutcomes]],
+def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[partial[Check], Callable[[], PairedOutcomes]]],
                   labels: LabelSet | None) -> list[Check]:
     if not tested:
         return []
@@ -211,7 +229,8 @@ def _judge_slices(policy: ModelPolicy, metric: str, tested: list[tuple[partial[C
                       f"finer than {policy.evidence.bootstrap_resamples} resamples can give; set "
                       f"evidence.bootstrap_resamples to at least {needed}", {"slices_tested": k}, metric=metric)]
     checks = []
-    for made, part in tested:
+    for made, rows in tested:
+        part = rows()
         # margin = -tolerance: p_better / ci_low test "within tolerance" (prove), at level α;
         # p_worse / ci_high test "worse than tolerance" at the family-wise level α / k.
         worse = _compare(policy, metric, part, labels, margin=-spec.tolerance, tolerance=spec.tolerance,

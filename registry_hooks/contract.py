@@ -34,6 +34,7 @@ TAG_DATA_HASH = "gatekeeper.data.hash"
 TAG_DATA_NAME = "gatekeeper.data.name"
 TAG_DATA_SOURCE = "gatekeeper.data.source"  # where evaluate read the data (for people)
 TAG_DATA_REFERENCE = "gatekeeper.data.reference"  # the data argument as given (for people)
+EVIDENCE_MAX_ROWS_ENV = "GATEKEEPER_EVIDENCE_MAX_ROWS"  # rows of one evidence file a server worker judges (registry_hooks.outcomes_file)
 
 # -- dataset-input tags: the full identity of a table a run logged --------------------------------
 INPUT_TAG_CONTENT_HASH = "gatekeeper.content_hash"  # full SHA-256; MLflow's digest has 8 hex chars

@@ -33,14 +33,12 @@ from registry_hooks.contract import (
     TAG_EVIDENCE,
 )
 from registry_hooks.memo import Memo
+from registry_hooks.outcomes import SliceCodes
+from registry_hooks.outcomes_file import ALL, EvidenceError, Layout, Wanted, read_columns
 from registry_hooks.statistics import ModelOutcomes, PairedOutcomes
 
 TASKS = ("classification", "regression")
 MODEL_FIELDS = ("prediction", "proba_label", "score", "loss")  # loss is for people; the gate recomputes
-
-
-class EvidenceError(ValueError):
-    """Evidence that is missing, garbled or inconsistent; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ class Arrays:
     outcomes: PairedOutcomes | None  # None for first-release evidence where only the candidate ran
     candidate_only: ModelOutcomes
     label: np.ndarray
-    slices: dict[str, np.ndarray]
+    slices: dict[str, SliceCodes]  # the slices the judgement uses (``outcomes_file.Wanted``)
     row_id_column: Any = None  # the outcomes' row ids as an Arrow column, decoded only on demand
 
 
@@ -203,7 +201,7 @@ class Evidence:
         return self.arrays.label
 
     @property
-    def slices(self) -> dict[str, np.ndarray]:
+    def slices(self) -> dict[str, SliceCodes]:
         return self.arrays.slices
 
     @property
@@ -223,27 +221,21 @@ class Evidence:
         return np.asarray(self.arrays.row_id_column.to_pylist(), dtype=object).astype(str)
 
 
-def _model_outcomes(columns: Mapping[str, np.ndarray], prefix: str, task: str) -> ModelOutcomes:
+def _model_outcomes(columns: Mapping[str, Any], prefix: str, task: str) -> ModelOutcomes:
+    """One model's arrays; its probabilities were range-checked as they were read."""
     name = f"{prefix}.prediction"
     if name not in columns:
         raise EvidenceError(f"outcomes lack column '{name}'")
     prediction = columns[name]
     if task == "regression":
-        prediction = prediction.astype(np.float64)
+        prediction = prediction.astype(np.float64, copy=False)
         if not np.isfinite(prediction).all():
             raise EvidenceError(f"'{name}' holds NaN or infinite predictions")
-    optional = {}
-    for field in ("proba_label", "score"):
-        values = columns.get(f"{prefix}.{field}")
-        if values is not None:
-            values = values.astype(np.float64)
-            if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
-                raise EvidenceError(f"'{prefix}.{field}' must hold probabilities in [0, 1]")
-        optional[field] = values
+    optional = {field: columns.get(f"{prefix}.{field}") for field in ("proba_label", "score")}  # None: not kept
     return ModelOutcomes(prediction=prediction, **optional)
 
 
-def _no_nan_classes(columns: Mapping[str, np.ndarray]) -> None:
+def _no_nan_classes(columns: Mapping[str, Any]) -> None:
     """A NaN class would be a class of its own (NaN != NaN): refuse it in labels and predictions."""
     for name in ["label"] + [n for n in columns if n.endswith(".prediction")]:
         values = columns[name]
@@ -251,30 +243,12 @@ def _no_nan_classes(columns: Mapping[str, np.ndarray]) -> None:
             raise EvidenceError(f"'{name}' holds {int(np.isnan(values).sum())} NaN values: a class label must be a value")
 
 
-def _column_array(column, as_text: bool) -> np.ndarray:
-    """A numpy array of one outcomes column; text via its dictionary, so each distinct value is built once."""
-    if as_text:
-        import pyarrow.compute as pc
-
-        encoded = pc.dictionary_encode(column)
-        encoded = encoded.combine_chunks() if hasattr(encoded, "combine_chunks") else encoded
-        categories = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
-        return categories[encoded.indices.to_numpy(zero_copy_only=False)]
-    return column.to_numpy(zero_copy_only=False)  # zero-copy where it can: numbers without nulls
+_DISTINCT_ROW_IDS = Memo(4096)  # outcomes sha256 -> True once its row ids were found distinct: hashed once per file
 
 
-_UNIQUE_ROW_IDS = Memo(4096)  # outcomes sha256 -> row ids distinct: the slowest part of a parse, once per file
-
-
-def _unique(column) -> bool:
-    import pyarrow.compute as pc
-
-    return len(pc.unique(column)) == len(column)  # a hash set in Arrow: ~2x count_distinct's speed
-
-
-def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
-    """The outcomes file's columns (all but ``row_id``) as arrays, once its bytes, rows and required
-    columns agree with the manifest."""
+def _read_columns(raw: bytes, manifest: Manifest, wanted: Wanted) -> dict[str, Any]:
+    """The outcomes file's columns that the judgement keeps (``outcomes_file.read_columns``), once
+    its bytes, rows and required columns agree with the manifest."""
     digest = hashlib.sha256(raw).hexdigest()
     if digest != manifest.outcomes_sha256:
         raise EvidenceError(
@@ -283,12 +257,17 @@ def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
         )
     import pyarrow as pa
 
-    columns, n_rows = _batchwise(raw)
+    layout = Layout(models=("candidate", "baseline") if manifest.baseline else ("candidate",),
+                    slices=manifest.slice_columns, wanted=wanted)
+    columns, n_rows = read_columns(raw, manifest.data.n_rows, layout, check_ids=not _DISTINCT_ROW_IDS.peek(digest))
+    pa.default_memory_pool().release_unused()  # hand the last batch's buffers back to the OS
     if n_rows == 0:
         raise EvidenceError("outcomes are empty: evaluate on at least one example")
-    if "row_id" in columns and not _UNIQUE_ROW_IDS.get(digest, lambda: _unique(columns["row_id"])):
-        raise EvidenceError("outcomes.row_id has duplicates: each example must appear once")
-    pa.default_memory_pool().release_unused()  # hand parsed-and-dropped buffers back to the OS
+    if "row_id" in columns:
+        columns["row_id"], distinct = columns["row_id"]
+        if not distinct:
+            raise EvidenceError("outcomes.row_id has duplicates: each example must appear once")
+        _DISTINCT_ROW_IDS.put(digest, True)
     if n_rows != manifest.data.n_rows:
         raise EvidenceError(f"outcomes hold {n_rows} rows but the manifest's data has {manifest.data.n_rows}")
     for required in ("row_id", "label"):
@@ -297,54 +276,16 @@ def _read_columns(raw: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     return columns
 
 
-def _batchwise(raw: bytes) -> tuple[dict[str, Any], int]:
-    """Every column of the outcomes file, read one record batch at a time: only one batch is ever
-    decompressed beside the arrays (a whole table beside its arrays doubled the peak at 10M rows).
-    Row ids stay an Arrow column: turning millions of strings into Python objects is most of a
-    parse, and only agreement checks and the verifier need them. Slice values arrive
-    dictionary-encoded, a few strings."""
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    try:
-        reader = ipc.open_file(pa.BufferReader(raw))
-        names = reader.schema.names
-        pieces: dict[str, list] = {name: [] for name in names}
-        n_rows = 0
-        for index in range(reader.num_record_batches):
-            batch = reader.get_batch(index)
-            for name in names:
-                column = batch.column(name)
-                if (name in ("row_id", "label") or name.endswith(".prediction")) and column.null_count:
-                    raise EvidenceError(f"outcomes column '{name}' has missing values")
-                pieces[name].append(column if name == "row_id" else _column_array(column, as_text=name.startswith("slice.")))
-            n_rows += batch.num_rows
-            del batch
-    except EvidenceError:
-        raise
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise EvidenceError(f"{EVIDENCE_OUTCOMES_PATH} is not a readable Arrow IPC (Feather v2) file: {exc}") from exc
-    columns: dict[str, Any] = {}
-    for name in names:  # joined column by column, each column's pieces dropped once joined
-        parts = pieces.pop(name)
-        if name == "row_id":
-            columns[name] = pa.chunked_array(parts, type=reader.schema.field(name).type)
-        else:
-            columns[name] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
-                _column_array(pa.array([], type=reader.schema.field(name).type), as_text=name.startswith("slice."))
-    return columns, n_rows
-
-
-def _arrays(raw: bytes, manifest: Manifest) -> Arrays:
+def _arrays(raw: bytes, manifest: Manifest, wanted: Wanted) -> Arrays:
     """Validate the outcomes table against its manifest and build the paired arrays."""
-    columns = _read_columns(raw, manifest)
+    columns = _read_columns(raw, manifest, wanted)
     label = columns["label"]
     if manifest.task == "regression":
-        label = label.astype(np.float64)
+        label = label.astype(np.float64, copy=False)
         if not np.isfinite(label).all():
             raise EvidenceError("'label' holds NaN or infinite values")
     else:
-        _no_nan_classes(columns)
+        _no_nan_classes({name: values for name, values in columns.items() if values is not None})
     candidate = _model_outcomes(columns, "candidate", manifest.task)
     paired = None
     if manifest.baseline is not None:
@@ -356,24 +297,27 @@ def _arrays(raw: bytes, manifest: Manifest) -> Arrays:
         key = f"slice.{column}"
         if key not in columns:
             raise EvidenceError(f"manifest names slice column '{column}' but outcomes lack '{key}'")
-        slices[column] = columns[key]
+        if columns[key] is not None:  # else present but not used by this judgement, so not read
+            slices[column] = columns[key]
     return Arrays(outcomes=paired, candidate_only=candidate, label=label, slices=slices, row_id_column=columns["row_id"])
 
 
-def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str) -> Evidence:
-    """Validate the outcomes table against its manifest now; raises ``EvidenceError``."""
-    arrays = _arrays(raw, manifest)
+def parse_outcomes(raw: bytes, manifest: Manifest, run_id: str, wanted: Wanted = ALL) -> Evidence:
+    """Validate the outcomes table against its manifest now; raises ``EvidenceError``. ``wanted``:
+    the optional columns the judgement uses (the others are validated, not kept)."""
+    arrays = _arrays(raw, manifest, wanted)
     return Evidence(run_id=run_id, manifest=manifest, load=lambda: arrays, content_identity=(run_id, manifest))
 
 
-def checked_before(read: Callable[[], bytes], manifest: Manifest, run_id: str, forget: Callable[[], None]) -> Evidence:
+def checked_before(read: Callable[[], bytes], manifest: Manifest, run_id: str, forget: Callable[[], None],
+                   wanted: Wanted = ALL) -> Evidence:
     """Evidence whose outcomes file was parsed and found to match ``manifest`` before and has not
     changed since (the caller's evidence: ``plugins.evidence_source``); read and validated again
     only if an array is needed. If it no longer matches then, ``forget`` is called (so the next
     judgement parses it at once) and ``OutcomesChanged`` raised."""
     def load() -> Arrays:
         try:
-            return _arrays(read(), manifest)
+            return _arrays(read(), manifest, wanted)
         except (EvidenceError, OSError) as exc:
             forget()
             raise OutcomesChanged(f"evidence run {run_id}: {exc}") from exc

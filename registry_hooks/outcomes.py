@@ -69,3 +69,12 @@ class PairedOutcomes:
         if index.dtype == bool and index.shape != self.label.shape:
             raise ValueError(f"mask has shape {index.shape}, outcomes have {len(self)} rows")
         return PairedOutcomes(self.label[index], self.baseline.subset(index), self.candidate.subset(index))
+
+
+@dataclass(frozen=True, eq=False)
+class SliceCodes:
+    """One slice column: each row's value as a code into ``names`` (sorted, each present at least
+    once). A code is a byte or two a row, where the values as numpy text took four bytes a character."""
+
+    codes: np.ndarray
+    names: tuple[str, ...]

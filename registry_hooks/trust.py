@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class EvidenceFinding:
     logged_data_hashes: frozenset[str]
     run_time: datetime
     newer_data_hash: str | None = None  # a newer evaluation of the same data set used other rows
+    error_numbers: Mapping[str, Any] = field(default_factory=dict)  # the figures behind ``error`` (e.g. rows over the budget)
 
 
 def evidence_check(
@@ -68,7 +69,8 @@ def evidence_check(
         return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"no evidence: no finished evaluation run for {candidate}; {evaluate_hint}")
     numbers = {"run_id": finding.run_id}
     if finding.evidence is None:
-        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}", numbers)
+        return Check(Kind.EVIDENCE, Outcome.FAIL_INSUFFICIENT, f"evidence run {finding.run_id} is unusable: {finding.error}",
+                     numbers | dict(finding.error_numbers))
     manifest = finding.evidence.manifest
     if (manifest.candidate.name, manifest.candidate.version) != (candidate.name, candidate.version):
         return Check(

@@ -55,6 +55,11 @@ def arrow_file(columns: dict) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def decoded(column) -> np.ndarray:
+    """A slice's values, one a row, from its codes and names."""
+    return np.asarray(column.names)[column.codes]
+
+
 def read_back(raw: bytes) -> pa.Table:
     return ipc.open_file(pa.BufferReader(raw)).read_all()
 
@@ -94,8 +99,10 @@ def test_round_trip_classification_with_baseline(classification):
     assert paired.baseline.score is None  # optional fields stay absent
     np.testing.assert_array_equal(evidence.candidate_only.prediction, c["candidate"]["prediction"])
     assert set(evidence.slices) == {"weather", "hour"}
-    np.testing.assert_array_equal(evidence.slices["weather"], c["slices"]["weather"])
-    np.testing.assert_array_equal(evidence.slices["hour"], c["slices"]["hour"].astype(str))  # slices are strings
+    np.testing.assert_array_equal(decoded(evidence.slices["weather"]), c["slices"]["weather"])
+    np.testing.assert_array_equal(decoded(evidence.slices["hour"]), c["slices"]["hour"].astype(str))  # slices are strings
+    weather = evidence.slices["weather"]
+    assert weather.names == ("clear", "fog", "rain") and weather.codes.dtype == np.uint8  # np.unique's order, a byte a row
 
 
 def test_round_trip_first_release_without_baseline(classification):
@@ -525,7 +532,7 @@ def test_the_outcomes_file_depends_only_on_its_rows_not_on_how_they_were_batched
     parsed = parse_outcomes(raw, manifest_for(raw, n, baseline=None, slices=("weather",)), "run")
     assert parsed.n == n and (parsed.label == label).all()  # read back batch by batch, joined in order
     assert (parsed.candidate_only.proba_label == columns["candidate.proba_label"]).all()
-    assert (parsed.slices["weather"] == columns["slice.weather"]).all()
+    assert (decoded(parsed.slices["weather"]) == columns["slice.weather"]).all()
     assert parsed.row_ids[-1] == f"r{n - 1}" and parsed.row_ids[OUTCOMES_BATCH_ROWS] == f"r{OUTCOMES_BATCH_ROWS}"
 
 
