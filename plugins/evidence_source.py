@@ -9,11 +9,12 @@ error string in the finding: the gate then refuses with that reason instead of a
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -66,6 +67,19 @@ class RequiredSet:
 
     name: str
     versions: tuple[SetVersion, ...]
+
+
+def _read(path: Path, check_size: Callable[[int], None] | None = None) -> bytes:
+    """The file's bytes, its size checked first; never more than that size: a file that grows in
+    place while it is read (an upload over it) is refused, not read to whatever length it reaches."""
+    with path.open("rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if check_size is not None:
+            check_size(size)
+        data = file.read(size + 1)
+    if len(data) > size:
+        raise OSError(f"{path.name} changed while it was read")
+    return data
 
 
 @dataclass
@@ -147,14 +161,15 @@ class EvidenceSource:
             raise OSError(f"artifact path {path!r} leaves the run's artifact directory")
         return target
 
-    def read_artifact(self, artifact_uri: str, path: str) -> bytes:
-        """One artifact of the run whose artifacts are at ``artifact_uri``."""
+    def read_artifact(self, artifact_uri: str, path: str, check_size: Callable[[int], None] | None = None) -> bytes:
+        """One artifact of the run whose artifacts are at ``artifact_uri``; ``check_size`` sees its
+        size in bytes before it is read (and may refuse it)."""
         local = self._local_path(artifact_uri, path)
-        if local is not None:
-            return local.read_bytes()
-        repository, prefix = self._repository(artifact_uri.rstrip("/"))
-        with tempfile.TemporaryDirectory() as tmp:
-            return Path(repository.download_artifacts(prefix + path, tmp)).read_bytes()
+        if local is None:
+            repository, prefix = self._repository(artifact_uri.rstrip("/"))
+            with tempfile.TemporaryDirectory() as tmp:
+                return _read(Path(repository.download_artifacts(prefix + path, tmp)), check_size)
+        return _read(local, check_size)
 
     def _parse(self, run: FoundRun, reading: _Reading) -> evidence.Evidence:
         """The run's evidence, its outcomes reduced to the columns the judgement reads; refused
@@ -165,15 +180,16 @@ class EvidenceSource:
         reading.admit(manifest.data.n_rows)
         wanted = reading.columns
         local = self._local_path(run.artifact_uri, EVIDENCE_OUTCOMES_PATH)
+        fits = functools.partial(outcomes_file.within_file_budget, budget=reading.budget)
         if local is None:
-            raw = self.read_artifact(run.artifact_uri, EVIDENCE_OUTCOMES_PATH)
+            raw = self.read_artifact(run.artifact_uri, EVIDENCE_OUTCOMES_PATH, fits)
             return evidence.parse_outcomes(raw, manifest, run.run_id, wanted)
         stat = local.stat()  # before the read: a change after it makes a new key
+        read = functools.partial(_read, local, fits)
         key = (str(local), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if _CHECKED_FILES.peek(key) == manifest.outcomes_sha256:
-            return evidence.checked_before(local.read_bytes, manifest, run.run_id, lambda: _CHECKED_FILES.discard(key),
-                                           wanted)
-        parsed = evidence.parse_outcomes(local.read_bytes(), manifest, run.run_id, wanted)
+            return evidence.checked_before(read, manifest, run.run_id, lambda: _CHECKED_FILES.discard(key), wanted)
+        parsed = evidence.parse_outcomes(read(), manifest, run.run_id, wanted)
         _CHECKED_FILES.put(key, manifest.outcomes_sha256)
         return parsed
 

@@ -85,6 +85,22 @@ def within_budget(n_rows: int, budget: int, others: int = 0) -> None:
     )
 
 
+def within_file_budget(size: int, budget: int) -> None:
+    """Refuse an outcomes file larger than the whole budget's memory before reading it: its bytes
+    are held while it is parsed (the gate judges the bytes it hashed), whatever row count its
+    manifest claims, so a manifest that understates the rows cannot make a worker read more."""
+    limit = budget * BYTES_PER_ROW
+    if size <= limit:
+        return
+    raise TooManyRows(
+        f"its {EVIDENCE_OUTCOMES_PATH} is {size / 2**20:,.1f} MB, more than the {limit / 2**20:,.1f} MB of a gate "
+        f"worker's evidence budget ({EVIDENCE_MAX_ROWS_ENV}={budget:,} rows at about {BYTES_PER_ROW} bytes a row): "
+        "evaluate every row with `-P engine=spark` for the team's own report, and give the gate a random sample "
+        "registered as an evaluation set (`gatekeeper sets register`) with evidence on it",
+        {"file_bytes": size, "max_rows": budget, "bytes_per_row": BYTES_PER_ROW, "budget_mb": round(limit / 2**20, 1)},
+    )
+
+
 @dataclass(frozen=True)
 class Wanted:
     """Which optional columns a judgement decodes and keeps; None: all of them. Optional

@@ -4,6 +4,8 @@ budget bounds every file one judgement reads, earlier attempts included."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.evidence import Scenario, make_data
@@ -70,3 +72,35 @@ def test_the_server_refuses_to_start_with_a_budget_that_is_not_a_number_of_rows(
     with pytest.raises(RuntimeError, match="mlflow server exited"):
         server.start(timeout=60)
     assert f"{EVIDENCE_MAX_ROWS_ENV} must be a positive number of rows, got '4GB'" in server.log(), server.log()[-3000:]
+
+
+def test_a_manifest_that_understates_its_rows_cannot_make_a_worker_read_more(small_budget_server, model_name, tmp_path):
+    """An editor rewrites a run's manifest to claim 100 rows over an outcomes file of 30,000: the
+    row count passes, but the file is bigger than the budget's memory, so it is refused by its size
+    before a byte of it is read (its bytes would be held while parsed, whatever the manifest says)."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from registry_hooks.contract import EVIDENCE_MANIFEST_PATH, EVIDENCE_OUTCOMES_PATH
+    from registry_hooks.outcomes_file import BYTES_PER_ROW
+
+    scenario = Scenario(small_budget_server.url, model_name)
+    v1 = scenario.first_release()
+    v2 = scenario.version()
+    run_id = scenario.evidence(v2, v1, data=make_data(30_000, seed=9), data_name="everything")
+    client = MlflowClient(small_budget_server.url)
+    outcomes = Path(client.download_artifacts(run_id, EVIDENCE_OUTCOMES_PATH, str(tmp_path)))
+    assert outcomes.stat().st_size > BUDGET * BYTES_PER_ROW  # what makes this test able to fail
+    manifest = json.loads(Path(client.download_artifacts(run_id, EVIDENCE_MANIFEST_PATH, str(tmp_path))).read_text())
+    manifest["data"]["n_rows"] = 100
+    client.log_text(run_id, json.dumps(manifest), EVIDENCE_MANIFEST_PATH)
+
+    with pytest.raises(PromotionRefused) as info:
+        scenario.gate.promote(scenario.name, v2)
+    message = str(info.value)
+    assert f"evidence run {run_id} is unusable" in message
+    assert f"{EVIDENCE_OUTCOMES_PATH} is" in message and "MB of a gate worker's evidence budget" in message
+    check = next(c for c in scenario.gate.explain(scenario.name, v2)["checks"] if c["name"] == "evidence")
+    assert check["numbers"]["file_bytes"] == outcomes.stat().st_size and check["numbers"]["max_rows"] == BUDGET
+    assert scenario.production() == (v1, [v1])
