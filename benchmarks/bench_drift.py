@@ -111,9 +111,10 @@ def _evidently_drifted(reference, current) -> dict[str, bool]:
     }
 
 
-def measure(engine: str, reference: Path, current: Path) -> dict:
+def measure(engine: str, reference: Path, current: Path, script: str = __file__) -> dict:
+    """One case of ``script``'s ``child`` in a fresh subprocess: its last line, parsed."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", engine, str(reference), str(current)],
+        [sys.executable, script, "--child", engine, str(reference), str(current)],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "DO_NOT_TRACK": "true"},
     )  # fmt: skip
     if proc.returncode != 0:
@@ -121,13 +122,19 @@ def measure(engine: str, reference: Path, current: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="rows per table, comma-separated")
-    parser.add_argument("--skip-full-above", type=int, default=None, metavar="N",
-                        help="do not run evidently's full preset on more than N rows (default: run it everywhere)")  # fmt: skip
+def size_parser(doc: str, sizes: tuple[int, ...]) -> argparse.ArgumentParser:
+    """The drift benchmarks' shared options: table sizes, the data's seed, the hidden child mode."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, sizes)), help="rows per table, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    parser = size_parser(__doc__, SIZES)
+    parser.add_argument("--skip-full-above", type=int, default=None, metavar="N",
+                        help="do not run evidently's full preset on more than N rows (default: run it everywhere)")  # fmt: skip
     args = parser.parse_args()
     if args.child:
         child(*args.child)

@@ -20,12 +20,10 @@ within the bound their note states (the figure kept is the largest error and the
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ResultFile, machine_lines, own_peak_rss_mb  # noqa: E402
-from bench_drift import make_table  # noqa: E402
+from bench_drift import make_table, measure, size_parser  # noqa: E402
 
 SIZES = (1_000_000, 10_000_000)
 SLICE_ROWS = 1_000_000
@@ -80,14 +78,6 @@ def child(engine: str, reference: str, current: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": own_peak_rss_mb(), "columns": columns}))
 
 
-def measure(engine: str, reference: Path, current: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", engine, str(reference), str(current)],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "DO_NOT_TRACK": "true"})
-    if proc.returncode != 0:
-        raise SystemExit(f"{engine} on {reference} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def agreement(memory: dict, streamed: dict) -> dict:
     """How the streamed verdicts compare with the in-memory ones, column by column."""
     same = exact_gap = estimate_gap = largest_bound = 0.0
@@ -111,12 +101,9 @@ def agreement(memory: dict, streamed: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="rows per table, comma-separated")
+    parser = size_parser(__doc__, SIZES)
     parser.add_argument("--memory-up-to", type=int, default=1_000_000, metavar="N",
                         help="run the in-memory engine up to N rows (default 1,000,000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", nargs=3, metavar=("ENGINE", "REFERENCE", "CURRENT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -132,9 +119,9 @@ def main() -> None:
             write_table(reference, n, args.seed, shifted=False)
             write_table(current, n, args.seed + 1, shifted=True)
             print(f"[{n:>10,} rows] written in {time.perf_counter() - t0:.0f} s", flush=True)
-            engines = {"stream": measure("stream", reference, current)}
+            engines = {"stream": measure("stream", reference, current, __file__)}
             if n <= args.memory_up_to:
-                engines["memory"] = measure("memory", reference, current)
+                engines["memory"] = measure("memory", reference, current, __file__)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         record = {"rows": n, **{e: {k: v for k, v in r.items() if k != "columns"} for e, r in engines.items()},

@@ -309,9 +309,13 @@ def _local_file(source: str, side: str, training_of: Candidate | None = None) ->
         return local_path(source)
     except DataError as exc:
         if training_of:
-            raise DriftError(f"the training dataset of {training_of.name}/{training_of.version} ({source}) cannot be "
-                             f"loaded: {exc}; pass --reference") from None
+            raise _training_unloadable(training_of, source, exc) from None
         raise DriftError(f"cannot load the {side} table: {exc}") from None
+
+
+def _training_unloadable(candidate: Candidate, source: str, exc: Exception) -> DriftError:
+    return DriftError(f"the training dataset of {candidate.name}/{candidate.version} ({source}) cannot be loaded: "
+                      f"{exc}; pass --reference")
 
 
 def load_window(uri: str, side: str, training_of: Candidate | None = None) -> pd.DataFrame:
@@ -321,8 +325,7 @@ def load_window(uri: str, side: str, training_of: Candidate | None = None) -> pd
         df = load_table(uri)
     except DataError as exc:
         if training_of:
-            raise DriftError(f"the training dataset of {training_of.name}/{training_of.version} ({uri}) cannot be "
-                             f"loaded: {exc}; pass --reference") from None
+            raise _training_unloadable(training_of, uri, exc) from None
         hint = ""
         if "codec can't decode" in str(exc):
             hint = "; the file is not UTF-8 text: re-save it as UTF-8 (or as Parquet)"
