@@ -59,6 +59,9 @@ class _Walk:
 
 def allocate(picks: Mapping[str, pd.DataFrame], budget: int) -> _Walk:
     """Share ``budget`` across the reasons of ``picks`` as the module docstring says."""
+    unknown = set(picks) - set(REASONS)
+    if unknown:
+        raise ValueError(f"unknown reasons {sorted(unknown)}; known: {REASONS}")
     walk = _Walk(picks)
     left = budget - walk.take(FLAG, budget) if FLAG in picks else budget
     shared = [r for r in REASONS if r in picks and r != FLAG]
@@ -74,12 +77,16 @@ def build_queue(window: pd.DataFrame, picks: Mapping[str, pd.DataFrame], budget:
     were queued, with ``reasons``
     (the reasons joined by ``"; "``), ``reason_<name>`` (bool) and ``score_<name>`` (NaN where
     not picked for it) per reason in ``picks``, and ``slice`` (the slice a row was picked from)."""
-    unknown = set(picks) - set(REASONS)
-    if unknown:
-        raise ValueError(f"unknown reasons {sorted(unknown)}; known: {REASONS}")
     walk = allocate(picks, budget)
-    queue = window.loc[walk.rows].copy()
-    names = [r for r in REASONS if r in picks]
+    return assemble(walk, window.loc[walk.rows])
+
+
+def assemble(walk: _Walk, rows: pd.DataFrame) -> pd.DataFrame:
+    """The queue frame of an allocated ``walk`` (see :func:`build_queue`); ``rows`` holds at least
+    the queued rows, indexed by the labels the picks use. Why apart from :func:`build_queue`: the
+    Spark engine never holds the window, and fetches only the queued rows once ``walk`` names them."""
+    queue = rows.loc[walk.rows].copy()
+    names = [r for r in REASONS if r in walk.picks]
     for reason in names:
         tagged = walk.tags[reason]
         queue[f"reason_{reason}"] = [label in tagged for label in walk.rows]

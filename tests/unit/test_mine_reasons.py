@@ -195,3 +195,17 @@ def test_random_selection_spends_the_same_budget_on_unlabelled_rows_without_a_re
     assert abs(np.mean(ranks[:400]) - 1999.5) < 4 * 1155 / math.sqrt(400)  # the first tenth: no drift in the order
     with pytest.raises(ValueError, match="selection must be one of"):
         mine_window(frame, selection="loudest")
+
+
+def test_ties_are_broken_by_each_rows_request_id_not_its_place_in_the_window():
+    """The tie-break is a keyed hash of the request id: the same rows read in another order (other
+    log files first, another engine's partitions) give the same ranking, reason by reason."""
+    frame = served(500, seed=8, confidence=np.round(np.random.default_rng(1).random(500), 1),
+                   flag=np.where(np.arange(500) % 5 == 0, "unsure", None).astype(object))
+    shuffled = frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    for rank in (reasons.lowest_confidence, reasons.human_flags, reasons.random_rows):
+        first, second = rank(frame, seed=4), rank(shuffled, seed=4)
+        assert frame.loc[first.index, "request_id"].tolist() == shuffled.loc[second.index, "request_id"].tolist()
+    draws = reasons.draws(frame["request_id"], 4, reasons.FLAG)
+    assert draws.dtype == np.int64 and (draws >= 0).all() and len(set(draws)) == 500
+    assert not np.array_equal(draws, reasons.draws(frame["request_id"], 4, reasons.LOW_CONFIDENCE))
