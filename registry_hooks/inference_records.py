@@ -85,11 +85,13 @@ def probability_columns(columns: Iterable) -> list[str]:
     return [str(c) for c in columns if str(c).startswith(PROBABILITY_PREFIX)]
 
 
-def read_window(start: dt.datetime, end: dt.datetime, root: str | None = None, columns: list[str] | None = None) -> pa.Table:
+def read_window(start: dt.datetime, end: dt.datetime, root: str | None = None, columns: list[str] | None = None,
+                request_ids: Iterable[str] | None = None) -> pa.Table:
     """The records with ``start <= time < end`` (aware datetimes, any zone), reading only the
     hour partitions of the window. Parts written by different model versions may differ in
     columns; the result has all of them (null where a part lacks one). ``columns`` names the
-    ones to read (those no part has are left out)."""
+    ones to read (those no part has are left out); ``request_ids`` keeps only those records
+    (with the window's schema all the same)."""
     import pyarrow.dataset as ds
 
     if start.tzinfo is None or end.tzinfo is None:
@@ -102,7 +104,19 @@ def read_window(start: dt.datetime, end: dt.datetime, root: str | None = None, c
         columns = [c for c in columns if c in window.schema.names]
     moment = ds.field(TIME)
     bounds = (moment >= pa.scalar(start, pa.timestamp("us", "UTC"))) & (moment < pa.scalar(end, pa.timestamp("us", "UTC")))
+    if request_ids is not None:
+        bounds &= ds.field(REQUEST_ID).isin(pa.array(list(request_ids), pa.string()))
     return window.to_table(columns=columns, filter=bounds)
+
+
+def window_files(start: dt.datetime, end: dt.datetime, root: str | None = None) -> tuple[list[str], pa.Schema | None]:
+    """The parts ``read_window`` would read (as URIs another reader such as Spark takes) and the
+    schema it would give them, for an engine that reads the window itself."""
+    window = _window_dataset(start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc), root)
+    if window is None:
+        return [], None
+    fs, _ = filesystem(root or root_from_env() or DEFAULT_ROOT)
+    return [fs.unstrip_protocol(path) for path in window.files], window.schema
 
 
 def find(request_ids: Iterable[str], *, root: str, lookback: dt.timedelta, now: dt.datetime) -> dict[str, dict]:

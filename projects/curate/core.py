@@ -35,7 +35,7 @@ from projects.datasets import DataError
 from projects.mine import feedback
 from projects.mine.queue import reason_counts
 from projects.mine.reasons import SLICE
-from projects.mine.run import PIXELS
+from projects.mine.shadow import PIXELS
 from projects.scenes import CLASS_NAMES, N_PIXELS, PIXEL_COLUMNS, SUMMARY_COLUMNS, pixels, summary_features
 from registry_hooks.inference_records import REQUEST_ID
 from registry_hooks.names import normalise

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from projects.datasets import DATA_FILE, MANIFEST_FILE, load_table, log_dataset_input, version_data_path
-from projects.mine.run import PIXELS
+from projects.mine.shadow import PIXELS
 from projects.run_scope import child_run
 from projects.scenes import load_version, save_version
 from registry_hooks.contract import TAG_DATASET_VERSION

@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from projects import spark_session
 from projects.evaluate import comparisons, report
 from projects.evaluate.scoring import EvaluationError, Evaluated, model_values, outcomes, to_scores
 from projects.served import probability_columns
+from projects.spark_session import SparkUnavailable, require_pyspark
 from registry_hooks.evidence import OutcomesFile, write_outcomes
 from registry_hooks.statistics import Comparison, PairedOutcomes
 
-MISSING = ("engine=spark needs pyspark (and Java 17): pip install 'mlflow-gatekeeper[spark]'")
 _ROW = "_row"  # each row's position in the file, carried through the parts and dropped at assembly
-_ARROW_BATCH = 4096  # rows per Arrow batch handed to the models: PREDICT_BATCH, the local engine's size
 _SPARK_TYPES = {"int64": "bigint", "int32": "int", "int16": "smallint", "int8": "tinyint", "double": "double",
                 "float": "float", "string": "string", "large_string": "string", "bool": "boolean"}
 
@@ -47,39 +47,20 @@ _SPARK_TYPES = {"int64": "bigint", "int32": "int", "int16": "smallint", "int8": 
 def check_usable(table) -> None:
     """Refuse before anything is read: no pyspark, or a table in memory (Spark reads files)."""
     try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        raise EvaluationError(MISSING) from None
+        require_pyspark()
+    except SparkUnavailable as exc:
+        raise EvaluationError(str(exc)) from None
     if isinstance(table.table, pd.DataFrame):
         raise EvaluationError("engine=spark reads a Parquet or CSV file; pass its path (or dataset:/set: reference), "
                               "not a DataFrame")
 
 
 def session(master: str):
-    """The Spark session on ``master``; a session already running on another master is stopped."""
-    import os
-    import sys
-
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None and active.sparkContext.master != master:
-        active.stop()
-    # PySpark starts its Python workers with $PYSPARK_PYTHON (default: python3 from PATH, which may
-    # lack this environment's packages); a user's own choice is kept
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(master).appName("gatekeeper evaluate")
-    if master.startswith("local"):  # the groupBy stages carry a few rows per group: 200 shuffle tasks are overhead
-        builder = builder.config("spark.sql.shuffle.partitions", "8")
+    """The Spark session on ``master`` (``projects.spark_session``), failures as EvaluationError."""
     try:
-        spark = (builder
-                 .config("spark.sql.execution.arrow.maxRecordsPerBatch", _ARROW_BATCH)
-                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                 .config("spark.sql.session.timeZone", "UTC").getOrCreate())
-    except Exception as exc:  # a bad master URL, no Java
-        raise EvaluationError(f"cannot start Spark on master {master!r}: {exc}") from exc
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+        return spark_session.session(master, "evaluate")
+    except SparkUnavailable as exc:
+        raise EvaluationError(str(exc)) from exc
 
 
 def score(plan, work: Path, out) -> Evaluated:
@@ -475,4 +456,4 @@ def _tables_and_sample(frame, layout: _Layout) -> tuple[dict[str, pd.DataFrame],
     return tables, keys[first].reset_index(drop=True)
 
 
-__all__ = ["MISSING", "check_usable", "score", "session"]
+__all__ = ["check_usable", "score", "session"]

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selection", choices=SELECTIONS, default="reasons",
                         help="'reasons' (default) or 'random': the same budget on unlabelled rows at random, "
                              "the control that measures what the reasons are worth")
+    parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: the window in this process (to a few million rows); spark: on --spark-master, "
+                             "the same queue without holding the window (pip install 'mlflow-gatekeeper[spark]')")
+    parser.add_argument("--spark-master", type=non_empty, default="local[*]",
+                        help="any Spark master URL, passed to Spark unchanged (only with --engine spark)")
     return parser
 
 
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         registered_model=args.registered_model, end=args.end or dt.datetime.now(dt.timezone.utc),
         window_days=args.window_days, fraction=args.budget, candidate=args.candidate, feedback=args.feedback,
         log=args.log, out=Path(args.out), seed=args.seed, options=SliceOptions(min_support=args.min_support),
-        selection=args.selection)
+        selection=args.selection, engine=args.engine, spark_master=args.spark_master)
     try:
         outcome = mine(request)
     except (MineError, DataError, ValueError) as exc:

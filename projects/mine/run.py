@@ -25,15 +25,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from projects.datasets import content_hash, load_table, log_dataset_input
 from projects.run_scope import child_run
-from projects.served import scoring_params
 from registry_hooks.inference_records import REQUEST_ID, read_window, root_from_env
 
-from . import charts, feedback
+from . import charts, feedback, shadow
 from .core import Mined, mine_window
 from .queue import reason_counts
 from .reasons import REASONS, SLICE
@@ -41,9 +39,8 @@ from .slices import SliceOptions
 
 CHAMPION_ALIAS = "champion"
 NONE = "none"
-PIXELS = "pixels"
+NO_PIXELS = "no row of the window kept its pixels (GATEKEEPER_LOG_INPUTS=full): the candidate was not scored"
 QUEUE_FILES = ("queue.parquet", "queue.csv", "manifest.json")
-SCORING_CHUNK = 4096  # rows per shadow predict call: bounds the pixel frame (4096 x 3072 bytes)
 DATASET_CONTEXT = "labelling_queue"
 
 
@@ -66,6 +63,8 @@ class MineRequest:
     seed: int
     options: SliceOptions = field(default_factory=SliceOptions)
     selection: str = "reasons"  # or "random": the control arm (projects.mine.reasons.random_rows)
+    engine: str = "local"  # or "spark" (projects.mine.spark_engine)
+    spark_master: str = "local[*]"
 
     @property
     def start(self) -> dt.datetime:
@@ -86,22 +85,63 @@ def mine(request: MineRequest) -> MineOutcome:
 
     notes: list[str] = []
     client = MlflowClient()
-    window = read_window(request.start, request.end, root=request.log or None).to_pandas()
-    if window.empty:
-        notes.append(f"the log holds no records from {request.start.isoformat()} to {request.end.isoformat()}")
     champion = _champion(client, request.registered_model, notes)
     candidate_uri = _candidate_uri(client, request, champion, notes) if request.selection == "reasons" else None
-    shadow = _shadow_scores(candidate_uri, window, notes) if candidate_uri and not window.empty else None
     given = _feedback(request, notes)
-    if not window.empty:
-        window = feedback.attach(window, given)
-    mined = mine_window(window, champion_run_id=champion.run_id if champion else None, candidate=shadow,
-                        fraction=request.fraction, options=request.options, seed=request.seed,
-                        selection=request.selection)
+    engine = _mine_on_spark if request.engine == "spark" else _mine_locally
+    mined = engine(request, champion.run_id if champion else None, candidate_uri, given, notes)
+    if not mined.window_rows:
+        notes.insert(0, f"the log holds no records from {request.start.isoformat()} to {request.end.isoformat()}")
     manifest = _manifest(request, mined, champion, candidate_uri, len(given), notes)
     folder = write_queue(mined.queue, manifest, request.out)
     run_id = _log_run(request, mined, folder, candidate_uri)
     return MineOutcome(run_id, folder, mined, notes)
+
+
+def _mine_locally(request: MineRequest, champion_run_id: str | None, candidate_uri: str | None, given: pd.DataFrame,
+                  notes: list[str]) -> Mined:
+    """The window read into pandas and mined here (``projects.mine.core``)."""
+    window = read_window(request.start, request.end, root=request.log or None).to_pandas()
+    scored = _shadow_scores(candidate_uri, window, notes) if candidate_uri and not window.empty else None
+    if not window.empty:
+        window = feedback.attach(window, given)
+    return mine_window(window, champion_run_id=champion_run_id, candidate=scored, fraction=request.fraction,
+                       options=request.options, seed=request.seed, selection=request.selection)
+
+
+def _mine_on_spark(request: MineRequest, champion_run_id: str | None, candidate_uri: str | None, given: pd.DataFrame,
+                   notes: list[str]) -> Mined:
+    """The window mined by Spark on ``request.spark_master`` (``projects.mine.spark_engine``):
+    the same queue, the window never read into this process."""
+    from projects.spark_session import SparkUnavailable, session
+
+    from . import spark_engine
+
+    try:
+        spark = session(request.spark_master, "mine")
+    except SparkUnavailable as exc:
+        raise MineError(str(exc)) from exc
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-mine-") as work:
+        candidate = _shipped_candidate(spark, candidate_uri, Path(work)) if candidate_uri else None
+        job = spark_engine.Job(request.start, request.end, request.log or None, given, champion_run_id, candidate,
+                               request.fraction, request.options, request.seed, request.selection, Path(work))
+        mined, scored = spark_engine.mine(spark, job)
+    if candidate_uri and mined.window_rows:
+        notes.append(f"candidate {candidate_uri} scored in the shadow on {scored} row(s)" if scored else NO_PIXELS)
+    return mined
+
+
+def _shipped_candidate(spark, uri: str, work: Path) -> str:
+    """The candidate's model downloaded once and handed to Spark's workers (``SparkContext.addFile``),
+    under a name unique to this run (a long-lived session refuses a name twice)."""
+    import uuid
+
+    import mlflow.artifacts
+
+    folder = work / f"candidate-{uuid.uuid4().hex}"
+    path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder))
+    spark.sparkContext.addFile(path, recursive=True)
+    return path
 
 
 def _champion(client, name: str, notes: list[str]):
@@ -138,22 +178,13 @@ def _shadow_scores(uri: str, window: pd.DataFrame, notes: list[str]) -> pd.DataF
     the log kept, scored without logging them as traffic."""
     import mlflow.pyfunc
 
-    from projects.scenes import PIXEL_COLUMNS
-
-    rows = window[window[PIXELS].notna()] if PIXELS in window.columns else window.iloc[:0]
+    rows = shadow.with_pixels(window)
     if rows.empty:
-        notes.append("no row of the window kept its pixels (GATEKEEPER_LOG_INPUTS=full): the candidate was not scored")
+        notes.append(NO_PIXELS)
         return None
-    model = mlflow.pyfunc.load_model(uri)
-    params = scoring_params(model)
-    scored = []
-    for start in range(0, len(rows), SCORING_CHUNK):
-        chunk = rows.iloc[start:start + SCORING_CHUNK]
-        pixels = np.frombuffer(b"".join(chunk[PIXELS]), dtype=np.uint8).reshape(len(chunk), -1)
-        output = model.predict(pd.DataFrame(pixels, columns=PIXEL_COLUMNS[:pixels.shape[1]]), params=params)
-        scored.append(output.drop(columns=[REQUEST_ID], errors="ignore").assign(**{REQUEST_ID: chunk[REQUEST_ID].to_numpy()}))
+    scored = shadow.score(mlflow.pyfunc.load_model(uri), rows)
     notes.append(f"candidate {uri} scored in the shadow on {len(rows)} row(s)")
-    return pd.concat(scored, ignore_index=True)
+    return scored
 
 
 def _feedback(request: MineRequest, notes: list[str]) -> pd.DataFrame:
@@ -190,6 +221,7 @@ def _manifest(request: MineRequest, mined: Mined, champion, candidate_uri: str |
         "budget": {"fraction": request.fraction, "rows": mined.budget},
         "seed": request.seed,
         "selection": request.selection,
+        "engine": request.engine,
         "queue_rows": len(mined.queue),
         "reasons": {reason: reason_counts(mined.queue).get(reason, 0) for reason in REASONS},
         "slices": {"basis": search.basis, "rows": search.n_rows, "errors": search.n_errors, "tested": search.tested,
@@ -211,7 +243,7 @@ def write_queue(queue: pd.DataFrame, manifest: dict, out: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=target.parent))
     try:
         queue.to_parquet(staging / "queue.parquet", index=False)
-        queue.drop(columns=[PIXELS], errors="ignore").to_csv(staging / "queue.csv", index=False)
+        queue.drop(columns=[shadow.PIXELS], errors="ignore").to_csv(staging / "queue.csv", index=False)
         (staging / "manifest.json").write_text(json.dumps({"content_hash": digest, **manifest}, indent=2, default=str) + "\n")
         try:
             os.replace(staging, target)
@@ -232,6 +264,7 @@ def _log_run(request: MineRequest, mined: Mined, folder: Path, candidate_uri: st
                            "budget_fraction": request.fraction, "budget_rows": mined.budget,
                            "candidate": candidate_uri or NONE, "feedback": request.feedback or "gate",
                            "min_support": request.options.min_support, "seed": request.seed, "selection": request.selection,
+                           "engine": request.engine,
                            "log": request.log or root_from_env(), "queue": folder.name})
         counts = reason_counts(mined.queue)
         mlflow.log_metrics({"queue_rows": len(mined.queue), "window_rows": mined.window_rows,
@@ -241,7 +274,7 @@ def _log_run(request: MineRequest, mined: Mined, folder: Path, candidate_uri: st
         for name in QUEUE_FILES:
             mlflow.log_artifact(str(folder / name), artifact_path="queue")
         if not mined.queue.empty:
-            table = mined.queue.drop(columns=[PIXELS], errors="ignore")
+            table = mined.queue.drop(columns=[shadow.PIXELS], errors="ignore")
             with warnings.catch_warnings():  # MLflow's guesses about a local file source and integer columns
                 warnings.filterwarnings("ignore", message="(?s).*(interpreted in multiple ways|Inferred schema contains)")
                 log_dataset_input(table, source=str((folder / "queue.parquet").resolve()), name=f"labelling-queue-{folder.name[:12]}",

@@ -158,10 +158,15 @@ def error_basis(window: pd.DataFrame, options: SliceOptions = SliceOptions()) ->
     labelled = labels.notna().to_numpy()
     if labelled.sum() >= options.min_labelled:
         rows = window[labelled]
-        return ErrorBasis(rows, (rows["prediction"].astype(str) != rows["label"].astype(str)).to_numpy(), LABELS)
+        return ErrorBasis(rows, label_errors(rows), LABELS)
     confidence = window["confidence"].to_numpy(dtype=float)
     threshold = float(np.quantile(confidence, options.uncertain_quantile)) if len(window) else None
     return ErrorBasis(window, confidence < threshold if len(window) else np.zeros(0, bool), UNCERTAIN, threshold)
+
+
+def label_errors(rows: pd.DataFrame) -> np.ndarray:
+    """Which labelled rows the model got wrong (prediction and label compared as text)."""
+    return (rows["prediction"].astype(str) != rows["label"].astype(str)).to_numpy()
 
 
 def metadata_columns(columns: Sequence[str]) -> list[str]:
@@ -186,23 +191,65 @@ def _bins(column: str, values: np.ndarray, bins: int) -> list[Predicate]:
     finite = values[~np.isnan(values)]
     if not len(finite):
         return []
-    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))[1:-1])
-    bounds = [None, *edges.tolist(), None]
+    return binned(column, np.quantile(finite, quantile_points(bins)))
+
+
+def quantile_points(bins: int) -> np.ndarray:
+    """The quantiles whose values cut a numeric column into ``bins`` bins."""
+    return np.linspace(0, 1, bins + 1)[1:-1]
+
+
+def binned(column: str, cuts: Sequence[float]) -> list[Predicate]:
+    """The bins between the quantile values ``cuts`` (equal cuts merged), open at both ends."""
+    bounds = [None, *np.unique(np.asarray(cuts, dtype=float)).tolist(), None]
     return [Predicate(column, low=low, high=high) for low, high in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """All a search needs from the rows: how many and how many errors, and per predicate pair
+    (i, j) the rows matching both and their errors (the diagonal: level 1). Sums of integers, so
+    counts taken part by part (the Spark engine, partition by partition) add up exactly."""
+
+    n: int
+    errors: float
+    pair_support: np.ndarray  # X.T @ X
+    pair_errors: np.ndarray  # X.T @ (X * e)
+
+    @classmethod
+    def of(cls, onehot: np.ndarray, errors: np.ndarray) -> Counts:
+        errors = np.asarray(errors, dtype=float)
+        return cls(len(errors), float(errors.sum()), onehot.T @ onehot, onehot.T @ (onehot * errors[:, None]))
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.n + other.n, self.errors + other.errors, self.pair_support + other.pair_support,
+                      self.pair_errors + other.pair_errors)
+
+
+def onehot(found: Sequence[Predicate], rows: pd.DataFrame) -> np.ndarray:
+    """Rows x predicates, 1.0 where a row matches."""
+    if not found:
+        return np.zeros((len(rows), 0))
+    return np.column_stack([p.matches(rows) for p in found]).astype(float)
 
 
 def find_slices(window: pd.DataFrame, options: SliceOptions = SliceOptions(), columns: Sequence[str] | None = None) -> SliceSearch:
     """Search ``window`` (the champion's rows, with ``prediction``, ``confidence``, the metadata
     and optionally ``label``) for level-1 and level-2 slices that fail significantly more."""
     basis = error_basis(window, options)
-    errors = basis.errors.astype(float)
     columns = metadata_columns(window.columns) if columns is None else list(columns)
     found = predicates(basis.rows, columns, options.bins)
-    n, total = len(errors), float(errors.sum())
+    return judge(basis.basis, basis.threshold, found, Counts.of(onehot(found, basis.rows), basis.errors), options)
+
+
+def judge(basis: str, threshold: float | None, found: Sequence[Predicate], counts: Counts,
+          options: SliceOptions = SliceOptions()) -> SliceSearch:
+    """The slices to report, from the predicates and their counts: every candidate scored, tested
+    and adjusted over all of them (see the module docstring)."""
+    n, total = counts.n, counts.errors
     if n == 0 or total == 0 or not found:
-        return SliceSearch(basis.basis, n, int(total), 0, threshold=basis.threshold)
-    onehot = np.column_stack([p.matches(basis.rows) for p in found]).astype(float)
-    members, support, slice_errors = _candidates(onehot, errors, [p.column for p in found], options.min_support)
+        return SliceSearch(basis, n, int(total), 0, threshold=threshold)
+    members, support, slice_errors = _candidates(counts, [p.column for p in found], options.min_support)
     p_values = slice_p_values(slice_errors, support, total, n, options.test)
     q_values = benjamini_hochberg(p_values)
     score = sliceline_score(slice_errors, support, total, n, options.alpha)
@@ -210,27 +257,25 @@ def find_slices(window: pd.DataFrame, options: SliceOptions = SliceOptions(), co
     keep = keep[np.lexsort((keep, -score[keep]))]
     reported = tuple(Slice(tuple(found[i] for i in members[k]), int(support[k]), int(slice_errors[k]),
                            slice_errors[k] / support[k], (total - slice_errors[k]) / (n - support[k]), float(score[k]),
-                           float(p_values[k]), float(q_values[k]), basis.basis) for k in keep)
-    return SliceSearch(basis.basis, n, int(total), len(support), reported, basis.threshold)
+                           float(p_values[k]), float(q_values[k]), basis) for k in keep)
+    return SliceSearch(basis, n, int(total), len(support), reported, threshold)
 
 
-def _candidates(onehot: np.ndarray, errors: np.ndarray, owners: list[str], min_support: int):
+def _candidates(counts: Counts, owners: list[str], min_support: int):
     """Every slice to test: (predicate indices, support, errors) of the level-1 slices with
     ``min_support <= support < n`` and of the level-2 conjunctions of predicates on different
     columns with ``support >= min_support`` that hold fewer rows than either parent."""
-    n = len(errors)
-    single = onehot.sum(axis=0)
-    pair_support = onehot.T @ onehot
-    pair_errors = onehot.T @ (onehot * errors[:, None])
+    pair_support, pair_errors = counts.pair_support, counts.pair_errors
+    single = np.diag(pair_support)
     owner = np.asarray(owners, dtype=object)
     first, second = np.triu_indices(len(single), k=1)
     level2 = ((owner[first] != owner[second]) & (pair_support[first, second] >= min_support)
               & (pair_support[first, second] < np.minimum(single[first], single[second])))
-    level1 = np.flatnonzero((single >= min_support) & (single < n))
+    level1 = np.flatnonzero((single >= min_support) & (single < counts.n))
     first, second = first[level2], second[level2]
     members = [(i,) for i in level1] + list(zip(first, second))
     support = np.concatenate([single[level1], pair_support[first, second]])
-    slice_errors = np.concatenate([errors @ onehot[:, level1], pair_errors[first, second]])
+    slice_errors = np.concatenate([np.diag(pair_errors)[level1], pair_errors[first, second]])
     return members, support, slice_errors
 
 

@@ -27,7 +27,7 @@ def write_log(root, n: int, champion_run: str, seed: int = 0, pixels: bool = Fal
     """``n`` records over the day before ``END`` in the log's layout (one part per hour), with
     errors planted on rain at night, 4/5 of them served by the champion; returns the true labels."""
     rng = np.random.default_rng(seed)
-    times = END - pd.to_timedelta(rng.uniform(0, 24 * 3600, n), unit="s")
+    times = (END - pd.to_timedelta(rng.uniform(0, 24 * 3600, n), unit="s")).astype("datetime64[us, UTC]")  # as the log's writer
     p = rng.dirichlet(np.full(len(CLASSES), 0.5), n)
     frame = pd.DataFrame({"request_id": [f"req-{i}" for i in range(n)], "time": times,
                           "model_run_id": np.where(rng.random(n) < 0.8, champion_run, "older-run"), "model_id": "m",

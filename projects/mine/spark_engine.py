@@ -1,0 +1,299 @@
+"""Mining on Spark (``--engine spark``): the local engine's queue, without holding the window.
+
+The local engine (``projects.mine.core``) reads a window into pandas: fine to a few million rows.
+Here Spark reads the log's parts and the window never reaches the driver; what does is bounded by
+the budget, not the window: counts, a few thousand values per quantile, each reason's first
+``2 x budget`` rows, and finally the queued rows themselves.
+
+Why the same queue, not a similar one: every per-row decision runs the local engine's own
+functions on each partition (``feedback.attach``, the ``reasons.*_ranking`` functions,
+``Predicate.matches``, ``slices.label_errors``, ``shadow.score``); what needs the whole window is
+exact and engine-free:
+
+* slice search: the search needs only counts (``slices.Counts``: sums of integers, added
+  partition by partition) and the quantile cuts of numeric columns (``projects.spark_quantiles``:
+  numpy's own values, to the bit); ``slices.judge`` then scores and tests as locally;
+* rankings: a reason's order is (primary key, keyed draw of the request id, time), all computed
+  per row (``reasons.draws`` replaced the window permutation for this), so Spark's sort gives the
+  local order; a slice's turns come from a row number within the slice in the same order;
+* the queue: walking a reason's ranking never goes past ``2 x budget`` rows (each step queues a
+  new row, at most ``budget``, or passes one already queued, at most ``budget``), so those rows
+  are all ``queue.allocate`` needs; the queued rows are then read with pyarrow, typed as a read of
+  the whole window types them (integer or boolean columns with a null anywhere in the window read
+  as float or object), and assembled by ``queue.assemble``.
+
+Rows are keyed by (request id, time in microseconds). Two records with the same request id and
+time (the same request logged twice in one batch) are one row here and two in the local engine;
+rows sharing a request id otherwise tie on their draw and are ordered by time in both engines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from projects.spark_quantiles import exact_quantiles
+from registry_hooks.inference_records import (CONFIDENCE, MODEL_RUN_ID, PREDICTION, REQUEST_ID, TIME,
+                                              probability_columns, read_window, window_files)
+
+from . import feedback, reasons, shadow
+from .core import Mined, mine_window
+from .queue import allocate, assemble, budget_rows
+from .slices import (LABELS, UNCERTAIN, Counts, Predicate, SliceOptions, SliceSearch, binned, judge, label_errors,
+                     metadata_columns, onehot, quantile_points)
+
+TIME_US = "time_us"
+KEY = [REQUEST_ID, TIME_US]
+_RANKED = "reason string, primary double, draw long, time_us long, score double, detail string, request_id string"
+_EPOCH = pd.Timestamp(0, tz="UTC")
+_MODELS: dict[str, object] = {}  # the candidate, loaded once per Python worker
+
+
+@dataclass(frozen=True)
+class Job:
+    """One window to mine on Spark: where the log is, what was fetched on the driver, the knobs."""
+
+    start: dt.datetime
+    end: dt.datetime
+    root: str | None
+    given: pd.DataFrame  # feedback.frame(...)
+    champion_run_id: str | None
+    candidate: str | None  # a local folder holding the candidate's MLflow model, or None
+    fraction: float
+    options: SliceOptions
+    seed: int
+    selection: str
+    work: Path  # scratch for the ranked rows
+
+
+def mine(spark, job: Job) -> tuple[Mined, int]:
+    """The window's :class:`Mined` (as ``core.mine_window`` would give it) and how many rows the
+    candidate was scored on."""
+    files, schema = window_files(job.start, job.end, job.root)
+    records = _records(spark, files, job) if files else None
+    n = records.count() if records is not None else 0
+    if n == 0:  # nothing to rank: the local engine's empty queue, typed as it types it
+        empty = read_window(job.start, job.end, job.root).to_pandas()
+        return mine_window(empty, fraction=job.fraction, options=job.options, seed=job.seed, selection=job.selection), 0
+    window = _attached(_mined_columns(records, schema, job), job.given)
+    champion = window if job.champion_run_id is None else window.filter(window[MODEL_RUN_ID] == job.champion_run_id)
+    search = _search(champion, metadata_columns(schema.names), job.options)
+    budget = budget_rows(job.fraction, n)
+    names, scored = _rank(window, search, job)
+    picks = {name: _top(spark, scored, name, len(search.slices), 2 * budget) for name in names}
+    walk = allocate(picks, budget)
+    queue = assemble(walk, _queued_rows(walk.rows, records, schema, job))
+    return Mined(queue, search, picks, budget, n, champion.count()), _shadow_rows(window, job)
+
+
+def _records(spark, files: list[str], job: Job):
+    """The window's records (``read_window``'s rows: its parts, ``start <= time < end``)."""
+    from pyspark.sql import functions as F
+
+    log = spark.read.option("mergeSchema", "true").parquet(*files)
+    moment = F.col(TIME)
+    return log.filter((moment >= F.lit(job.start)) & (moment < F.lit(job.end)))
+
+
+def _mined_columns(records, schema, job: Job):
+    """Only the columns mining reads (the pixels only when a candidate is to be scored)."""
+    wanted = [REQUEST_ID, TIME, MODEL_RUN_ID, PREDICTION, CONFIDENCE, *probability_columns(schema.names),
+              *metadata_columns(schema.names)]
+    if job.candidate is not None:
+        wanted.append(shadow.PIXELS)
+    return records.select(*[c for c in wanted if c in records.columns])
+
+
+def _attached(log, given: pd.DataFrame):
+    """The log with ``label``, ``flag``, ``note`` attached partition by partition (``feedback.attach``)."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    feedback.attach(given.iloc[:0].assign(**{REQUEST_ID: []}), given)  # unknown flags refused here, once
+    odd = {type(v).__name__ for v in given["label"].dropna()} - {"str"}
+    if odd:
+        raise ValueError(f"engine=spark needs feedback labels as text, got {sorted(odd)}: quote them in the file")
+    kept = [f for f in log.schema.fields if f.name not in feedback.COLUMNS[1:]]
+    schema = StructType(kept + [StructField(name, StringType()) for name in feedback.COLUMNS[1:]])
+
+    def run(batches):
+        for pdf in batches:
+            yield feedback.attach(pdf, given)
+
+    return log.mapInPandas(run, schema)
+
+
+def _search(champion, columns: list[str], options: SliceOptions) -> SliceSearch:
+    """``slices.find_slices`` on the champion's rows: the basis, the predicates, the counts."""
+    from pyspark.sql import functions as F
+
+    labelled = champion.filter(F.col("label").isNotNull())
+    if labelled.count() >= options.min_labelled:
+        rows, basis, threshold = labelled, LABELS, None
+    else:
+        rows, basis, threshold = champion, UNCERTAIN, _threshold(champion, options.uncertain_quantile)
+    found = _predicates(rows, columns, options.bins)
+    return judge(basis, threshold, found, _counts(rows, found, basis, threshold), options)
+
+
+def _threshold(rows, quantile: float) -> float | None:
+    """``np.quantile(confidence, quantile)`` over the rows: None without rows, NaN with a NaN or null among them."""
+    from pyspark.sql import functions as F
+
+    if rows.filter(F.col(CONFIDENCE).isNull() | F.isnan(F.col(CONFIDENCE))).limit(1).count():
+        return float("nan")
+    cut = exact_quantiles(rows, [CONFIDENCE], [quantile])[CONFIDENCE]
+    return None if cut is None else float(cut[0])
+
+
+def _predicates(rows, columns: list[str], bins: int) -> list[Predicate]:
+    """``slices.predicates``: categorical values as the local engine reads them (pandas' text of
+    each value, collected per partition), numeric columns cut at exact quantiles."""
+    from pyspark.sql.types import BooleanType, NumericType
+
+    numeric = {f.name for f in rows.schema.fields if f.name in columns and isinstance(f.dataType, NumericType)
+               and not isinstance(f.dataType, BooleanType)}
+    cuts = exact_quantiles(rows, sorted(numeric), quantile_points(bins)) if numeric else {}
+    values = _values(rows, [c for c in columns if c not in numeric])
+    found: list[Predicate] = []
+    for column in columns:
+        if column in numeric:
+            found.extend(binned(column, cuts[column]) if cuts[column] is not None else [])
+        else:
+            found.extend(Predicate(column, value=v) for v in sorted(values[column]))
+    return found
+
+
+def _values(rows, columns: list[str]) -> dict[str, set[str]]:
+    """Each categorical column's distinct values, as ``values.dropna().astype(str)`` gives them."""
+    if not columns:
+        return {}
+
+    def run(batches):
+        for pdf in batches:
+            for column in columns:
+                seen = pdf[column].dropna().astype(str).unique()
+                yield pd.DataFrame({"column": column, "value": seen})
+
+    parts = rows.select(columns).mapInPandas(run, "column string, value string").distinct().toPandas()
+    return {c: set(parts.loc[parts["column"] == c, "value"]) for c in columns}
+
+
+def _counts(rows, found: list[Predicate], basis: str, threshold: float | None) -> Counts:
+    """``slices.Counts`` summed over the partitions (integers in float64: exact below 2^53)."""
+    size = len(found)
+
+    def run(batches):
+        total = Counts(0, 0.0, np.zeros((size, size)), np.zeros((size, size)))
+        for pdf in batches:
+            errors = label_errors(pdf) if basis == LABELS else pdf[CONFIDENCE].to_numpy(dtype=float) < threshold
+            total = total + Counts.of(onehot(found, pdf), errors)
+        yield pd.DataFrame({"n": [total.n], "errors": [total.errors], "support": [total.pair_support.ravel().tolist()],
+                            "pair_errors": [total.pair_errors.ravel().tolist()]})
+
+    if threshold is None and basis == UNCERTAIN:  # no rows
+        return Counts(0, 0.0, np.zeros((size, size)), np.zeros((size, size)))
+    parts = rows.mapInPandas(run, "n long, errors double, support array<double>, pair_errors array<double>").toPandas()
+    return Counts(int(parts["n"].sum()), float(parts["errors"].sum()),
+                  np.sum([np.asarray(v, dtype=float) for v in parts["support"]], axis=0).reshape(size, size),
+                  np.sum([np.asarray(v, dtype=float) for v in parts["pair_errors"]], axis=0).reshape(size, size))
+
+
+def _rank(window, search: SliceSearch, job: Job) -> tuple[list[str], str]:
+    """Every reason's candidate rows with their sort keys, written once as Parquet (one folder
+    per reason); returns the reasons in play (as ``core.mine_window`` has them) and the folder."""
+    slices, seed, candidate = search.slices, job.seed, job.candidate
+    names = [reasons.RANDOM] if job.selection == "random" else [
+        reasons.FLAG, reasons.SLICE, reasons.LOW_CONFIDENCE, reasons.DISAGREEMENT, reasons.HIGH_LOSS]
+
+    def rankings(pdf: pd.DataFrame) -> dict[str, reasons.Ranking]:
+        if names == [reasons.RANDOM]:
+            return {reasons.RANDOM: reasons.random_ranking(pdf)}
+        found = {reasons.FLAG: reasons.flag_ranking(pdf), reasons.SLICE: reasons.slice_ranking(pdf, slices),
+                 reasons.LOW_CONFIDENCE: reasons.confidence_ranking(pdf), reasons.HIGH_LOSS: reasons.loss_ranking(pdf)}
+        if candidate is not None:
+            found[reasons.DISAGREEMENT] = reasons.disagreement_ranking(pdf, _shadow(candidate, pdf))
+        return found
+
+    def run(batches):
+        for pdf in batches:
+            for name, ranking in rankings(pdf).items():
+                rows = np.asarray(ranking.rows, dtype=bool)
+                if not rows.any():
+                    continue
+                detail = np.full(len(pdf), "", dtype=object) if ranking.detail is None else np.asarray(ranking.detail, dtype=object)
+                yield pd.DataFrame({"reason": name, "primary": ranking.primary[rows],
+                                    "draw": reasons.draws(pdf[REQUEST_ID].to_numpy()[rows], seed, name),
+                                    TIME_US: micros(pdf[TIME])[rows], "score": np.asarray(ranking.score, dtype=float)[rows],
+                                    "detail": detail[rows].astype(str), REQUEST_ID: pdf[REQUEST_ID].to_numpy()[rows]})
+
+    folder = str(job.work / "ranked")
+    window.mapInPandas(run, _RANKED).write.mode("overwrite").partitionBy("reason").parquet(folder)
+    return names, folder  # a reason without a candidate row has no folder: an empty ranking
+
+
+def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFrame:
+    """A reason's first ``limit`` rows in the local engine's order, as ``reasons.ranked`` gives them."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    path = os.path.join(folder, f"reason={name}")
+    if not os.path.isdir(path):
+        return pd.DataFrame({"score": pd.Series(dtype=float), "detail": pd.Series(dtype=object)},
+                            index=pd.MultiIndex.from_arrays([[], []], names=KEY))
+    ranked = spark.read.parquet(path)
+    if name == reasons.SLICE:  # turns: j-th row of slice k (by draw, time) -> j * n_slices + k
+        within = Window.partitionBy("primary").orderBy("draw", TIME_US)
+        ranked = ranked.withColumn("primary", ((F.row_number().over(within) - 1) * n_slices + F.col("primary")).cast("double"))
+    top = ranked.orderBy("primary", "draw", TIME_US).limit(limit).toPandas()
+    return pd.DataFrame({"score": top["score"].to_numpy(dtype=float), "detail": top["detail"].to_numpy(dtype=object)},
+                        index=pd.MultiIndex.from_arrays([top[REQUEST_ID], top[TIME_US]], names=KEY))
+
+
+def _queued_rows(labels: list, records, schema, job: Job) -> pd.DataFrame:
+    """The queued rows as the local engine holds them: read with pyarrow, typed as the whole
+    window's read types them, feedback attached, indexed by (request id, time)."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    rows = read_window(job.start, job.end, job.root, request_ids={label[0] for label in labels}).to_pandas()
+    nullable = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
+    if nullable:  # pandas reads such a column as float (integers) or object (booleans) once it holds a null
+        nulls = records.agg(*[F.count(F.lit(1)) - F.count(F.col(c)) for c in nullable]).first()
+        for column, missing in zip(nullable, nulls):
+            if missing and column in rows.columns:
+                rows[column] = rows[column].astype(float if pa.types.is_integer(schema.field(column).type) else object)
+    rows = feedback.attach(rows, job.given)
+    rows.index = pd.MultiIndex.from_arrays([rows[REQUEST_ID].to_numpy(), micros(rows[TIME])], names=KEY)
+    return rows[~rows.index.duplicated(keep="first")]
+
+
+def micros(times: pd.Series) -> np.ndarray:
+    """Microseconds since the epoch (UTC), whatever unit and zone the reader gave the column."""
+    return ((pd.to_datetime(times, utc=True) - _EPOCH) // pd.Timedelta(1, "us")).to_numpy(dtype=np.int64)
+
+
+def _shadow(folder: str, pdf: pd.DataFrame) -> pd.DataFrame | None:
+    """The candidate's scores on the partition's rows with pixels (``shadow.score``)."""
+    rows = shadow.with_pixels(pdf)
+    if rows.empty:
+        return None
+    if folder not in _MODELS:
+        import mlflow.pyfunc
+        from pyspark import SparkFiles
+
+        _MODELS[folder] = mlflow.pyfunc.load_model(SparkFiles.get(os.path.basename(folder)))
+    return shadow.score(_MODELS[folder], rows)
+
+
+def _shadow_rows(window, job: Job) -> int:
+    """How many of the window's rows kept pixels, when a candidate was scored on them."""
+    from pyspark.sql import functions as F
+
+    if job.candidate is None or shadow.PIXELS not in window.columns:
+        return 0
+    return window.filter(F.col(shadow.PIXELS).isNotNull()).count()

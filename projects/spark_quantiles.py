@@ -1,0 +1,136 @@
+"""Exact quantiles of Spark columns, equal to ``numpy.quantile(values, q)`` (method ``linear``).
+
+Why not Spark's own: ``approxQuantile`` is approximate by design, and ``percentile`` is exact but
+keeps every distinct value of a column in one aggregation buffer (50M doubles: gigabytes). A
+mining run on Spark must cut numeric columns into the same bins as the local engine, to the bit,
+or it reports other slices. So: ``approxQuantile`` brackets the two order statistics numpy
+interpolates between, one pass counts the values below each bracket and collects those inside
+(a few thousand per quantile at a relative error of 1e-4), and the order statistics are picked
+from them and interpolated with numpy's own formula (``_lerp`` in numpy's quantile code, gamma as
+numpy computes it). Should a bracket miss (it cannot, if ``approxQuantile`` keeps its guarantee),
+it is widened and the pass repeated. NaN and null values are left out, as the miner leaves out NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+RELATIVE_ERROR = 1e-4
+_WIDEN = 16  # a missed bracket is widened this many times over, per try
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One column's order statistics to find: ranks ``previous``/``following`` (0-based) and gamma."""
+
+    n: int
+    previous: np.ndarray
+    following: np.ndarray
+    gamma: np.ndarray
+
+    @classmethod
+    def of(cls, n: int, points: Sequence[float]) -> _Target:
+        virtual = (n - 1) * np.asarray(points, dtype=float)  # numpy's virtual index for "linear"
+        previous = np.floor(virtual)
+        above = virtual >= n - 1
+        previous[above] = -1  # numpy takes the last value there, and computes gamma from -1
+        gamma = virtual - previous
+        previous = np.where(above, n - 1, previous).astype(np.int64)
+        following = np.where(above, n - 1, previous + 1).astype(np.int64)
+        return cls(n, previous, following, gamma)
+
+    def interpolate(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """numpy's ``_lerp``: ``a + (b - a) * g``, or ``b - (b - a) * (1 - g)`` where g >= 0.5."""
+        diff = high - low
+        return np.where(self.gamma >= 0.5, high - diff * (1 - self.gamma), low + diff * self.gamma)
+
+
+def exact_quantiles(frame, columns: Sequence[str], points: Sequence[float],
+                    relative_error: float = RELATIVE_ERROR) -> dict[str, np.ndarray | None]:
+    """``{column: numpy.quantile(its non-NaN values, points)}`` over a Spark DataFrame; None for a
+    column without a value. ``points`` must lie in [0, 1]."""
+    from pyspark.sql import functions as F
+
+    clean = frame.select([F.when(F.isnan(F.col(c).cast("double")), None).otherwise(F.col(c).cast("double")).alias(c)
+                          for c in columns])
+    sizes = clean.agg(*[F.count(c).alias(c) for c in columns]).first() if columns else {}
+    targets = {c: _Target.of(int(sizes[c]), points) for c in columns if sizes[c]}
+    result: dict[str, np.ndarray | None] = {c: None for c in columns}
+    if not targets or not len(points):
+        return {c: (np.zeros(0) if c in targets else None) for c in columns}
+    margin = 3 * relative_error
+    brackets = _approximate(clean, targets, margin, relative_error)
+    while True:
+        found, missed = _pick(clean, targets, brackets)
+        result.update(found)
+        if not missed:
+            return result
+        margin *= _WIDEN
+        brackets = {c: _widen(targets[c], margin, bracket) for c, bracket in missed.items()}
+
+
+def _approximate(clean, targets: dict[str, _Target], margin: float, relative_error: float) -> dict[str, np.ndarray]:
+    """Per column, (low, high) value pairs per point from ``approxQuantile`` at ranks a margin
+    below ``previous`` and above ``following``."""
+    probabilities = {c: (np.clip(t.previous / t.n - margin, 0, 1), np.clip((t.following + 1) / t.n + margin, 0, 1))
+                     for c, t in targets.items()}
+    wanted = sorted({float(p) for low, high in probabilities.values() for p in (*low, *high)})
+    values = clean.approxQuantile(list(targets), wanted, relative_error)
+    brackets = {}
+    for column, found in zip(targets, values):
+        at = dict(zip(wanted, found))
+        low, high = probabilities[column]
+        brackets[column] = np.column_stack([[at[float(p)] for p in low], [at[float(p)] for p in high]])
+    return brackets
+
+
+def _widen(target: _Target, margin: float, missed: np.ndarray) -> np.ndarray:
+    """A missed bracket made open on the side it missed (the next pass collects more values)."""
+    low, high = missed[:, 0].copy(), missed[:, 1].copy()
+    low[np.isnan(low)] = -np.inf
+    high[np.isnan(high)] = np.inf
+    return np.column_stack([low, high])
+
+
+def _pick(clean, targets: dict[str, _Target], brackets: dict[str, np.ndarray]):
+    """One pass: per column and point, the values below the bracket counted, those inside
+    collected; the order statistics picked where the bracket holds them. Returns the quantiles
+    found and, per column with a missed point, its brackets with the missed sides marked NaN."""
+    names = list(brackets)
+    schema = "column string, point int, below long, inside array<double>"
+
+    def run(batches):
+        for pdf in batches:
+            for column in names:
+                values = pdf[column].to_numpy(dtype=float)
+                values = values[~np.isnan(values)]
+                for point, (low, high) in enumerate(brackets[column]):
+                    inside = values[(values >= low) & (values <= high)]
+                    yield pd.DataFrame({"column": [column], "point": [point], "below": [int((values < low).sum())],
+                                        "inside": [inside.tolist()]})
+
+    parts = clean.select(names).mapInPandas(run, schema).toPandas() if names else pd.DataFrame()
+    found, missed = {}, {}
+    for column in names:
+        target, bracket = targets[column], brackets[column]
+        low_values, high_values, ok = np.zeros(len(bracket)), np.zeros(len(bracket)), np.ones(len(bracket), bool)
+        for point in range(len(bracket)):
+            rows = parts[(parts["column"] == column) & (parts["point"] == point)]
+            below = int(rows["below"].sum())
+            inside = np.sort(np.concatenate([np.asarray(v, dtype=float) for v in rows["inside"]] or [np.zeros(0)]))
+            first, last = target.previous[point] - below, target.following[point] - below
+            if first < 0 or last >= len(inside):
+                ok[point] = False
+                continue
+            low_values[point], high_values[point] = inside[first], inside[last]
+        if ok.all():
+            found[column] = target.interpolate(low_values, high_values)
+        else:
+            marked = bracket.copy()
+            marked[~ok] = np.nan  # both sides opened for a missed point: simple and rare
+            missed[column] = np.where(ok[:, None], bracket, marked)
+    return found, missed
