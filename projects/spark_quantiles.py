@@ -8,7 +8,7 @@ interpolates between, one pass counts the values below each bracket and collects
 (a few thousand per quantile at a relative error of 1e-4), and the order statistics are picked
 from them and interpolated with numpy's own formula (``_lerp`` in numpy's quantile code, gamma as
 numpy computes it). Should a bracket miss (it cannot, if ``approxQuantile`` keeps its guarantee),
-it is widened and the pass repeated. NaN and null values are left out, as the miner leaves out NaN.
+it is widened and the pass repeated (``_settle``). NaN and null values are left out, as the miner leaves out NaN.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 RELATIVE_ERROR = 1e-4
-_WIDEN = 16  # a missed bracket is widened this many times over, per try
+_WIDEN = 16  # a missed bracket's margin grows this many times over, per try
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,27 @@ def exact_quantiles(frame, columns: Sequence[str], points: Sequence[float],
     if not targets or not len(points):
         return {c: (np.zeros(0) if c in targets else None) for c in columns}
     margin = 3 * relative_error
-    brackets = _approximate(clean, targets, margin, relative_error)
-    while True:
+    result.update(_settle(clean, targets, _approximate(clean, targets, margin, relative_error), margin, relative_error))
+    return result
+
+
+def _settle(clean, targets: dict[str, _Target], brackets: dict[str, np.ndarray], margin: float,
+            relative_error: float = RELATIVE_ERROR) -> dict[str, np.ndarray]:
+    """Pick the order statistics inside ``brackets``; a column whose bracket missed is bracketed
+    again at a ``_WIDEN`` times wider margin (joined with the old bracket), and at a margin of
+    1 or more by the whole line, so the loop ends."""
+    result: dict[str, np.ndarray] = {}
+    while brackets:
         found, missed = _pick(clean, targets, brackets)
         result.update(found)
-        if not missed:
-            return result
         margin *= _WIDEN
-        brackets = {c: _widen(targets[c], margin, bracket) for c, bracket in missed.items()}
+        if margin >= 1:
+            brackets = {c: np.tile([-np.inf, np.inf], (len(targets[c].gamma), 1)) for c in missed}
+            continue
+        wider = _approximate(clean, {c: targets[c] for c in missed}, margin, relative_error) if missed else {}
+        brackets = {c: np.column_stack([np.minimum(wider[c][:, 0], missed[c][:, 0]), np.maximum(wider[c][:, 1], missed[c][:, 1])])
+                    for c in missed}
+    return result
 
 
 def _approximate(clean, targets: dict[str, _Target], margin: float, relative_error: float) -> dict[str, np.ndarray]:
@@ -88,18 +101,10 @@ def _approximate(clean, targets: dict[str, _Target], margin: float, relative_err
     return brackets
 
 
-def _widen(target: _Target, margin: float, missed: np.ndarray) -> np.ndarray:
-    """A missed bracket made open on the side it missed (the next pass collects more values)."""
-    low, high = missed[:, 0].copy(), missed[:, 1].copy()
-    low[np.isnan(low)] = -np.inf
-    high[np.isnan(high)] = np.inf
-    return np.column_stack([low, high])
-
-
 def _pick(clean, targets: dict[str, _Target], brackets: dict[str, np.ndarray]):
     """One pass: per column and point, the values below the bracket counted, those inside
     collected; the order statistics picked where the bracket holds them. Returns the quantiles
-    found and, per column with a missed point, its brackets with the missed sides marked NaN."""
+    found and, per column with a missed point, its brackets."""
     names = list(brackets)
     schema = "column string, point int, below long, inside array<double>"
 
@@ -130,7 +135,5 @@ def _pick(clean, targets: dict[str, _Target], brackets: dict[str, np.ndarray]):
         if ok.all():
             found[column] = target.interpolate(low_values, high_values)
         else:
-            marked = bracket.copy()
-            marked[~ok] = np.nan  # both sides opened for a missed point: simple and rare
-            missed[column] = np.where(ok[:, None], bracket, marked)
+            missed[column] = bracket
     return found, missed

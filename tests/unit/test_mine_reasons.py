@@ -209,3 +209,20 @@ def test_ties_are_broken_by_each_rows_request_id_not_its_place_in_the_window():
     draws = reasons.draws(frame["request_id"], 4, reasons.FLAG)
     assert draws.dtype == np.int64 and (draws >= 0).all() and len(set(draws)) == 500
     assert not np.array_equal(draws, reasons.draws(frame["request_id"], 4, reasons.LOW_CONFIDENCE))
+
+
+@pytest.mark.parametrize("budget", [1, 5, 30, 120])
+def test_the_queue_needs_no_more_than_twice_the_budget_of_each_ranking(budget):
+    """What lets the Spark engine collect only each reason's first 2 x budget rows: a reason's walk
+    queues a new row (at most ``budget``) or passes one already queued (at most ``budget``) at each
+    step, so the rows past 2 x budget never change the queue. Rankings that overlap a lot."""
+    frame = served(600, seed=9, flag=np.where(np.arange(600) % 4 == 0, "wrong", None).astype(object),
+                   confidence=np.linspace(0.3, 0.99, 600), label=np.where(np.arange(600) % 9 == 0, "cat", None).astype(object))
+    rain = Slice((Predicate("weather", value="rain"),), 300, 100, 0.3, 0.1, 1.0, 1e-5, 1e-4, "labels")
+    picks = {reasons.FLAG: reasons.human_flags(frame), reasons.SLICE: reasons.slice_rows(frame, [rain]),
+             reasons.LOW_CONFIDENCE: reasons.lowest_confidence(frame), reasons.HIGH_LOSS: reasons.highest_loss(frame),
+             reasons.DISAGREEMENT: reasons.disagreement(frame, None)}
+    full = build_queue(frame, picks, budget)
+    cut = build_queue(frame, {r: p.iloc[:2 * budget] for r, p in picks.items()}, budget)
+    pd.testing.assert_frame_equal(full, cut)
+    assert len(full) == budget and sum(len(p) for p in picks.values()) > 4 * budget
