@@ -232,3 +232,36 @@ class Poller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Descendants(Poller):
+    """Peak RSS of the JVM and peak summed RSS of every other process (Spark's Python workers)
+    below ``root`` (default: this process), sampled every ``interval`` seconds. A process whose
+    command starts with ``java`` is the JVM (in local mode also the executors)."""
+
+    def __init__(self, root: int | None = None, interval: float = 0.2):
+        super().__init__(interval)
+        self.root = os.getpid() if root is None else root
+        self.jvm_mb = self.workers_mb = 0.0
+
+    def sample(self) -> None:
+        jvm = workers = 0.0
+        stack = children(self.root)
+        while stack:
+            pid = stack.pop()
+            try:
+                rss = status_kib(pid).get("VmRSS", 0) / 1024
+                line = cmdline(pid)
+            except OSError:
+                continue
+            if "java" in line.split(" ", 1)[0]:
+                jvm += rss
+            else:
+                workers += rss
+            stack += children(pid)
+        self.jvm_mb, self.workers_mb = max(self.jvm_mb, jvm), max(self.workers_mb, workers)
+
+
+def log(message: str) -> None:
+    """A progress line with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
