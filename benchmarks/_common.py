@@ -151,9 +151,9 @@ def percentile(values: list[float], q: float) -> float:
 # -- processes --------------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (scans /proc, so it works without CONFIG_PROC_CHILDREN)."""
-    found = []
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children by parent pid, from one scan of /proc (works without CONFIG_PROC_CHILDREN)."""
+    tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -163,9 +163,13 @@ def children(pid: int) -> list[int]:
             continue
         # the command name (field 2) may hold spaces and parentheses: split after the last ')'
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    return sorted(process_tree().get(pid, []))
 
 
 def status_kib(pid: int) -> dict[str, int]:
@@ -246,7 +250,8 @@ class Descendants(Poller):
 
     def sample(self) -> None:
         jvm = workers = 0.0
-        stack = children(self.root)
+        tree = process_tree()  # one scan of /proc a sample, whatever the number of processes below root
+        stack = list(tree.get(self.root, []))
         while stack:
             pid = stack.pop()
             try:
@@ -258,7 +263,7 @@ class Descendants(Poller):
                 jvm += rss
             else:
                 workers += rss
-            stack += children(pid)
+            stack += tree.get(pid, [])
         self.jvm_mb, self.workers_mb = max(self.jvm_mb, jvm), max(self.workers_mb, workers)
 
 
