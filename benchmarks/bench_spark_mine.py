@@ -85,7 +85,6 @@ LABELLED, FLAGGED = 3000, 300  # feedback, about: labelled champion rows, flagge
 GENERATOR = "1"  # a cached log another version of the generator wrote is written again
 COMPARED = ("queue", "queue_rows", "reasons", "slices.found", "slices.basis")  # "queue": the folder's name
 QUEUE_LINE = re.compile(r"^queue (?P<folder>.+) logged to run (?P<run>\S+)$", re.M)
-WINDOW_LINE = re.compile(r"^window .*: (?P<rows>\d+) row\(s\), budget (?P<budget>\d+), queued \d+$", re.M)
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 HEX_PAIRS = _HEX[np.arange(256) >> 4].astype("<u2") | _HEX[np.arange(256) & 15].astype("<u2") << 8  # a byte's two digits
 
@@ -289,7 +288,7 @@ def agreement(found: dict[str, dict]) -> tuple[bool | None, list[str]]:
     if len(found) < 2 or failed:
         return None, [f"not compared: {', '.join(failed)} failed"] if failed else []
     (first, theirs), *others = found.items()
-    differences = [f"{key}: {first} {_short(theirs['compared'][key])} vs {engine} {_short(figures['compared'][key])}"
+    differences = [f"engines disagree on {key}: {first} {_short(theirs['compared'][key])} vs {engine} {_short(figures['compared'][key])}"
                    for engine, figures in others for key in COMPARED
                    if theirs["compared"][key] != figures["compared"][key]]
     return not differences, differences
@@ -407,7 +406,7 @@ def main() -> None:
                 log(f"local engine not run on {n:,} rows: it holds the whole window in pandas (--spark-only-sizes)")
             same, differences = agreement(found)
             for difference in differences:
-                log(f"{n:,} rows, engines disagree: {difference}")
+                log(f"{n:,} rows: {difference}")
             records.append({"rows": n, "generation": data, "engines": found, "same_queue": same,
                             "differences": differences})
             if not args.keep:
@@ -415,6 +414,8 @@ def main() -> None:
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        elif args.keep:
+            log(f"logs kept: --workdir {workdir} uses them again")
     figures = {"end": END.isoformat(), "window_days": WINDOW_DAYS, "budget": args.budget,
                "spark_master": args.spark_master, "engine_option": engine_option, "sizes": records}
     text = table(records)
