@@ -151,9 +151,9 @@ def percentile(values: list[float], q: float) -> float:
 # -- processes --------------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (scans /proc, so it works without CONFIG_PROC_CHILDREN)."""
-    found = []
+def process_tree() -> dict[int, list[int]]:
+    """Every process's children by parent pid, from one scan of /proc (works without CONFIG_PROC_CHILDREN)."""
+    tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -163,9 +163,13 @@ def children(pid: int) -> list[int]:
             continue
         # the command name (field 2) may hold spaces and parentheses: split after the last ')'
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    return sorted(process_tree().get(pid, []))
 
 
 def status_kib(pid: int) -> dict[str, int]:
@@ -232,3 +236,37 @@ class Poller:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Descendants(Poller):
+    """Peak RSS of the JVM and peak summed RSS of every other process (Spark's Python workers)
+    below ``root`` (default: this process), sampled every ``interval`` seconds. A process whose
+    command starts with ``java`` is the JVM (in local mode also the executors)."""
+
+    def __init__(self, root: int | None = None, interval: float = 0.2):
+        super().__init__(interval)
+        self.root = os.getpid() if root is None else root
+        self.jvm_mb = self.workers_mb = 0.0
+
+    def sample(self) -> None:
+        jvm = workers = 0.0
+        tree = process_tree()  # one scan of /proc a sample, whatever the number of processes below root
+        stack = list(tree.get(self.root, []))
+        while stack:
+            pid = stack.pop()
+            try:
+                rss = status_kib(pid).get("VmRSS", 0) / 1024
+                line = cmdline(pid)
+            except OSError:
+                continue
+            if "java" in line.split(" ", 1)[0]:
+                jvm += rss
+            else:
+                workers += rss
+            stack += tree.get(pid, [])
+        self.jvm_mb, self.workers_mb = max(self.jvm_mb, jvm), max(self.workers_mb, workers)
+
+
+def log(message: str) -> None:
+    """A progress line with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

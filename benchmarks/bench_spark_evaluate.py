@@ -36,39 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks._common import Poller, ResultFile, children, cmdline, markdown_table, own_peak_rss_mb, status_kib  # noqa: E402
+from benchmarks._common import Descendants, Poller, ResultFile, log, markdown_table, own_peak_rss_mb, status_kib  # noqa: E402
 
 NAME = "spark-bench"
 GROUP = 1_000_000
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-class _Descendants(Poller):
-    """Peak RSS of the JVM and peak summed RSS of the Python workers under this process."""
-
-    def __init__(self):
-        super().__init__(0.2)
-        self.jvm_mb = self.workers_mb = 0.0
-
-    def sample(self) -> None:
-        jvm = workers = 0.0
-        stack = children(os.getpid())
-        while stack:
-            pid = stack.pop()
-            try:
-                rss = status_kib(pid).get("VmRSS", 0) / 1024
-                line = cmdline(pid)
-            except OSError:
-                continue
-            if "java" in line.split(" ", 1)[0]:
-                jvm += rss
-            else:
-                workers += rss
-            stack += children(pid)
-        self.jvm_mb, self.workers_mb = max(self.jvm_mb, jvm), max(self.workers_mb, workers)
 
 
 class _OwnRss(Poller):
@@ -106,7 +77,7 @@ def child(spec: str) -> None:
         return judge_here(*args, **kwargs)
 
     core._preview = preview
-    with _Descendants() as descendants, own:
+    with Descendants() as descendants, own:
         start = time.perf_counter()
         result = evaluate(job["model"], job["data"], "label", ["weather"], engine=job["engine"], out=io.StringIO())
         seconds = time.perf_counter() - start

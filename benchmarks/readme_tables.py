@@ -462,6 +462,35 @@ def spark_evaluate(results: Path) -> str:
     return "\n\n".join([table(header, rows), f"Command: `{record['command']}`. " + provenance({"spark_evaluate": record})])
 
 
+def spark_mine(results: Path) -> str:
+    """Per log size and engine: the mining job's time and peak memory, and whether the engines
+    wrote the same queue. Not in ``TABLES`` yet: README.md has no ``spark-mine`` markers until
+    the Spark engine of ``mine`` lands and its figures are measured (``render`` refuses a table
+    without its markers); add both together."""
+    record = load(results, "spark_mine")
+    if record is None:
+        return NOT_MEASURED
+    answers = {True: "yes", False: "**no**", None: "—"}
+    rows, spark_alone = [], []
+    for size in record["figures"]["sizes"]:
+        if "local" not in size["engines"]:
+            spark_alone.append(thousands(size["rows"]))
+        for engine, found in size["engines"].items():
+            failed, spark = "error" in found, engine != "local"
+            rows.append([thousands(size["rows"]), engine, f"failed (exit {found['exit']})" if failed else secs(found["seconds"]),
+                         mem(found["driver_peak_mb"]), mem(found["jvm_peak_mb"]) if spark else "—",
+                         mem(found["workers_peak_mb"]) if spark else "—", "—" if failed else f"{found['queue_rows']:,}",
+                         answers[size["same_queue"]]])
+    header = ["log rows (7 days)", "engine", "mining job (whole process)", "driver peak", "Spark JVM peak",
+              "Spark Python workers peak (sum)", "queue rows", "same queue folder and manifest"]
+    generated = ", ".join(f"{thousands(s['rows'])} rows in {secs(s['generation']['seconds'])}"
+                          for s in record["figures"]["sizes"])
+    notes = f"Generating the log and feedback (not in the job's time): {generated}."
+    if spark_alone:
+        notes += f" The local engine holds the whole window in pandas: not run on {', '.join(spark_alone)} rows."
+    return "\n\n".join([table(header, rows), notes, f"Command: `{record['command']}`. " + provenance({"spark_mine": record})])
+
+
 def load_table(figures: dict) -> str:
     """p50 / p99 per call kind on plain MLflow, the gated server, and the gated server with a worker
     killed; the calls, errors, promotion answers and the consistency checks under it."""
