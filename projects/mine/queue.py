@@ -34,7 +34,9 @@ def budget_rows(fraction: float, window_rows: int) -> int:
 
 
 class _Walk:
-    """The queue being filled: which rows are in it (in order) and each reason's tags."""
+    """The queue being filled: which rows are in it (in order) and each reason's tags
+    (``{label: (score, detail)}``). The rankings are read as plain lists once: a walk of a
+    million rows stays a loop over lists, not a million ``iloc`` lookups."""
 
     def __init__(self, picks: Mapping[str, pd.DataFrame]):
         self.picks = picks
@@ -42,18 +44,22 @@ class _Walk:
         self.queued: set = set()
         self.cursor = dict.fromkeys(picks, 0)
         self.tags: dict[str, dict] = {reason: {} for reason in picks}
+        self._lists = {reason: (ranking.index.tolist(), ranking["score"].tolist(), ranking["detail"].tolist())
+                       for reason, ranking in picks.items()}
 
     def take(self, reason: str, quota: int) -> int:
         """Walk ``reason``'s ranking until ``quota`` new rows are queued (or it ends); returns how many."""
-        ranking, taken = self.picks[reason], 0
-        while taken < quota and self.cursor[reason] < len(ranking):
-            label = ranking.index[self.cursor[reason]]
-            self.cursor[reason] += 1
-            self.tags[reason][label] = ranking.iloc[self.cursor[reason] - 1]
+        (labels, scores, details), tags, taken = self._lists[reason], self.tags[reason], 0
+        cursor = self.cursor[reason]
+        while taken < quota and cursor < len(labels):
+            label = labels[cursor]
+            tags[label] = (scores[cursor], details[cursor])
+            cursor += 1
             if label not in self.queued:
                 self.queued.add(label)
                 self.rows.append(label)
                 taken += 1
+        self.cursor[reason] = cursor
         return taken
 
 
@@ -90,9 +96,9 @@ def assemble(walk: _Walk, rows: pd.DataFrame) -> pd.DataFrame:
     for reason in names:
         tagged = walk.tags[reason]
         queue[f"reason_{reason}"] = [label in tagged for label in walk.rows]
-        queue[f"score_{reason}"] = [tagged[label]["score"] if label in tagged else float("nan") for label in walk.rows]
+        queue[f"score_{reason}"] = [tagged[label][0] if label in tagged else float("nan") for label in walk.rows]
     slice_tags = walk.tags.get(SLICE, {})
-    queue["slice"] = [slice_tags[label]["detail"] if label in slice_tags else "" for label in walk.rows]
+    queue["slice"] = [slice_tags[label][1] if label in slice_tags else "" for label in walk.rows]
     queue["reasons"] = [SEPARATOR.join(r for r in names if label in walk.tags[r]) for label in walk.rows]
     queue.insert(0, "queue_position", range(1, len(queue) + 1))
     return queue
