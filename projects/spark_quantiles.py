@@ -4,7 +4,7 @@ Why not Spark's own: ``approxQuantile`` is approximate by design, and ``percenti
 keeps every distinct value of a column in one aggregation buffer (50M doubles: gigabytes). A
 mining run on Spark must cut numeric columns into the same bins as the local engine, to the bit,
 or it reports other slices. So: ``approxQuantile`` brackets the two order statistics numpy
-interpolates between, one pass counts the values below each bracket and collects those inside
+interpolates between, one aggregation counts the values below each bracket and collects those inside
 (a few thousand per quantile at a relative error of 1e-4), and the order statistics are picked
 from them and interpolated with numpy's own formula (``_lerp`` in numpy's quantile code, gamma as
 numpy computes it). Should a bracket miss (it cannot, if ``approxQuantile`` keeps its guarantee),
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 RELATIVE_ERROR = 1e-4
 _WIDEN = 16  # a missed bracket's margin grows this many times over, per try
@@ -102,38 +101,35 @@ def _approximate(clean, targets: dict[str, _Target], margin: float, relative_err
 
 
 def _pick(clean, targets: dict[str, _Target], brackets: dict[str, np.ndarray]):
-    """One pass: per column and point, the values below the bracket counted, those inside
-    collected; the order statistics picked where the bracket holds them. Returns the quantiles
-    found and, per column with a missed point, its brackets."""
-    names = list(brackets)
-    schema = "column string, point int, below long, inside array<double>"
+    """One pass (one aggregation in the JVM): per column and point, the values below the bracket
+    counted, those inside collected; the order statistics picked where the bracket holds them.
+    Returns the quantiles found and, per column with a missed point, its brackets."""
+    from pyspark.sql import functions as F
 
-    def run(batches):
-        for pdf in batches:
-            for column in names:
-                values = pdf[column].to_numpy(dtype=float)
-                values = values[~np.isnan(values)]
-                for point, (low, high) in enumerate(brackets[column]):
-                    inside = values[(values >= low) & (values <= high)]
-                    yield pd.DataFrame({"column": [column], "point": [point], "below": [int((values < low).sum())],
-                                        "inside": [inside.tolist()]})
-
-    parts = clean.select(names).mapInPandas(run, schema).toPandas() if names else pd.DataFrame()
+    wanted = [(column, point, float(low), float(high)) for column in brackets
+              for point, (low, high) in enumerate(brackets[column])]
+    aggregates = []
+    for k, (column, _, low, high) in enumerate(wanted):
+        value = F.col(column)
+        aggregates += [F.count(F.when(value < F.lit(low), 1)).alias(f"below{k}"),
+                       F.collect_list(F.when((value >= F.lit(low)) & (value <= F.lit(high)), value)).alias(f"inside{k}")]
+    row = clean.agg(*aggregates).first()
     found, missed = {}, {}
-    for column in names:
-        target, bracket = targets[column], brackets[column]
-        low_values, high_values, ok = np.zeros(len(bracket)), np.zeros(len(bracket)), np.ones(len(bracket), bool)
-        for point in range(len(bracket)):
-            rows = parts[(parts["column"] == column) & (parts["point"] == point)]
-            below = int(rows["below"].sum())
-            inside = np.sort(np.concatenate([np.asarray(v, dtype=float) for v in rows["inside"]] or [np.zeros(0)]))
+    for column, bracket in brackets.items():
+        target = targets[column]
+        picked = np.zeros((len(bracket), 2))
+        ok = np.ones(len(bracket), dtype=bool)
+        for k, (name, point, _, _) in enumerate(wanted):
+            if name != column:
+                continue
+            below, inside = int(row[f"below{k}"]), np.sort(np.asarray(row[f"inside{k}"], dtype=float))
             first, last = target.previous[point] - below, target.following[point] - below
             if first < 0 or last >= len(inside):
                 ok[point] = False
-                continue
-            low_values[point], high_values[point] = inside[first], inside[last]
+            else:
+                picked[point] = inside[first], inside[last]
         if ok.all():
-            found[column] = target.interpolate(low_values, high_values)
+            found[column] = target.interpolate(picked[:, 0], picked[:, 1])
         else:
             missed[column] = bracket
     return found, missed

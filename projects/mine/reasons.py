@@ -156,8 +156,8 @@ def slice_ranking(window: pd.DataFrame, slices: Sequence[Slice]) -> Ranking:
     owner = np.full(len(window), -1)
     for k, found in enumerate(slices):
         owner[(owner < 0) & found.matches(window) & unlabelled] = k
-    score = np.array([slices[k].score if k >= 0 else 0.0 for k in owner])
-    detail = np.array([str(slices[k]) if k >= 0 else "" for k in owner], dtype=object)
+    score = np.array([*(found.score for found in slices), 0.0])[owner]  # owner -1: the last, 0.0 / ""
+    detail = np.array([*(str(found) for found in slices), ""], dtype=object)[owner]
     return Ranking(owner >= 0, score, detail=detail, order=owner.astype(float))
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F  # this module is imported once pyspark is known to be there
 
 from projects.spark_quantiles import exact_quantiles
 from registry_hooks.inference_records import (CONFIDENCE, MODEL_RUN_ID, PREDICTION, REQUEST_ID, TIME,
@@ -44,13 +45,15 @@ from registry_hooks.inference_records import (CONFIDENCE, MODEL_RUN_ID, PREDICTI
 from . import feedback, reasons, shadow
 from .core import Mined, mine_window
 from .queue import allocate, assemble, budget_rows
-from .slices import (LABELS, UNCERTAIN, Counts, Predicate, SliceOptions, SliceSearch, binned, judge, label_errors,
+from .slices import (UNCERTAIN, Counts, Predicate, SliceOptions, SliceSearch, binned, find_slices, judge,
                      metadata_columns, onehot, quantile_points)
 
 TIME_US = "time_us"
 KEY = [REQUEST_ID, TIME_US]
 _RANKED = "reason string, primary double, draw long, time_us long, score double, detail string, request_id string"
-_EPOCH = pd.Timestamp(0, tz="UTC")
+_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
+_BATCH = 65_536  # rows per pandas batch while mining (restored afterwards: evaluate's models want 4,096)
+_TOP_K_IN_MEMORY = 100_000
 _MODELS: dict[str, object] = {}  # the candidate, loaded once per Python worker
 
 
@@ -76,25 +79,39 @@ def mine(spark, job: Job) -> tuple[Mined, int]:
     candidate was scored on."""
     files, schema = window_files(job.start, job.end, job.root)
     records = _records(spark, files, job) if files else None
-    n = records.count() if records is not None else 0
+    n, holes = _census(records, schema) if records is not None else (0, set())
     if n == 0:  # nothing to rank: the local engine's empty queue, typed as it types it
         empty = read_window(job.start, job.end, job.root).to_pandas()
         return mine_window(empty, fraction=job.fraction, options=job.options, seed=job.seed, selection=job.selection), 0
-    window = _attached(_mined_columns(records, schema, job), job.given)
-    champion = window if job.champion_run_id is None else window.filter(window[MODEL_RUN_ID] == job.champion_run_id)
-    search = _search(champion, metadata_columns(schema.names), job.options)
-    budget = budget_rows(job.fraction, n)
-    names, scored = _rank(window, search, job)
-    picks = {name: _top(spark, scored, name, len(search.slices), 2 * budget) for name in names}
+    batch = spark.conf.get(_BATCH_KEY)
+    spark.conf.set(_BATCH_KEY, str(_BATCH))  # the per-row functions work on whole batches: bigger is cheaper
+    try:
+        window = _attached(spark, _mined_columns(records, schema, job), job.given)
+        champion = window if job.champion_run_id is None else window.filter(window[MODEL_RUN_ID] == job.champion_run_id)
+        champion_rows, labelled = champion.agg(F.count(F.lit(1)), F.count(F.col("label"))).first()
+        search = _search(champion, labelled, metadata_columns(schema.names), job.options)
+        budget = budget_rows(job.fraction, n)
+        names, scored = _rank(window, search, job)
+        picks = {name: _top(spark, scored, name, len(search.slices), 2 * budget) for name in names}
+    finally:
+        spark.conf.set(_BATCH_KEY, batch)
     walk = allocate(picks, budget)
-    queue = assemble(walk, _queued_rows(walk.rows, records, schema, job))
-    return Mined(queue, search, picks, budget, n, champion.count()), _shadow_rows(window, job)
+    queue = assemble(walk, _queued_rows(walk.rows, holes, schema, job))
+    return Mined(queue, search, picks, budget, n, int(champion_rows)), _shadow_rows(window, job)
+
+
+def _census(records, schema) -> tuple[int, set[str]]:
+    """The window's row count and its integer or boolean columns holding a null (pandas reads
+    those as float or object once read whole), in one pass."""
+    import pyarrow as pa
+
+    nullable = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
+    counts = records.agg(F.count(F.lit(1)), *[F.count(F.col(c)) for c in nullable]).first()
+    return int(counts[0]), {c for c, seen in zip(nullable, counts[1:]) if seen < counts[0]}
 
 
 def _records(spark, files: list[str], job: Job):
     """The window's records (``read_window``'s rows: its parts, ``start <= time < end``)."""
-    from pyspark.sql import functions as F
-
     log = spark.read.option("mergeSchema", "true").parquet(*files)
     moment = F.col(TIME)
     return log.filter((moment >= F.lit(job.start)) & (moment < F.lit(job.end)))
@@ -109,41 +126,36 @@ def _mined_columns(records, schema, job: Job):
     return records.select(*[c for c in wanted if c in records.columns])
 
 
-def _attached(log, given: pd.DataFrame):
-    """The log with ``label``, ``flag``, ``note`` attached partition by partition (``feedback.attach``)."""
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    feedback.attach(given.iloc[:0].assign(**{REQUEST_ID: []}), given)  # unknown flags refused here, once
-    odd = {type(v).__name__ for v in given["label"].dropna()} - {"str"}
-    if odd:
-        raise ValueError(f"engine=spark needs feedback labels as text, got {sorted(odd)}: quote them in the file")
-    kept = [f for f in log.schema.fields if f.name not in feedback.COLUMNS[1:]]
-    schema = StructType(kept + [StructField(name, StringType()) for name in feedback.COLUMNS[1:]])
-
-    def run(batches):
-        for pdf in batches:
-            yield feedback.attach(pdf, given)
-
-    return log.mapInPandas(run, schema)
+def _attached(spark, log, given: pd.DataFrame):
+    """The log with ``label``, ``flag``, ``note`` as ``feedback.attach`` gives them (the newest
+    row per request id; null where there is none): a left join on the broadcast feedback, which
+    the driver holds already."""
+    feedback.attach(pd.DataFrame({REQUEST_ID: pd.Series(dtype=object)}), given)  # unknown flags refused here, once
+    for column in feedback.COLUMNS[1:]:
+        odd = {type(v).__name__ for v in given[column].dropna()} - {"str"}
+        if odd:
+            raise ValueError(f"engine=spark needs feedback {column}s as text, got {sorted(odd)}: quote them in the file")
+    newest = given.drop_duplicates(REQUEST_ID, keep="last")[feedback.COLUMNS]
+    table = spark.createDataFrame(newest.astype(object).where(newest.notna(), None),
+                                  ", ".join(f"{c} string" for c in feedback.COLUMNS))
+    return log.drop(*feedback.COLUMNS[1:]).join(F.broadcast(table), on=REQUEST_ID, how="left")
 
 
-def _search(champion, columns: list[str], options: SliceOptions) -> SliceSearch:
-    """``slices.find_slices`` on the champion's rows: the basis, the predicates, the counts."""
-    from pyspark.sql import functions as F
-
-    labelled = champion.filter(F.col("label").isNotNull())
-    if labelled.count() >= options.min_labelled:
-        rows, basis, threshold = labelled, LABELS, None
-    else:
-        rows, basis, threshold = champion, UNCERTAIN, _threshold(champion, options.uncertain_quantile)
-    found = _predicates(rows, columns, options.bins)
-    return judge(basis, threshold, found, _counts(rows, found, basis, threshold), options)
+def _search(champion, labelled: int, columns: list[str], options: SliceOptions) -> SliceSearch:
+    """``slices.find_slices`` on the champion's rows. On labels, the rows searched are labelled
+    ones, no more than the feedback the driver holds already: they are read into pandas (through
+    Arrow, typed as a local read types them) and searched by the local code. On the confidence
+    proxy every champion row counts: predicates and counts come from Spark."""
+    if labelled >= options.min_labelled:
+        rows = champion.filter(F.col("label").isNotNull()).select(*columns, PREDICTION, "label").toArrow().to_pandas()
+        return find_slices(rows, options, columns)
+    threshold = _threshold(champion, options.uncertain_quantile)
+    found = _predicates(champion, columns, options.bins)
+    return judge(UNCERTAIN, threshold, found, _counts(champion, found, threshold), options)
 
 
 def _threshold(rows, quantile: float) -> float | None:
     """``np.quantile(confidence, quantile)`` over the rows: None without rows, NaN with a NaN or null among them."""
-    from pyspark.sql import functions as F
-
     if rows.filter(F.col(CONFIDENCE).isNull() | F.isnan(F.col(CONFIDENCE))).limit(1).count():
         return float("nan")
     cut = exact_quantiles(rows, [CONFIDENCE], [quantile])[CONFIDENCE]
@@ -183,21 +195,22 @@ def _values(rows, columns: list[str]) -> dict[str, set[str]]:
     return {c: set(parts.loc[parts["column"] == c, "value"]) for c in columns}
 
 
-def _counts(rows, found: list[Predicate], basis: str, threshold: float | None) -> Counts:
-    """``slices.Counts`` summed over the partitions (integers in float64: exact below 2^53)."""
+def _counts(rows, found: list[Predicate], threshold: float | None) -> Counts:
+    """``slices.Counts`` of the confidence proxy (errors: confidence below ``threshold``) summed
+    over the partitions (integers in float64: exact below 2^53)."""
     size = len(found)
+    if threshold is None:  # no rows
+        return Counts(0, 0.0, np.zeros((size, size)), np.zeros((size, size)))
+    columns = sorted({p.column for p in found} | {CONFIDENCE})
 
     def run(batches):
         total = Counts(0, 0.0, np.zeros((size, size)), np.zeros((size, size)))
         for pdf in batches:
-            errors = label_errors(pdf) if basis == LABELS else pdf[CONFIDENCE].to_numpy(dtype=float) < threshold
-            total = total + Counts.of(onehot(found, pdf), errors)
+            total = total + Counts.of(onehot(found, pdf), pdf[CONFIDENCE].to_numpy(dtype=float) < threshold)
         yield pd.DataFrame({"n": [total.n], "errors": [total.errors], "support": [total.pair_support.ravel().tolist()],
                             "pair_errors": [total.pair_errors.ravel().tolist()]})
 
-    if threshold is None and basis == UNCERTAIN:  # no rows
-        return Counts(0, 0.0, np.zeros((size, size)), np.zeros((size, size)))
-    parts = rows.mapInPandas(run, "n long, errors double, support array<double>, pair_errors array<double>").toPandas()
+    parts = rows.select(*columns).mapInPandas(run, "n long, errors double, support array<double>, pair_errors array<double>").toPandas()
     return Counts(int(parts["n"].sum()), float(parts["errors"].sum()),
                   np.sum([np.asarray(v, dtype=float) for v in parts["support"]], axis=0).reshape(size, size),
                   np.sum([np.asarray(v, dtype=float) for v in parts["pair_errors"]], axis=0).reshape(size, size))
@@ -221,6 +234,7 @@ def _rank(window, search: SliceSearch, job: Job) -> tuple[list[str], str]:
 
     def run(batches):
         for pdf in batches:
+            moments = micros(pdf[TIME])
             for name, ranking in rankings(pdf).items():
                 rows = np.asarray(ranking.rows, dtype=bool)
                 if not rows.any():
@@ -228,7 +242,7 @@ def _rank(window, search: SliceSearch, job: Job) -> tuple[list[str], str]:
                 detail = np.full(len(pdf), "", dtype=object) if ranking.detail is None else np.asarray(ranking.detail, dtype=object)
                 yield pd.DataFrame({"reason": name, "primary": ranking.primary[rows],
                                     "draw": reasons.draws(pdf[REQUEST_ID].to_numpy()[rows], seed, name),
-                                    TIME_US: micros(pdf[TIME])[rows], "score": np.asarray(ranking.score, dtype=float)[rows],
+                                    TIME_US: moments[rows], "score": np.asarray(ranking.score, dtype=float)[rows],
                                     "detail": detail[rows].astype(str), REQUEST_ID: pdf[REQUEST_ID].to_numpy()[rows]})
 
     folder = str(job.work / "ranked")
@@ -239,13 +253,14 @@ def _rank(window, search: SliceSearch, job: Job) -> tuple[list[str], str]:
 def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFrame:
     """A reason's first ``limit`` rows in the local engine's order, as ``reasons.ranked`` gives them."""
     from pyspark.sql import Window
-    from pyspark.sql import functions as F
 
     path = os.path.join(folder, f"reason={name}")
     if not os.path.isdir(path):
         return pd.DataFrame({"score": pd.Series(dtype=float), "detail": pd.Series(dtype=object)},
                             index=pd.MultiIndex.from_arrays([[], []], names=KEY))
     ranked = spark.read.parquet(path)
+    # past this many rows a top-k is a sort that spills, not one task's heap of k rows
+    spark.conf.set("spark.sql.execution.topKSortFallbackThreshold", str(_TOP_K_IN_MEMORY))
     if name == reasons.SLICE:  # turns: j-th row of slice k (by draw, time) -> j * n_slices + k
         within = Window.partitionBy("primary").orderBy("draw", TIME_US)
         ranked = ranked.withColumn("primary", ((F.row_number().over(within) - 1) * n_slices + F.col("primary")).cast("double"))
@@ -254,27 +269,26 @@ def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFra
                         index=pd.MultiIndex.from_arrays([top[REQUEST_ID], top[TIME_US]], names=KEY))
 
 
-def _queued_rows(labels: list, records, schema, job: Job) -> pd.DataFrame:
+def _queued_rows(labels: list, holes: set[str], schema, job: Job) -> pd.DataFrame:
     """The queued rows as the local engine holds them: read with pyarrow, typed as the whole
-    window's read types them, feedback attached, indexed by (request id, time)."""
+    window's read types them (``holes``: see :func:`_census`), feedback attached, indexed by
+    (request id, time)."""
     import pyarrow as pa
-    from pyspark.sql import functions as F
 
     rows = read_window(job.start, job.end, job.root, request_ids={label[0] for label in labels}).to_pandas()
-    nullable = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
-    if nullable:  # pandas reads such a column as float (integers) or object (booleans) once it holds a null
-        nulls = records.agg(*[F.count(F.lit(1)) - F.count(F.col(c)) for c in nullable]).first()
-        for column, missing in zip(nullable, nulls):
-            if missing and column in rows.columns:
-                rows[column] = rows[column].astype(float if pa.types.is_integer(schema.field(column).type) else object)
+    for column in holes & set(rows.columns):
+        rows[column] = rows[column].astype(float if pa.types.is_integer(schema.field(column).type) else object)
     rows = feedback.attach(rows, job.given)
     rows.index = pd.MultiIndex.from_arrays([rows[REQUEST_ID].to_numpy(), micros(rows[TIME])], names=KEY)
     return rows[~rows.index.duplicated(keep="first")]
 
 
 def micros(times: pd.Series) -> np.ndarray:
-    """Microseconds since the epoch (UTC), whatever unit and zone the reader gave the column."""
-    return ((pd.to_datetime(times, utc=True) - _EPOCH) // pd.Timedelta(1, "us")).to_numpy(dtype=np.int64)
+    """Microseconds since the epoch (UTC), whatever unit and zone the reader gave the column
+    (Spark hands pandas naive UTC times, pyarrow zoned ones)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times.to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
 def _shadow(folder: str, pdf: pd.DataFrame) -> pd.DataFrame | None:
@@ -292,8 +306,6 @@ def _shadow(folder: str, pdf: pd.DataFrame) -> pd.DataFrame | None:
 
 def _shadow_rows(window, job: Job) -> int:
     """How many of the window's rows kept pixels, when a candidate was scored on them."""
-    from pyspark.sql import functions as F
-
     if job.candidate is None or shadow.PIXELS not in window.columns:
         return 0
     return window.filter(F.col(shadow.PIXELS).isNotNull()).count()

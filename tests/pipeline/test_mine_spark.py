@@ -18,16 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from projects.mine import feedback, spark_engine
-from projects.mine.__main__ import main
-from projects.mine.core import mine_window
-from projects.mine.slices import SliceOptions
-from projects.spark_quantiles import _settle, _Target, exact_quantiles
-from registry_hooks.inference_records import read_window
-from registry_hooks.tables import content_hash
-from tests.unit.test_mine_entry import CLASSES, END, _args, store, write_log  # noqa: F401 (store: a fixture)
-
 pytest.importorskip("pyspark", reason="the spark extra is part of the test install: pip install -e '.[test]'")
+
+from projects.mine import feedback, spark_engine  # noqa: E402 (needs pyspark)
+from projects.mine.__main__ import main  # noqa: E402
+from projects.mine.core import mine_window  # noqa: E402
+from projects.mine.slices import SliceOptions  # noqa: E402
+from projects.spark_quantiles import _settle, _Target, exact_quantiles  # noqa: E402
+from registry_hooks.inference_records import read_window  # noqa: E402
+from registry_hooks.tables import content_hash  # noqa: E402
+from tests.unit.test_mine_entry import CLASSES, END, _args, store, write_log  # noqa: E402, F401 (store: a fixture)
 pytestmark = pytest.mark.timeout(600)
 MASTER = "local[2]"
 
