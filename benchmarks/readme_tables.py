@@ -464,9 +464,7 @@ def spark_evaluate(results: Path) -> str:
 
 def spark_mine(results: Path) -> str:
     """Per log size and engine: the mining job's time and peak memory, and whether the engines
-    wrote the same queue. Not in ``TABLES`` yet: README.md has no ``spark-mine`` markers until
-    the Spark engine of ``mine`` lands and its figures are measured (``render`` refuses a table
-    without its markers); add both together."""
+    wrote the same queue."""
     record = load(results, "spark_mine")
     if record is None:
         return NOT_MEASURED
@@ -552,7 +550,7 @@ def big_evidence(results: Path) -> str:
 TABLES: dict[str, Callable[[Path], str]] = {
     "performance": performance, "gate": gate, "fuzz": fuzz, "calibration": calibration,
     "calibration-slices": calibration_slices, "attempts": attempts, "pages": pages, "season": season,
-    "spark-evaluate": spark_evaluate, "load": load_benchmark, "big-evidence": big_evidence,
+    "spark-evaluate": spark_evaluate, "spark-mine": spark_mine, "load": load_benchmark, "big-evidence": big_evidence,
 }
 
 

@@ -6,13 +6,15 @@ the budget, not the window: counts, a few thousand values per quantile, each rea
 ``2 x budget`` rows, and finally the queued rows themselves.
 
 Why the same queue, not a similar one: every per-row decision runs the local engine's own
-functions on each partition (``feedback.attach``, the ``reasons.*_ranking`` functions,
-``Predicate.matches``, ``slices.label_errors``, ``shadow.score``); what needs the whole window is
-exact and engine-free:
+functions on each partition (the ``reasons.*_ranking`` functions, ``Predicate.matches``,
+``shadow.score``; feedback is a broadcast join equal to ``feedback.attach``); what needs the whole
+window is exact and engine-free:
 
-* slice search: the search needs only counts (``slices.Counts``: sums of integers, added
-  partition by partition) and the quantile cuts of numeric columns (``projects.spark_quantiles``:
-  numpy's own values, to the bit); ``slices.judge`` then scores and tests as locally;
+* slice search: on labels, the labelled rows (no more than the feedback the driver holds) are
+  searched by ``slices.find_slices`` itself; on the confidence proxy, the search needs only counts
+  (``slices.Counts``: sums of integers, added partition by partition) and the quantile cuts
+  (``projects.spark_quantiles``: numpy's own values, to the bit); ``slices.judge`` then scores
+  and tests as locally;
 * rankings: a reason's order is (primary key, keyed draw of the request id, time), all computed
   per row (``reasons.draws`` replaced the window permutation for this), so Spark's sort gives the
   local order; a slice's turns come from a row number within the slice in the same order;
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +54,10 @@ from .slices import (UNCERTAIN, Counts, Predicate, SliceOptions, SliceSearch, bi
 TIME_US = "time_us"
 KEY = [REQUEST_ID, TIME_US]
 _RANKED = "reason string, primary double, draw long, time_us long, score double, detail string, request_id string"
-_BATCH_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
-_BATCH = 65_536  # rows per pandas batch while mining (restored afterwards: evaluate's models want 4,096)
-_TOP_K_IN_MEMORY = 100_000
+_SETTINGS = {  # while mining; the session's own values are restored afterwards (evaluate's models want 4,096 rows)
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",  # the per-row functions cost per batch: bigger is cheaper
+    "spark.sql.execution.topKSortFallbackThreshold": "100000",  # a bigger top-k is a sort that spills, not one heap
+}
 _MODELS: dict[str, object] = {}  # the candidate, loaded once per Python worker
 
 
@@ -83,9 +87,7 @@ def mine(spark, job: Job) -> tuple[Mined, int]:
     if n == 0:  # nothing to rank: the local engine's empty queue, typed as it types it
         empty = read_window(job.start, job.end, job.root).to_pandas()
         return mine_window(empty, fraction=job.fraction, options=job.options, seed=job.seed, selection=job.selection), 0
-    batch = spark.conf.get(_BATCH_KEY)
-    spark.conf.set(_BATCH_KEY, str(_BATCH))  # the per-row functions work on whole batches: bigger is cheaper
-    try:
+    with _settings(spark, _SETTINGS):
         window = _attached(spark, _mined_columns(records, schema, job), job.given)
         champion = window if job.champion_run_id is None else window.filter(window[MODEL_RUN_ID] == job.champion_run_id)
         champion_rows, labelled = champion.agg(F.count(F.lit(1)), F.count(F.col("label"))).first()
@@ -93,11 +95,25 @@ def mine(spark, job: Job) -> tuple[Mined, int]:
         budget = budget_rows(job.fraction, n)
         names, scored = _rank(window, search, job)
         picks = {name: _top(spark, scored, name, len(search.slices), 2 * budget) for name in names}
-    finally:
-        spark.conf.set(_BATCH_KEY, batch)
     walk = allocate(picks, budget)
     queue = assemble(walk, _queued_rows(walk.rows, holes, schema, job))
     return Mined(queue, search, picks, budget, n, int(champion_rows)), _shadow_rows(window, job)
+
+
+@contextmanager
+def _settings(spark, settings: dict[str, str]):
+    """``settings`` on the session for the block, the values before restored after it."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _census(records, schema) -> tuple[int, set[str]]:
@@ -164,7 +180,7 @@ def _threshold(rows, quantile: float) -> float | None:
 
 def _predicates(rows, columns: list[str], bins: int) -> list[Predicate]:
     """``slices.predicates``: categorical values as the local engine reads them (pandas' text of
-    each value, collected per partition), numeric columns cut at exact quantiles."""
+    each value), numeric columns cut at exact quantiles."""
     from pyspark.sql.types import BooleanType, NumericType
 
     numeric = {f.name for f in rows.schema.fields if f.name in columns and isinstance(f.dataType, NumericType)
@@ -181,18 +197,12 @@ def _predicates(rows, columns: list[str], bins: int) -> list[Predicate]:
 
 
 def _values(rows, columns: list[str]) -> dict[str, set[str]]:
-    """Each categorical column's distinct values, as ``values.dropna().astype(str)`` gives them."""
+    """Each categorical column's distinct values (collected by Spark), as pandas' text of them
+    (``values.dropna().astype(str)``, what the local engine takes)."""
     if not columns:
         return {}
-
-    def run(batches):
-        for pdf in batches:
-            for column in columns:
-                seen = pdf[column].dropna().astype(str).unique()
-                yield pd.DataFrame({"column": column, "value": seen})
-
-    parts = rows.select(columns).mapInPandas(run, "column string, value string").distinct().toPandas()
-    return {c: set(parts.loc[parts["column"] == c, "value"]) for c in columns}
+    found = rows.agg(*[F.collect_set(c).alias(c) for c in columns]).first()
+    return {c: set(pd.Series(list(found[c]), dtype=object).dropna().astype(str)) for c in columns}
 
 
 def _counts(rows, found: list[Predicate], threshold: float | None) -> Counts:
@@ -259,8 +269,6 @@ def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFra
         return pd.DataFrame({"score": pd.Series(dtype=float), "detail": pd.Series(dtype=object)},
                             index=pd.MultiIndex.from_arrays([[], []], names=KEY))
     ranked = spark.read.parquet(path)
-    # past this many rows a top-k is a sort that spills, not one task's heap of k rows
-    spark.conf.set("spark.sql.execution.topKSortFallbackThreshold", str(_TOP_K_IN_MEMORY))
     if name == reasons.SLICE:  # turns: j-th row of slice k (by draw, time) -> j * n_slices + k
         within = Window.partitionBy("primary").orderBy("draw", TIME_US)
         ranked = ranked.withColumn("primary", ((F.row_number().over(within) - 1) * n_slices + F.col("primary")).cast("double"))

@@ -46,7 +46,7 @@ def test_a_missing_marker_is_an_error():
 
 
 def test_the_mining_benchmark_makes_a_row_per_size_and_engine(tmp_path):
-    """``readme_tables.spark_mine`` (in the README once the Spark engine of ``mine`` is measured):
+    """``readme_tables.spark_mine`` (the README's mining-on-Spark table):
     each job's figures, whether the engines agreed, a failed job, the sizes left to Spark alone."""
     def job(seconds: float, **figures) -> dict:
         return {"seconds": seconds, "driver_peak_mb": 600.0, "jvm_peak_mb": 0.0, "workers_peak_mb": 0.0, "exit": 0,
