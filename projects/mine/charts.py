@@ -20,8 +20,9 @@ from .reasons import SLICE  # noqa: E402
 from .slices import SliceSearch  # noqa: E402
 
 
-def reason_chart(reason: str, picks: pd.DataFrame, queued: pd.Index, path: Path) -> Path:
-    """Histogram of ``reason``'s scores over every row it ranked, the queued ones on top."""
+def reason_chart(reason: str, picks: pd.DataFrame, queued: pd.Index, path: Path, ranked: int | None = None) -> Path:
+    """Histogram of ``reason``'s scores over the rows it ranked, the queued ones on top; ``ranked``
+    says how many it ranked when ``picks`` holds only the first of them (the Spark engine's)."""
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if picks.empty:
         axis.text(0.5, 0.5, f"no rows for '{reason}' in this window", ha="center", va="center")
@@ -29,7 +30,8 @@ def reason_chart(reason: str, picks: pd.DataFrame, queued: pd.Index, path: Path)
     else:
         scores = picks["score"]
         bins = min(40, max(5, len(scores.unique())))
-        axis.hist(scores, bins=bins, color="0.75", label=f"candidates ({len(scores)})")
+        shown = f"first {len(scores):,} of {ranked:,}" if ranked is not None and ranked > len(scores) else f"{len(scores):,}"
+        axis.hist(scores, bins=bins, color="0.75", label=f"candidates ({shown})")
         axis.hist(scores[scores.index.isin(queued)], bins=bins, range=(scores.min(), scores.max()), color="tab:red",
                   label=f"queued ({int(scores.index.isin(queued).sum())})")
         axis.set_xlabel(f"{reason} score (higher: more wanted)")

@@ -11,7 +11,7 @@ other reasons rank rows of every model in the window: a row is worth labelling w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -28,10 +28,15 @@ class Mined:
 
     queue: pd.DataFrame
     search: SliceSearch
-    picks: dict[str, pd.DataFrame]  # each reason's full ranking (the charts show what was left out)
+    picks: dict[str, pd.DataFrame]  # each reason's ranking (the charts show what was left out)
     budget: int
     window_rows: int
     champion_rows: int
+    candidates: dict[str, int] = field(default_factory=dict)  # rows each reason ranked; its picks may hold
+    # fewer: the Spark engine brings back only the first 2 x budget (all the queue can use)
+
+    def ranked(self, reason: str) -> int:
+        return self.candidates.get(reason, len(self.picks.get(reason, ())))
 
 
 def mine_window(window: pd.DataFrame, *, champion_run_id: str | None = None, candidate: pd.DataFrame | None = None,

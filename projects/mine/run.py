@@ -294,5 +294,5 @@ def _log_charts(mined: Mined) -> None:
                 charts.slice_chart(mined.search, path)
             else:
                 picks = mined.picks.get(reason, pd.DataFrame(columns=["score", "detail"]))
-                charts.reason_chart(reason, picks, mined.queue.index, path)
+                charts.reason_chart(reason, picks, mined.queue.index, path, mined.ranked(reason))
             mlflow.log_artifact(str(path), artifact_path="charts")

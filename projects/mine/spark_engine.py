@@ -97,7 +97,8 @@ def mine(spark, job: Job) -> tuple[Mined, int]:
         picks = {name: _top(spark, scored, name, len(search.slices), 2 * budget) for name in names}
     walk = allocate(picks, budget)
     queue = assemble(walk, _queued_rows(walk.rows, holes, schema, job))
-    return Mined(queue, search, picks, budget, n, int(champion_rows)), _shadow_rows(window, job)
+    candidates = _ranked_rows(spark, scored, names)
+    return Mined(queue, search, picks, budget, n, int(champion_rows), candidates), _shadow_rows(window, job)
 
 
 @contextmanager
@@ -275,6 +276,12 @@ def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFra
     top = ranked.orderBy("primary", "draw", TIME_US).limit(limit).toPandas()
     return pd.DataFrame({"score": top["score"].to_numpy(dtype=float), "detail": top["detail"].to_numpy(dtype=object)},
                         index=pd.MultiIndex.from_arrays([top[REQUEST_ID], top[TIME_US]], names=KEY))
+
+
+def _ranked_rows(spark, folder: str, names: list[str]) -> dict[str, int]:
+    """How many rows each reason ranked (its picks hold the first 2 x budget of them)."""
+    counted = dict(spark.read.parquet(folder).groupBy("reason").count().collect()) if os.path.isdir(folder) else {}
+    return {name: int(counted.get(name, 0)) for name in names}
 
 
 def _queued_rows(labels: list, holes: set[str], schema, job: Job) -> pd.DataFrame:

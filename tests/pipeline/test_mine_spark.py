@@ -156,6 +156,7 @@ def test_ragged_parts_are_mined_and_typed_as_the_local_read_does(tmp_path, spark
     assert content_hash(mined.queue) == content_hash(local.queue)
     assert (mined.queue.dtypes == local.queue.dtypes).all() and scored == 0
     assert (mined.window_rows, mined.champion_rows, mined.budget) == (local.window_rows, local.champion_rows, local.budget)
+    assert mined.candidates == {reason: len(picks) for reason, picks in local.picks.items()}
     for reason, picks in mined.picks.items():  # each reason's first 2 x budget rows, in the local order
         head = local.picks[reason].iloc[:2 * local.budget]
         assert local_window.loc[head.index, "request_id"].tolist() == picks.index.get_level_values(0).tolist()
