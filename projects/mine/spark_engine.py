@@ -82,7 +82,7 @@ def mine(spark, job: Job) -> tuple[Mined, int]:
     """The window's :class:`Mined` (as ``core.mine_window`` would give it) and how many rows the
     candidate was scored on."""
     files, schema = window_files(job.start, job.end, job.root)
-    records = _records(spark, files, job) if files else None
+    records = _records(spark, files, schema, job) if files else None
     n, holes = _census(records, schema) if records is not None else (0, set())
     if n == 0:  # nothing to rank: the local engine's empty queue, typed as it types it
         empty = read_window(job.start, job.end, job.root).to_pandas()
@@ -127,9 +127,18 @@ def _census(records, schema) -> tuple[int, set[str]]:
     return int(counts[0]), {c for c, seen in zip(nullable, counts[1:]) if seen < counts[0]}
 
 
-def _records(spark, files: list[str], job: Job):
-    """The window's records (``read_window``'s rows: its parts, ``start <= time < end``)."""
-    log = spark.read.option("mergeSchema", "true").parquet(*files)
+def _records(spark, files: list[str], schema, job: Job):
+    """The window's records (``read_window``'s rows: its parts, ``start <= time < end``), read
+    with the schema ``read_window`` gives them. Why not Spark's ``mergeSchema``: it refuses parts
+    whose numbers differ in width (float32 and float64 from two model versions, say), which
+    pyarrow's permissive unification widens; Spark's reader widens them too once told the type."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    try:
+        spark_schema = from_arrow_schema(schema)
+    except (TypeError, NotImplementedError) as exc:
+        raise ValueError(f"engine=spark cannot read the log's columns ({exc}): use --engine local") from exc
+    log = spark.read.schema(spark_schema).parquet(*files)
     moment = F.col(TIME)
     return log.filter((moment >= F.lit(job.start)) & (moment < F.lit(job.end)))
 

@@ -111,8 +111,8 @@ def test_spark_writes_the_local_engines_queue(tmp_path, store, capsys, spark, ca
 
 
 def _ragged_log(root) -> tuple[dt.datetime, dt.datetime]:
-    """Parts that differ: an integer column missing from some (nulls once read together), a
-    boolean one with nulls in some parts only, a class only later parts have, request ids a
+    """Parts that differ: an integer column missing from some (nulls once read together) and of
+    two widths, a numeric summary of two widths, a boolean one with nulls in some parts only, a class only later parts have, request ids a
     caller reused at other times, and a numeric summary with NaN and repeated values."""
     rng = np.random.default_rng(11)
     start = END - dt.timedelta(hours=6)
@@ -128,11 +128,12 @@ def _ragged_log(root) -> tuple[dt.datetime, dt.datetime]:
             "prediction": pa.array(np.asarray(classes)[p.argmax(axis=1)]), "confidence": pa.array(p.max(axis=1)),
             **{f"p_{c}": pa.array(p[:, k]) for k, c in enumerate(classes)},
             "weather": pa.array(rng.choice(["clear", "rain", None], n, p=[0.6, 0.3, 0.1])),
-            "img_brightness": pa.array(np.where(rng.random(n) < 0.05, np.nan, np.round(rng.random(n), 2))),
+            "img_brightness": pa.array(np.where(rng.random(n) < 0.05, np.nan, np.round(rng.random(n), 2)),
+                                       pa.float32() if hour < 2 else pa.float64()),  # widened when read together
             "retried": pa.array([bool(v) if hour % 2 else None for v in rng.random(n) < 0.5], pa.bool_()),
         }
         if hour % 3:
-            columns["schema_version"] = pa.array(np.ones(n, np.int16))
+            columns["schema_version"] = pa.array(np.ones(n, np.int16 if hour < 3 else np.int64))
         folder = root / f"date={moment:%Y-%m-%d}" / f"hour={moment:%H}"
         folder.mkdir(parents=True)
         pq.write_table(pa.table(columns), folder / "part-0.parquet")
