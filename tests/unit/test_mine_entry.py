@@ -148,7 +148,8 @@ def test_an_empty_window_without_feedback_still_logs_a_run(tmp_path, store, caps
 @pytest.mark.parametrize("argument, value", [("budget", "0"), ("budget", "1.5"), ("window-days", "-1"),
                                              ("end", "2026-12-05T00:00:00"), ("end", "yesterday"),
                                              ("min-support", "2.5"), ("seed", "-1"), ("candidate", "models:/x"),
-                                             ("feedback", "/no/such/file.csv"), ("registered-model", " ")])
+                                             ("feedback", "/no/such/file.csv"), ("registered-model", " "),
+                                             ("engine", "gpu"), ("spark-master", " ")])
 def test_a_bad_value_is_refused_naming_the_parameter(argument, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([f"--{argument}", value])
