@@ -271,7 +271,13 @@ def _rank(window, search: SliceSearch, job: Job) -> tuple[list[str], str]:
 
 
 def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFrame:
-    """A reason's first ``limit`` rows in the local engine's order, as ``reasons.ranked`` gives them."""
+    """A reason's first ``limit`` rows in the local engine's order, as ``reasons.ranked`` gives them.
+
+    Why written to Parquet and read with pyarrow, not collected: at 50M rows the first 2 x budget
+    are 2M rows, and one task's result that size is lost from the block manager of a local-mode
+    driver with Spark's default 1 GB; a file has no such limit. The file's order is not trusted:
+    the rows are sorted again here, by the same keys."""
+    import pyarrow.parquet as pq
     from pyspark.sql import Window
 
     path = os.path.join(folder, f"reason={name}")
@@ -282,9 +288,12 @@ def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFra
     if name == reasons.SLICE:  # turns: j-th row of slice k (by draw, time) -> j * n_slices + k
         within = Window.partitionBy("primary").orderBy("draw", TIME_US)
         ranked = ranked.withColumn("primary", ((F.row_number().over(within) - 1) * n_slices + F.col("primary")).cast("double"))
-    top = ranked.orderBy("primary", "draw", TIME_US).limit(limit).toPandas()
+    out = os.path.join(os.path.dirname(folder), "top", name)  # beside the ranked rows, not among their partitions
+    ranked.orderBy("primary", "draw", TIME_US).limit(limit).write.mode("overwrite").parquet(out)
+    top = pq.read_table(out).to_pandas()
+    top = top.iloc[np.lexsort((top[TIME_US].to_numpy(), top["draw"].to_numpy(), top["primary"].to_numpy()))]
     return pd.DataFrame({"score": top["score"].to_numpy(dtype=float), "detail": top["detail"].to_numpy(dtype=object)},
-                        index=pd.MultiIndex.from_arrays([top[REQUEST_ID], top[TIME_US]], names=KEY))
+                        index=pd.MultiIndex.from_arrays([top[REQUEST_ID].to_numpy(), top[TIME_US].to_numpy()], names=KEY))
 
 
 def _ranked_rows(spark, folder: str, names: list[str]) -> dict[str, int]:
