@@ -3,7 +3,8 @@
 ``mine`` reads a window of the inference log, finds the champion (``@champion``; its run id is
 what each record's ``model_run_id`` holds) and the candidate, shadow-scores the candidate on the
 rows whose pixels the log kept (``GATEKEEPER_LOG_INPUTS=full``), fetches the feedback given on
-the window's predictions, mines the window (``projects.mine.core``) and writes the queue as a
+the window's predictions, mines the window (``projects.mine.core`` in this process, or
+``projects.mine.spark_engine`` with ``engine="spark"``: the same queue) and writes the queue as a
 versioned folder ``<out>/<content hash>/`` (``queue.parquet``, ``queue.csv``, ``manifest.json``),
 then logs one MLflow run: params, metrics ``queue_rows``, ``window_rows``, ``reason_<name>_rows``,
 one chart per reason, the queue files, and the queue as a dataset input (context
@@ -11,7 +12,8 @@ one chart per reason, the queue files, and the queue as a dataset input (context
 
 Why a folder named by content hash: the curation step (design section 5) turns labelled queue
 rows into a training-set version and must name exactly which queue it came from; the same window,
-feedback and seed give the same queue and so the same folder (written once, atomically).
+feedback and seed give the same queue and so the same folder (written once, atomically),
+whichever engine mined it.
 """
 
 from __future__ import annotations
