@@ -35,7 +35,6 @@ from projects import spark_session
 from projects.evaluate import comparisons, report
 from projects.evaluate.scoring import EvaluationError, Evaluated, model_values, outcomes, to_scores
 from projects.served import probability_columns
-from projects.spark_session import SparkUnavailable, require_pyspark
 from registry_hooks.evidence import OutcomesFile, write_outcomes
 from registry_hooks.statistics import Comparison, PairedOutcomes
 
@@ -47,8 +46,8 @@ _SPARK_TYPES = {"int64": "bigint", "int32": "int", "int16": "smallint", "int8": 
 def check_usable(table) -> None:
     """Refuse before anything is read: no pyspark, or a table in memory (Spark reads files)."""
     try:
-        require_pyspark()
-    except SparkUnavailable as exc:
+        spark_session.require_pyspark()
+    except spark_session.SparkUnavailable as exc:
         raise EvaluationError(str(exc)) from None
     if isinstance(table.table, pd.DataFrame):
         raise EvaluationError("engine=spark reads a Parquet or CSV file; pass its path (or dataset:/set: reference), "
@@ -59,7 +58,7 @@ def session(master: str):
     """The Spark session on ``master`` (``projects.spark_session``), failures as EvaluationError."""
     try:
         return spark_session.session(master, "evaluate")
-    except SparkUnavailable as exc:
+    except spark_session.SparkUnavailable as exc:
         raise EvaluationError(str(exc)) from exc
 
 

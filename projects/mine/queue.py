@@ -84,7 +84,7 @@ def build_queue(window: pd.DataFrame, picks: Mapping[str, pd.DataFrame], budget:
     (the reasons joined by ``"; "``), ``reason_<name>`` (bool) and ``score_<name>`` (NaN where
     not picked for it) per reason in ``picks``, and ``slice`` (the slice a row was picked from)."""
     walk = allocate(picks, budget)
-    return assemble(walk, window.loc[walk.rows])
+    return assemble(walk, window)
 
 
 def assemble(walk: _Walk, rows: pd.DataFrame) -> pd.DataFrame:

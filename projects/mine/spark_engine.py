@@ -39,7 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import functions as F  # this module is imported once pyspark is known to be there
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark import SparkFiles  # this module is imported once pyspark is known to be there
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import BooleanType, NumericType
 
 from projects.spark_quantiles import exact_quantiles
 from registry_hooks.inference_records import (CONFIDENCE, MODEL_RUN_ID, PREDICTION, REQUEST_ID, TIME,
@@ -120,8 +126,6 @@ def _settings(spark, settings: dict[str, str]):
 def _census(records, schema) -> tuple[int, set[str]]:
     """The window's row count and its integer or boolean columns holding a null (pandas reads
     those as float or object once read whole), in one pass."""
-    import pyarrow as pa
-
     nullable = [f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type)]
     counts = records.agg(F.count(F.lit(1)), *[F.count(F.col(c)) for c in nullable]).first()
     return int(counts[0]), {c for c, seen in zip(nullable, counts[1:]) if seen < counts[0]}
@@ -132,8 +136,6 @@ def _records(spark, files: list[str], schema, job: Job):
     with the schema ``read_window`` gives them. Why not Spark's ``mergeSchema``: it refuses parts
     whose numbers differ in width (float32 and float64 from two model versions, say), which
     pyarrow's permissive unification widens; Spark's reader widens them too once told the type."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     try:
         spark_schema = from_arrow_schema(schema)
     except (TypeError, NotImplementedError) as exc:
@@ -191,8 +193,6 @@ def _threshold(rows, quantile: float) -> float | None:
 def _predicates(rows, columns: list[str], bins: int) -> list[Predicate]:
     """``slices.predicates``: categorical values as the local engine reads them (pandas' text of
     each value), numeric columns cut at exact quantiles."""
-    from pyspark.sql.types import BooleanType, NumericType
-
     numeric = {f.name for f in rows.schema.fields if f.name in columns and isinstance(f.dataType, NumericType)
                and not isinstance(f.dataType, BooleanType)}
     cuts = exact_quantiles(rows, sorted(numeric), quantile_points(bins)) if numeric else {}
@@ -277,9 +277,6 @@ def _top(spark, folder: str, name: str, n_slices: int, limit: int) -> pd.DataFra
     are 2M rows, and one task's result that size is lost from the block manager of a local-mode
     driver with Spark's default 1 GB; a file has no such limit. The file's order is not trusted:
     the rows are sorted again here, by the same keys."""
-    import pyarrow.parquet as pq
-    from pyspark.sql import Window
-
     path = os.path.join(folder, f"reason={name}")
     if not os.path.isdir(path):
         return pd.DataFrame({"score": pd.Series(dtype=float), "detail": pd.Series(dtype=object)},
@@ -306,8 +303,6 @@ def _queued_rows(labels: list, holes: set[str], schema, job: Job) -> pd.DataFram
     """The queued rows as the local engine holds them: read with pyarrow, typed as the whole
     window's read types them (``holes``: see :func:`_census`), feedback attached, indexed by
     (request id, time)."""
-    import pyarrow as pa
-
     rows = read_window(job.start, job.end, job.root, request_ids={label[0] for label in labels}).to_pandas()
     for column in holes & set(rows.columns):
         rows[column] = rows[column].astype(float if pa.types.is_integer(schema.field(column).type) else object)
@@ -331,7 +326,6 @@ def _shadow(folder: str, pdf: pd.DataFrame) -> pd.DataFrame | None:
         return None
     if folder not in _MODELS:
         import mlflow.pyfunc
-        from pyspark import SparkFiles
 
         _MODELS[folder] = mlflow.pyfunc.load_model(SparkFiles.get(os.path.basename(folder)))
     return shadow.score(_MODELS[folder], rows)
